@@ -1,0 +1,112 @@
+"""Assembly: build every part from the configuration and run them in one process.
+
+`layerbot serve` = the HTTP app (webhook, health, API) + background loops: the inbox
+writer and workers, the outbox sender, the missed-delivery recovery, and (with a backend)
+the job submitter and reconciler. Each loop stops on the same event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+
+from layerbot import log, metrics
+from layerbot.config import Config
+from layerbot.github import deliveries
+from layerbot.github.client import GitHubApp, RateLimitInfo
+from layerbot.github.sender import Sender
+from layerbot.github.writes import Performer
+from layerbot.handlers import routes
+from layerbot.processing import Processor
+from layerbot.store.db import Store
+from layerbot.store.inbox import Inbox
+from layerbot.store.outbox import Outbox
+from layerbot.web.health import health_router
+from layerbot.web.webhook import InboxWriter, webhook_router
+
+_log = log.get("app")
+
+Loop = Callable[[asyncio.Event], Awaitable[None]]
+
+
+@dataclass
+class Services:
+    """Everything handlers and loops may use; adapters are reached only through here."""
+
+    config: Config
+    store: Store
+    inbox: Inbox
+    outbox: Outbox
+    github: GitHubApp | None
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: Called after writes to the outbox were committed, to wake the sender.
+    wake_sender: Callable[[], None] = lambda: None
+
+
+def _note_rate_limit(info: RateLimitInfo) -> None:
+    metrics.RATE_LIMIT_REMAINING.labels(resource=info.resource).set(info.remaining)
+
+
+class Bot:
+    def __init__(self, config: Config, store: Store | None = None) -> None:
+        self.config = config
+        self.store = store or Store(config.store_url)
+        name = config.instance.name
+        self.inbox = Inbox(self.store, name)
+        self.outbox = Outbox(self.store, name)
+        self.github = (GitHubApp(config.github, on_rate_limit=_note_rate_limit)
+                       if config.github.app_id and config.github.private_key else None)
+        self.services = Services(config, self.store, self.inbox, self.outbox, self.github)
+        self.sender = (Sender(self.outbox, Performer(self.github, self.outbox.object_id),
+                              config.outbox) if self.github else None)
+        if self.sender:
+            self.services.wake_sender = self.sender.wakeup.set
+        self.processor = Processor(config, self.store, self.inbox, routes.build_router(),
+                                   self.services, on_written=self.services.wake_sender)
+        self.writer = InboxWriter(self.inbox, on_accept=self.processor.wakeup.set)
+        self.loops: list[Loop] = [self.processor.run]
+        if self.sender:
+            self.loops.append(self.sender.run)
+        if self.github:
+            github = self.github
+            self.loops.append(lambda stop: deliveries.run(github, self.inbox,
+                                                          config.deliveries, stop))
+        routes.add_loops(self)
+
+    def app(self) -> FastAPI:
+        secret = self.config.github.webhook_secret
+        stop = asyncio.Event()
+
+        @asynccontextmanager
+        async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+            self.writer.start()
+            tasks = [asyncio.create_task(loop(stop)) for loop in self.loops]
+            _log.info("layerbot started", instance=self.config.instance.name,
+                      loops=len(tasks), github=bool(self.github))
+            try:
+                yield
+            finally:
+                stop.set()
+                await self.writer.stop()
+                await asyncio.wait(tasks, timeout=10)
+
+        app = FastAPI(title="layerbot", version=_version(), lifespan=lifespan,
+                      openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None)
+        app.include_router(webhook_router(
+            secret.get_secret_value().encode() if secret else None, self.writer,
+            self.config.server.max_body_bytes))
+        app.include_router(health_router(self.store, self.inbox, self.outbox,
+                                         self.config.health.max_inbox_lag_seconds))
+        routes.add_web(self, app)
+        return app
+
+
+def _version() -> str:
+    from layerbot import __version__
+
+    return __version__

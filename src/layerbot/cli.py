@@ -1,0 +1,100 @@
+"""The `layerbot` command line (typer)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from layerbot import __version__, config as config_mod, log
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="layerbot: builds and deploys scientific software from pull requests.")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="layerbot.toml (default: $LAYERBOT_CONFIG, ./layerbot.toml)"),
+]
+
+
+def load_config(path: Path | None) -> config_mod.Config:
+    """The configuration, or a clean exit with one line per problem."""
+    try:
+        cfg = config_mod.load(path)
+    except config_mod.ConfigError as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    log.configure(cfg.logging.format, cfg.logging.level, cfg.logging.levels)
+    return cfg
+
+
+@app.command()
+def version() -> None:
+    """Print layerbot's version."""
+    console.print(__version__)
+
+
+@app.command()
+def serve(config: ConfigOption = None,
+          host: Annotated[str | None, typer.Option(help="override server.host")] = None,
+          port: Annotated[int | None, typer.Option(help="override server.port")] = None) -> None:
+    """Run the bot: webhook receiver, workers, sender, and (with a backend) jobs."""
+    import uvicorn
+
+    from layerbot.app import Bot
+
+    cfg = load_config(config)
+    bot = Bot(cfg)
+    uvicorn.run(bot.app(), host=host or cfg.server.host, port=port or cfg.server.port,
+                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+
+
+@app.command()
+def doctor(config: ConfigOption = None) -> None:
+    """Check the configuration and reach every configured part; exit 1 if any fails."""
+    import asyncio
+
+    from rich.table import Table
+
+    from layerbot.doctor import run_checks
+
+    cfg = load_config(config)
+    checks = asyncio.run(run_checks(cfg))
+    table = Table(title=f"layerbot doctor: {cfg.instance.name}")
+    for column in ("check", "result", "detail", "remedy"):
+        table.add_column(column, overflow="fold")
+    for check in checks:
+        table.add_row(check.name, "[green]pass[/green]" if check.ok else "[red]FAIL[/red]",
+                      check.detail, check.remedy)
+    console.print(table)
+    raise typer.Exit(0 if all(c.ok for c in checks) else 1)
+
+
+@app.command()
+def replay(delivery_id: str, config: ConfigOption = None) -> None:
+    """Handle a stored delivery again (e.g. one kept as failed)."""
+    from layerbot import clock
+    from layerbot.store.db import Store
+    from layerbot.store.inbox import Inbox
+
+    cfg = load_config(config)
+    inbox = Inbox(Store(cfg.store_url), cfg.instance.name)
+    if inbox.replay(delivery_id, clock.now()) == 0:
+        event = inbox.get(delivery_id)
+        reason = ("it is being handled right now" if event is not None
+                  else "no delivery with this id is stored on this instance")
+        err.print(f"cannot replay {delivery_id}: {reason}")
+        raise typer.Exit(1)
+    console.print(f"delivery {delivery_id} queued again; a running `layerbot serve` handles it")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,474 @@
+"""layerbot.toml: typed models, loading, and error messages that say what to fix.
+
+The whole configuration is one TOML file. Every key has an embedded default, so a bot
+runs with no file at all (a local executor building for this machine), and an operator
+only writes what differs. Secrets come from files or environment variables and are kept
+as ``SecretStr`` so that they never show in logs, reprs or error messages.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_CONFIG_NAME = "layerbot.toml"
+CONFIG_ENV = "LAYERBOT_CONFIG"
+PRIVATE_KEY_ENV = "LAYERBOT_GITHUB_PRIVATE_KEY"
+WEBHOOK_SECRET_ENV = "LAYERBOT_WEBHOOK_SECRET"
+
+#: Subjects allowed by default: people with write access to the repository.
+DEFAULT_SUBJECTS = ["role:write"]
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GitHubConfig(Section):
+    app_id: int | None = None
+    #: The App's slug; the bot's own comments come from ``<app_name>[bot]``.
+    app_name: str = "layerbot"
+    private_key_file: Path | None = None
+    webhook_secret_file: Path | None = None
+    api_url: str = "https://api.github.com"
+    #: Filled from the files or the environment at load time; never written in the TOML.
+    private_key: SecretStr | None = Field(default=None, exclude=True)
+    webhook_secret: SecretStr | None = Field(default=None, exclude=True)
+
+    @field_validator("api_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://, e.g. https://api.github.com")
+        return value.rstrip("/")
+
+
+class ServerConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: GitHub caps payloads at 25 MB; bigger bodies are refused with 413.
+    max_body_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+
+
+class StoreConfig(Section):
+    url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError(
+                "must be a SQLAlchemy URL: sqlite:///path/to/layerbot.db or "
+                "postgresql+psycopg://user:password@host/dbname"
+            )
+        return value
+
+
+class InstanceConfig(Section):
+    name: str = Field(default_factory=lambda: platform.node().split(".")[0] or "layerbot")
+    data_dir: Path = Path("/var/lib/layerbot")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("must be a non-empty name without spaces, e.g. cluster-a")
+        return value
+
+
+class LoggingConfig(Section):
+    format: Literal["console", "json"] = "console"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    #: Level per component, e.g. ``{ github = "debug", webhook = "warning" }``.
+    levels: dict[str, Literal["debug", "info", "warning", "error"]] = {}
+
+
+class InboxConfig(Section):
+    workers: int = Field(default=4, ge=1, le=64)
+    max_attempts: int = Field(default=5, ge=1)
+    backoff_seconds: float = Field(default=2.0, ge=0)
+    backoff_max_seconds: float = Field(default=300.0, ge=0)
+    #: A worker that claimed an event and died gives it back after this long.
+    lease_seconds: float = Field(default=300.0, gt=0)
+
+
+class OutboxConfig(Section):
+    senders: int = Field(default=4, ge=1, le=32)
+    max_attempts: int = Field(default=8, ge=1)
+    backoff_seconds: float = Field(default=1.0, ge=0)
+    backoff_max_seconds: float = Field(default=600.0, ge=0)
+
+
+class DeliveriesConfig(Section):
+    #: How often to look for failed deliveries to ask GitHub to redeliver (0: only at start).
+    recover_interval_seconds: float = Field(default=600.0, ge=0)
+    #: How far back to look.
+    lookback_hours: float = Field(default=24.0, gt=0)
+
+
+class HealthConfig(Section):
+    #: /readyz fails when the oldest unfinished event waits longer than this.
+    max_inbox_lag_seconds: float = Field(default=120.0, gt=0)
+
+
+class AccessConfig(Section):
+    """Who may do what. An empty list allows nobody.
+
+    Subjects: a GitHub login (``alice``), a team (``@org/team``) or a repository role
+    (``role:write``, ``role:maintain``, ``role:admin``; a role includes the ones above it).
+    """
+
+    command: list[str] = Field(default_factory=lambda: list(DEFAULT_SUBJECTS))
+    build: list[str] = Field(default_factory=lambda: list(DEFAULT_SUBJECTS))
+    cancel: list[str] = Field(default_factory=lambda: list(DEFAULT_SUBJECTS))
+    deploy: list[str] = Field(default_factory=lambda: ["role:maintain"])
+    force_deploy: list[str] = Field(default_factory=lambda: ["role:admin"])
+    pause: list[str] = Field(default_factory=lambda: ["role:maintain"])
+    cache_ttl_seconds: float = Field(default=300.0, ge=0)
+
+    @field_validator("command", "build", "cancel", "deploy", "force_deploy", "pause")
+    @classmethod
+    def _subjects(cls, value: list[str]) -> list[str]:
+        for subject in value:
+            if subject.startswith("role:"):
+                if subject[5:] not in ("read", "triage", "write", "maintain", "admin"):
+                    raise ValueError(
+                        f"{subject!r}: roles are role:read, role:triage, role:write, "
+                        "role:maintain, role:admin"
+                    )
+            elif subject.startswith("@"):
+                if subject.count("/") != 1 or subject.endswith("/"):
+                    raise ValueError(f"{subject!r}: a team is written @org/team-slug")
+            elif not subject or any(c.isspace() for c in subject):
+                raise ValueError(f"{subject!r}: a GitHub login has no spaces")
+        return value
+
+
+class ReportingConfig(Section):
+    #: quiet: reaction and final results; normal: one reply per build, edited as jobs move;
+    #: chatty: also a reply to every accepted command.
+    chatlevel: Literal["quiet", "normal", "chatty"] = "normal"
+    #: How many log lines a failed job's check run shows.
+    log_tail_lines: int = Field(default=30, ge=0, le=500)
+    check_runs: bool = True
+
+
+class BuildConfig(Section):
+    #: The script a job runs, relative to the PR's checkout (EESSI: bot/build.sh) or absolute
+    #: (a site script that calls the PR's scripts).
+    job_script: str = "bot/build.sh"
+    #: Cancel waiting jobs for older commits when a PR gets new commits.
+    cancel_superseded: bool = True
+    #: Variables ``exportvariable:VAR=value`` may set; others are refused.
+    allowed_exportvars: list[str] = []
+    #: Variables of the bot's own environment a job inherits; nothing else is passed on.
+    env_allowlist: list[str] = Field(
+        default_factory=lambda: ["PATH", "LANG", "LC_ALL", "TZ", "HOME", "USER", "TMPDIR"]
+    )
+    #: Fixed extra variables for every job (e.g. proxies).
+    env: dict[str, str] = {}
+    time_limit_minutes: float = Field(default=24 * 60, gt=0)
+    fetch_attempts: int = Field(default=3, ge=1)
+    #: Days after a PR is closed before its job directories are archived (0: at once).
+    archive_after_days: float = Field(default=14.0, ge=0)
+    #: Where the bare git mirrors live; default <data_dir>/mirrors.
+    mirrors_dir: Path | None = None
+    #: Where job directories live; default <data_dir>/jobs.
+    jobs_dir: Path | None = None
+
+
+class LocalBackendConfig(Section):
+    max_concurrent: int = Field(default=2, ge=1)
+
+
+class SlurmBackendConfig(Section):
+    #: Options every job gets, e.g. { account = "eessi", time = "04:00:00" }.
+    defaults: dict[str, str] = {}
+    #: Options a command may override (by ``exportvariable``-like syntax), e.g. ["time"].
+    overridable: list[str] = []
+    #: hold_release: submit held, release once recorded; delayed_begin: --begin=now+N.
+    handover: Literal["hold_release", "delayed_begin"] = "hold_release"
+    delayed_begin_seconds: int = Field(default=30, ge=1)
+    clusters: list[str] = []
+    #: Extra commands (e.g. absolute paths on sites with several Slurm installs).
+    sbatch: str = "sbatch"
+    squeue: str = "squeue"
+    sacct: str = "sacct"
+    scancel: str = "scancel"
+    scontrol: str = "scontrol"
+    sinfo: str = "sinfo"
+
+
+class BackendConfig(Section):
+    kind: Literal["local", "slurm"] = "local"
+    poll_seconds: float = Field(default=5.0, gt=0)
+    local: LocalBackendConfig = LocalBackendConfig()
+    slurm: SlurmBackendConfig = SlurmBackendConfig()
+
+
+class RepoTarget(Section):
+    """A software repository a job builds for (EESSI: a section of repos.cfg)."""
+
+    id: str
+    name: str = ""
+    version: str = ""
+    container: str = ""
+    #: Any other facts passed to the job in cfg/job.cfg [repository] and job.json.
+    facts: dict[str, str] = {}
+
+
+class NodeType(Section):
+    """A kind of build node: which CPU (and accelerator) it builds for, and how to get one."""
+
+    name: str
+    #: EESSI's software subdir, e.g. x86_64/amd/zen2.
+    cpu_target: str
+    accelerator: str | None = None
+    os: str = "linux"
+    #: Repository target ids this node type builds for; empty: all of them.
+    repo_targets: list[str] = []
+    #: Backend options, e.g. { partition = "zen2", constraint = "zen2" }.
+    options: dict[str, str] = {}
+
+    @field_validator("cpu_target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        if not value or value.startswith("/") or " " in value:
+            raise ValueError("must be a CPU target like x86_64/amd/zen2")
+        return value
+
+
+class S3Config(Section):
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    #: Bucket per repository target id; "*" is the fallback.
+    buckets: dict[str, str] = {}
+
+
+class DeployConfig(Section):
+    label: str = "bot:deploy"
+    policy: Literal["all", "latest", "once"] = "latest"
+    #: "dir" (embedded default: a local directory) or "s3".
+    staging: Literal["dir", "s3"] = "dir"
+    staging_dir: Path | None = None
+    s3: S3Config = S3Config()
+    #: Templates of object keys: {repo}, {pr}, {target}, {repo_target}, {job}, {filename}.
+    artifact_prefix: str = "{repo}/pr-{pr}/{repo_target}/{target}"
+    metadata_prefix: str = "{repo}/pr-{pr}/{repo_target}/{target}"
+    #: ssh private key used to sign artifacts and metadata (ssh-keygen -Y sign).
+    signing_key_file: Path | None = None
+    multipart_threshold_bytes: int = 64 * 1024 * 1024
+    part_size_bytes: int = 16 * 1024 * 1024
+
+
+class Config(Section):
+    github: GitHubConfig = GitHubConfig()
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+    instance: InstanceConfig = InstanceConfig()
+    logging: LoggingConfig = LoggingConfig()
+    inbox: InboxConfig = InboxConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    deliveries: DeliveriesConfig = DeliveriesConfig()
+    health: HealthConfig = HealthConfig()
+    access: AccessConfig = AccessConfig()
+    reporting: ReportingConfig = ReportingConfig()
+    build: BuildConfig = BuildConfig()
+    backend: BackendConfig = BackendConfig()
+    node_types: list[NodeType] = Field(default_factory=lambda: [default_node_type()])
+    repo_targets: list[RepoTarget] = Field(default_factory=lambda: [RepoTarget(id="default")])
+    deploy: DeployConfig = DeployConfig()
+    #: The file it was read from, if any (relative paths inside are relative to it).
+    source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        known = {t.id for t in self.repo_targets}
+        if len(known) != len(self.repo_targets):
+            raise ValueError("repo_targets: two targets have the same id")
+        names = [n.name for n in self.node_types]
+        if len(set(names)) != len(names):
+            raise ValueError("node_types: two node types have the same name")
+        for node in self.node_types:
+            unknown = [t for t in node.repo_targets if t not in known]
+            if unknown:
+                raise ValueError(
+                    f"node_types.{node.name}.repo_targets: unknown id(s) {unknown}; "
+                    f"known repo_targets are {sorted(known)}"
+                )
+        return self
+
+    # Paths derived from data_dir, so one setting moves everything.
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.instance.data_dir / 'layerbot.db'}"
+
+    @property
+    def mirrors_dir(self) -> Path:
+        return self.build.mirrors_dir or self.instance.data_dir / "mirrors"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.build.jobs_dir or self.instance.data_dir / "jobs"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.deploy.staging_dir or self.instance.data_dir / "staging"
+
+    @property
+    def bot_login(self) -> str:
+        return f"{self.github.app_name}[bot]"
+
+
+def default_node_type() -> NodeType:
+    """This machine, as the embedded default node type of the local executor."""
+    machine = platform.machine() or "x86_64"
+    return NodeType(name="local", cpu_target=f"{machine}/generic")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` has one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration {source}:\n{lines}")
+
+
+def find_config_file(explicit: Path | None) -> Path | None:
+    """--config, else $LAYERBOT_CONFIG, else ./layerbot.toml if it exists."""
+    if explicit is not None:
+        return explicit
+    if env := os.environ.get(CONFIG_ENV):
+        return Path(env)
+    local = Path(DEFAULT_CONFIG_NAME)
+    return local if local.exists() else None
+
+
+def load(path: Path | None = None, *, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read, validate and complete the configuration (secrets included)."""
+    file = find_config_file(path)
+    raw: dict[str, Any] = {}
+    source = "(embedded defaults)"
+    if file is not None:
+        source = str(file)
+        try:
+            raw = tomllib.loads(file.read_text())
+        except FileNotFoundError:
+            raise ConfigError(source, ["the file does not exist"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    if overrides:
+        raw = _merge(raw, overrides)
+    base = file.parent if file is not None else Path.cwd()
+    raw = _resolve_relative_paths(raw, base)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(e) for e in exc.errors()]) from None
+    config = config.model_copy(update={"source": file})
+    return _with_secrets(config, source)
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+_PATH_KEYS = {
+    ("github", "private_key_file"),
+    ("github", "webhook_secret_file"),
+    ("instance", "data_dir"),
+    ("build", "mirrors_dir"),
+    ("build", "jobs_dir"),
+    ("deploy", "staging_dir"),
+    ("deploy", "signing_key_file"),
+}
+
+
+def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative paths in the file are relative to the file, not to the working directory."""
+    out = dict(raw)
+    for section, key in _PATH_KEYS:
+        value = out.get(section, {}).get(key) if isinstance(out.get(section), dict) else None
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            out[section] = {**out[section], key: str(base / value)}
+    store = out.get("store")
+    if isinstance(store, dict) and isinstance(store.get("url"), str):
+        url = store["url"]
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix:
+            rel = url[len(prefix) :]
+            if rel and not rel.startswith(":memory:"):
+                out["store"] = {**store, "url": prefix + str(base / rel)}
+    return out
+
+
+def _describe(error: Any) -> str:
+    """One line per problem: the key, the bad value, and what would be right."""
+    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key (check its spelling; see the configuration reference)"
+    if error["type"] == "missing":
+        return f"{key}: required but missing"
+    value = error.get("input")
+    shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
+    return f"{key}: {msg}{shown}"
+
+
+def _read_secret(path: Path | None, env: str, key: str, problems: list[str]) -> SecretStr | None:
+    if value := os.environ.get(env):
+        return SecretStr(value)
+    if path is None:
+        return None
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        problems.append(f"{key}: cannot read {path}: {exc.strerror}")
+        return None
+    if not text:
+        problems.append(f"{key}: {path} is empty")
+        return None
+    return SecretStr(text)
+
+
+def _with_secrets(config: Config, source: str) -> Config:
+    problems: list[str] = []
+    gh = config.github
+    key = _read_secret(gh.private_key_file, PRIVATE_KEY_ENV, "github.private_key_file", problems)
+    secret = _read_secret(
+        gh.webhook_secret_file, WEBHOOK_SECRET_ENV, "github.webhook_secret_file", problems
+    )
+    if key is not None and "PRIVATE KEY" not in key.get_secret_value():
+        problems.append(
+            "github.private_key_file: not a PEM private key (download it from the App's settings)"
+        )
+    if problems:
+        raise ConfigError(source, problems)
+    github = gh.model_copy(update={"private_key": key, "webhook_secret": secret})
+    return config.model_copy(update={"github": github})

@@ -1,0 +1,116 @@
+"""The outbox sender: delivers writes to GitHub, retrying what GitHub asks to be retried.
+
+5xx answers and network errors back off exponentially; 403/429 rate-limit answers wait
+for ``retry-after`` or ``x-ratelimit-reset`` as GitHub's documentation asks; other 4xx
+answers are final and kept as failed with GitHub's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from layerbot import clock, log, metrics
+from layerbot.config import OutboxConfig
+from layerbot.github.client import GitHubError
+from layerbot.github.writes import Performer
+from layerbot.store.outbox import Message, Outbox
+
+_log = log.get("github")
+
+#: Secondary rate limit without retry-after: GitHub says to wait at least a minute.
+SECONDARY_LIMIT_WAIT = timedelta(seconds=60)
+
+
+def retry_at(error: GitHubError, attempts: int, config: OutboxConfig,
+             now: datetime) -> datetime | None:
+    """When to try again after ``error`` on attempt ``attempts``; None when never."""
+    if attempts >= config.max_attempts:
+        return None
+    backoff = timedelta(seconds=min(config.backoff_seconds * 2 ** (attempts - 1),
+                                    config.backoff_max_seconds))
+    status, headers = error.status, error.headers
+    if status in (403, 429) and _is_rate_limited(error):
+        if "retry-after" in headers:
+            return now + timedelta(seconds=_number(headers["retry-after"], 60))
+        if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
+            reset = datetime.fromtimestamp(_number(headers["x-ratelimit-reset"], 0), now.tzinfo)
+            return max(reset, now + timedelta(seconds=1))
+        return now + max(SECONDARY_LIMIT_WAIT, backoff)
+    if status == 0 or status >= 500 or status == 401:
+        return now + backoff
+    return None  # any other 4xx: the request itself is wrong; retrying will not help
+
+
+def _is_rate_limited(error: GitHubError) -> bool:
+    h = error.headers
+    return ("retry-after" in h or h.get("x-ratelimit-remaining") == "0"
+            or "rate limit" in error.message.lower() or error.status == 429)
+
+
+def _number(value: str, default: float) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return default
+
+
+class Sender:
+    def __init__(self, outbox: Outbox, performer: Performer, config: OutboxConfig) -> None:
+        self.outbox = outbox
+        self.performer = performer
+        self.config = config
+        self.wakeup = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        recovered = await asyncio.to_thread(self.outbox.recover)
+        if recovered:
+            _log.info("outbox messages recovered after a restart", count=len(recovered))
+        while not stop.is_set():
+            sent = await self.send_due()
+            if sent == 0:
+                self.wakeup.clear()
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=0.5)
+                except TimeoutError:
+                    pass
+
+    async def send_due(self) -> int:
+        """Send every due message once (concurrently); returns how many were tried."""
+        messages = await asyncio.to_thread(self.outbox.claim, clock.now(), self.config.senders)
+        if messages:
+            await asyncio.gather(*(self._send(m) for m in messages))
+        metrics.OUTBOX_BACKLOG.set(await asyncio.to_thread(self.outbox.backlog))
+        return len(messages)
+
+    async def _send(self, message: Message) -> None:
+        with log.bound(outbox_id=message.id, kind=message.kind, repo=message.repo):
+            try:
+                created = await self.performer.perform(message)
+            except GitHubError as exc:
+                if _already_done(message, exc):
+                    await asyncio.to_thread(self.outbox.sent, message.id, clock.now())
+                    return
+                at = retry_at(exc, message.attempts, self.config, clock.now())
+                metrics.GITHUB_WRITES.labels(kind=message.kind, outcome="retry" if at else "failed").inc()
+                (_log.warning if at else _log.error)(
+                    "GitHub write failed", status=exc.status, error=exc.message,
+                    attempt=message.attempts, retry_at=at.isoformat() if at else None)
+                await asyncio.to_thread(self.outbox.retry, message.id, str(exc), at)
+                self.wakeup.set()
+                return
+            except Exception as exc:  # a bug or bad payload: keep it for inspection
+                _log.exception("GitHub write crashed")
+                await asyncio.to_thread(self.outbox.retry, message.id,
+                                        f"{type(exc).__name__}: {exc}", None)
+                metrics.GITHUB_WRITES.labels(kind=message.kind, outcome="failed").inc()
+                return
+            metrics.GITHUB_WRITES.labels(kind=message.kind, outcome="sent").inc()
+            key, kind, github_id = created if created else (None, None, None)
+            await asyncio.to_thread(self.outbox.sent, message.id, clock.now(), key, kind,
+                                    github_id)
+
+
+def _already_done(message: Message, error: GitHubError) -> bool:
+    """Removing a label that is not there is what we wanted anyway."""
+    return message.kind == "label_remove" and error.status == 404

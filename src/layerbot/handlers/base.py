@@ -1,0 +1,103 @@
+"""What a handler receives: the event, and a context to read through and write into.
+
+Handlers read (GitHub, the store, the backend) while they decide, and *record* their
+writes in the context; the processor applies every recorded write in one transaction
+together with the event's outcome. So a handler that fails half-way leaves nothing behind,
+and a retried event does its writes exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from layerbot.config import Config
+from layerbot.github import writes
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    delivery_id: str
+    name: str
+    action: str | None
+    raw: str
+    installation_id: int | None
+    attempt: int
+
+    @cached_property
+    def payload(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.raw)
+        return data
+
+    @property
+    def repo(self) -> str:
+        return str((self.payload.get("repository") or {}).get("full_name", ""))
+
+    @property
+    def sender_login(self) -> str:
+        return str((self.payload.get("sender") or {}).get("login", ""))
+
+
+Write = Callable[[Session], None]
+
+
+@dataclass
+class Context:
+    """Per event: configuration, services to read through, and the writes to apply."""
+
+    config: Config
+    now: datetime
+    event: Event
+    services: Any  # layerbot.app.Services; typed loosely to keep handlers free of adapters
+    writes: list[Write] = field(default_factory=list)
+
+    @property
+    def instance(self) -> str:
+        return self.config.instance.name
+
+    def write(self, fn: Write) -> None:
+        self.writes.append(fn)
+
+    def react(self, comment_id: int, content: str) -> None:
+        e = self.event
+        self.write(lambda s: writes.enqueue_reaction(
+            s, instance=self.instance, repo=e.repo, installation_id=e.installation_id,
+            comment_id=comment_id, content=content, now=self.now))
+
+    def reply(self, issue_number: int, key: str, body: str) -> None:
+        """Post (or edit, when ``key`` was used before) the bot's comment on a PR."""
+        e = self.event
+        self.write(lambda s: writes.enqueue_comment(
+            s, instance=self.instance, repo=e.repo, installation_id=e.installation_id,
+            issue_number=issue_number, key=key, body=body, now=self.now))
+
+
+Handler = Callable[[Event, Context], Awaitable[str | None]]
+
+
+class Router:
+    """Maps (event, action) to handlers; routers of several concerns are merged at start."""
+
+    def __init__(self) -> None:
+        self._routes: dict[tuple[str, str | None], list[Handler]] = defaultdict(list)
+
+    def on(self, event: str, action: str | None = None) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            self._routes[(event, action)].append(fn)
+            return fn
+        return register
+
+    def include(self, other: Router) -> None:
+        for key, handlers in other._routes.items():
+            self._routes[key].extend(handlers)
+
+    def handlers_for(self, event: str, action: str | None) -> list[Handler]:
+        return [*self._routes.get((event, None), []), *self._routes.get((event, action), [])]

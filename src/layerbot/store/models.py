@@ -1,0 +1,258 @@
+"""The tables. Every arrow of the flow that crosses a process or network boundary goes
+through one of them: the inbox (events in), jobs (work out), the outbox (writes to GitHub).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every database (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use layerbot.clock.now()")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime()}
+
+
+class InboxEvent(Base):
+    """A webhook delivery, stored before it is answered and handled after."""
+
+    __tablename__ = "inbox_events"
+    __table_args__ = (
+        UniqueConstraint("hook_id", "delivery_id", name="uq_inbox_delivery"),
+        Index("ix_inbox_status_due", "status", "next_attempt_at"),
+        Index("ix_inbox_ordering", "ordering_key", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instance: Mapped[str] = mapped_column(String(100))
+    hook_id: Mapped[str] = mapped_column(String(40))
+    delivery_id: Mapped[str] = mapped_column(String(80))
+    event: Mapped[str] = mapped_column(String(60))
+    action: Mapped[str | None] = mapped_column(String(60))
+    #: Events with the same key (one pull request) are handled one at a time, in order.
+    ordering_key: Mapped[str] = mapped_column(String(300))
+    installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    #: pending | processing | handled | ignored | failed
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_by: Mapped[str | None] = mapped_column(String(120))
+    claimed_until: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class OutboxMessage(Base):
+    """A write to GitHub, stored in the transaction of the state change that causes it.
+
+    Messages with a ``coalesce_key`` (the edits of one comment or check run) are merged
+    while pending: only the newest content is sent.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_status_due", "status", "next_attempt_at"),
+        Index("ix_outbox_coalesce", "coalesce_key", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instance: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(40))
+    repo: Mapped[str] = mapped_column(String(200))
+    installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    coalesce_key: Mapped[str | None] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    #: pending | sending | sent | failed
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    #: How many enqueued versions this message stands for (coalesced edits).
+    versions: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class GitHubObject(Base):
+    """The GitHub id of something the bot created (a reply comment, a check run), by key."""
+
+    __tablename__ = "github_objects"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    github_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+
+
+class RateLimit(Base):
+    __tablename__ = "rate_limits"
+
+    resource: Mapped[str] = mapped_column(String(40), primary_key=True)
+    limit: Mapped[int] = mapped_column(Integer)
+    remaining: Mapped[int] = mapped_column(Integer)
+    reset_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Build(Base):
+    """One `bot: build` (or redo, re-run, layerbot run) on one instance."""
+
+    __tablename__ = "builds"
+    __table_args__ = (Index("ix_builds_pr", "repo", "pr"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instance: Mapped[str] = mapped_column(String(100))
+    repo: Mapped[str] = mapped_column(String(200))
+    pr: Mapped[int | None] = mapped_column(Integer)
+    installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    head_sha: Mapped[str] = mapped_column(String(64))
+    base_ref: Mapped[str] = mapped_column(String(255))
+    clone_url: Mapped[str] = mapped_column(Text)
+    command: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(100))
+    comment_id: Mapped[int | None] = mapped_column(BigInteger)
+    delivery_id: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime]
+    #: Key of the reply comment in github_objects.
+    report_key: Mapped[str] = mapped_column(String(200))
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_state", "instance", "state"),
+        Index("ix_jobs_pr", "repo", "pr"),
+        Index("ix_jobs_build", "build_id"),
+        Index("ix_jobs_created", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    build_id: Mapped[int] = mapped_column(ForeignKey("builds.id"))
+    instance: Mapped[str] = mapped_column(String(100))
+    repo: Mapped[str] = mapped_column(String(200))
+    pr: Mapped[int | None] = mapped_column(Integer)
+    target: Mapped[str] = mapped_column(String(200))  # e.g. x86_64/amd/zen2 or .../nvidia/cc80
+    node_type: Mapped[str] = mapped_column(String(100))
+    repo_target: Mapped[str] = mapped_column(String(100))
+    head_sha: Mapped[str] = mapped_column(String(64))
+    base_ref: Mapped[str] = mapped_column(String(255))
+    base_sha: Mapped[str | None] = mapped_column(String(64))
+    facts: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    backend: Mapped[str] = mapped_column(String(20))
+    backend_id: Mapped[str | None] = mapped_column(String(500))
+    job_dir: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    submitted_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    elapsed_seconds: Mapped[float | None] = mapped_column(Float)
+    cpus: Mapped[int | None] = mapped_column(Integer)
+    max_rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    node: Mapped[str | None] = mapped_column(String(200))
+    core_hours: Mapped[float | None] = mapped_column(Float)
+    #: The job this one redoes, if any.
+    redo_of: Mapped[int | None] = mapped_column(Integer)
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class JobTransition(Base):
+    """Every state change of a job, with its time: the job's history."""
+
+    __tablename__ = "job_transitions"
+    __table_args__ = (Index("ix_transitions_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime]
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("job_id", "name", name="uq_artifact_job_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    name: Mapped[str] = mapped_column(String(500))
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+class Deployment(Base):
+    """One artifact's way to the staging area. Unique per artifact: never uploaded twice."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("artifact_id", name="uq_deployment_artifact"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    repo: Mapped[str] = mapped_column(String(200))
+    pr: Mapped[int | None] = mapped_column(Integer)
+    #: queued | uploading | uploaded | skipped | failed | ingested | rejected
+    state: Mapped[str] = mapped_column(String(20))
+    key: Mapped[str | None] = mapped_column(Text)
+    url: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(100))
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    report_key: Mapped[str | None] = mapped_column(String(200))
+
+
+class Instance(Base):
+    """A bot instance of the fleet: alive while its heartbeat is fresh."""
+
+    __tablename__ = "instances"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[str] = mapped_column(String(40))
+    backend: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    resources: Mapped[dict[str, Any] | None] = mapped_column(JSON)

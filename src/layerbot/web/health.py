@@ -1,0 +1,47 @@
+"""GET /healthz (alive), /readyz (able to work), /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from layerbot import clock, metrics
+from layerbot.store.db import Store
+from layerbot.store.inbox import Inbox
+from layerbot.store.outbox import Outbox
+
+
+def health_router(store: Store, inbox: Inbox, outbox: Outbox, max_lag: float) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        checks: dict[str, dict[str, object]] = {}
+        try:
+            await asyncio.to_thread(store.ping)
+            checks["database"] = {"ok": True}
+            lag = await asyncio.to_thread(inbox.lag_seconds, clock.now())
+            checks["inbox_lag"] = {"ok": lag <= max_lag, "seconds": round(lag, 3),
+                                   "threshold": max_lag}
+        except Exception as exc:
+            checks["database"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        ready = all(c["ok"] for c in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @router.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        try:
+            metrics.INBOX_LAG.set(await asyncio.to_thread(inbox.lag_seconds, clock.now()))
+            metrics.OUTBOX_BACKLOG.set(await asyncio.to_thread(outbox.backlog))
+        except Exception:  # metrics must still be served when the database is down
+            pass
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,165 @@
+"""POST /webhook: verify, store durably, answer. No handling happens here.
+
+The order is the point: size limit, then the signature (in constant time) before the body
+is even parsed, then parsing, then the inbox. Nothing unverified reaches the store, and
+GitHub gets its answer in milliseconds, long before its 10-second limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from layerbot import clock, log, metrics
+from layerbot.store.inbox import Delivery, Inbox
+
+_log = log.get("webhook")
+
+
+def signature_of(body: bytes, secret: bytes) -> str:
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(body: bytes, secret: bytes, header: str | None) -> bool:
+    if not header:
+        return False
+    return hmac.compare_digest(signature_of(body, secret), header)
+
+
+def ordering_key(event: str, payload: dict[str, Any], delivery_id: str) -> str:
+    """Events of one pull request share a key; anything else is alone in its line."""
+    repo = (payload.get("repository") or {}).get("full_name")
+    number = None
+    if isinstance(payload.get("issue"), dict):
+        number = payload["issue"].get("number")
+    elif isinstance(payload.get("pull_request"), dict):
+        number = payload["pull_request"].get("number")
+    elif event in ("check_run", "check_suite"):
+        item = payload.get(event) or {}
+        prs = item.get("pull_requests") or []
+        number = prs[0].get("number") if prs else None
+        if number is None and item.get("head_sha"):
+            return f"{repo}@{item['head_sha']}"
+    if repo and number is not None:
+        return f"{repo}#{number}"
+    return f"delivery:{delivery_id}"
+
+
+class InboxWriter:
+    """Writes accepted deliveries in batches: one transaction, one fsync, many answers."""
+
+    def __init__(self, inbox: Inbox, on_accept: Callable[[], None], max_batch: int = 256) -> None:
+        self.inbox = inbox
+        self.on_accept = on_accept
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[Delivery, asyncio.Future[bool]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="inbox-writer")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+
+    async def write(self, delivery: Delivery) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        await self._queue.put((delivery, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                results = await asyncio.to_thread(
+                    self.inbox.accept, [d for d, _ in batch], clock.now())
+            except Exception as exc:
+                _log.exception("inbox write failed", size=len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), new in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(new)
+            if any(results):
+                self.on_accept()
+
+
+def _refuse(status: int, reason: str, message: str, delivery: str | None) -> JSONResponse:
+    metrics.DELIVERIES.labels(outcome=f"rejected_{reason}").inc()
+    _log.warning("delivery refused", reason=reason, status=status, delivery_id=delivery)
+    return JSONResponse({"message": message}, status_code=status)
+
+
+def webhook_router(secret: bytes | None, writer: InboxWriter, max_body: int) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/webhook", include_in_schema=False)
+    async def receive(request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        delivery_id = request.headers.get("x-github-delivery")
+        body = await _read_limited(request, max_body)
+        if body is None:
+            return _refuse(413, "too_large", f"body over {max_body} bytes", delivery_id)
+        if secret is None:
+            return _refuse(401, "no_secret", "this bot has no webhook secret configured",
+                           delivery_id)
+        if not verify_signature(body, secret, request.headers.get("x-hub-signature-256")):
+            return _refuse(401, "signature", "missing or wrong X-Hub-Signature-256", delivery_id)
+        event = request.headers.get("x-github-event")
+        if not event or not delivery_id:
+            return _refuse(400, "headers", "X-GitHub-Event and X-GitHub-Delivery are required",
+                           delivery_id)
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return _refuse(400, "malformed", "the body is not JSON", delivery_id)
+        if not isinstance(payload, dict):
+            return _refuse(400, "malformed", "the body is not a JSON object", delivery_id)
+        if event == "ping":
+            metrics.DELIVERIES.labels(outcome="ping").inc()
+            return JSONResponse({"message": "pong", "zen": payload.get("zen")}, status_code=200)
+        installation = payload.get("installation") or {}
+        delivery = Delivery(
+            hook_id=request.headers.get("x-github-hook-id", ""),
+            delivery_id=delivery_id, event=event,
+            action=payload.get("action") if isinstance(payload.get("action"), str) else None,
+            ordering_key=ordering_key(event, payload, delivery_id),
+            installation_id=installation.get("id") if isinstance(installation, dict) else None,
+            payload=body.decode("utf-8"),
+        )
+        new = await writer.write(delivery)
+        metrics.DELIVERIES.labels(outcome="accepted" if new else "duplicate").inc()
+        metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
+        if new:
+            _log.debug("delivery accepted", delivery_id=delivery_id, github_event=event)
+            return JSONResponse({"message": "accepted"}, status_code=202)
+        return JSONResponse({"message": "already received"}, status_code=200)
+
+    return router
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is over the limit (checked before and while reading)."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

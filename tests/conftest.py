@@ -1,0 +1,73 @@
+"""Shared fixtures: services started by scripts/ (PostgreSQL, Slurm, S3), configs, stores.
+
+A test that needs a service skips when it is not running on a developer's machine, and
+FAILS under CI (CI=true), where .ci/run starts every service: a green CI never hides a
+suite that did not run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+try:  # TEMP until the fake GitHub fixtures land
+    from tests.support.fixtures import *  # noqa: F403
+except ImportError:
+    pass
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def service_env(script_env: str, var: str) -> str | None:
+    """A service's setting from the environment, else from the env file its script wrote."""
+    if os.environ.get(var):
+        return os.environ[var]
+    path = Path(script_env)
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.startswith(f"export {var}="):
+                return line.split("=", 1)[1].strip().strip("'\"")
+    return None
+
+
+def need_service(name: str, value: str | None, how: str) -> str:
+    if value:
+        return value
+    message = f"{name} is not running (start it with {how})"
+    if os.environ.get("CI"):
+        pytest.fail(message + "; under CI every service must run")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    base = os.environ.get("LAYERBOT_PG_DIR", "/var/tmp/layerbot-pg")
+    return need_service("PostgreSQL",
+                        service_env(f"{base}/env", "LAYERBOT_TEST_PG_URL"),
+                        "scripts/postgres.sh start")
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield pg_admin_url.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Run a store test on both databases."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'layerbot.db'}"
+    return str(request.getfixturevalue("pg_url"))
