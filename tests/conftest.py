@@ -15,10 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-try:  # TEMP until the fake GitHub fixtures land
-    from tests.support.fixtures import *  # noqa: F403
-except ImportError:
-    pass
+from tests.support.fixtures import *  # noqa: F403  (fake GitHub fixtures)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

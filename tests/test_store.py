@@ -15,16 +15,33 @@ LEASE = timedelta(seconds=60)
 
 
 def delivery(n: int, key: str = "o/r#1", hook: str = "1") -> Delivery:
-    return Delivery(hook_id=hook, delivery_id=f"d-{n}", event="issue_comment", action="created",
-                    ordering_key=key, installation_id=7, payload='{"n": %d}' % n)
+    return Delivery(
+        hook_id=hook,
+        delivery_id=f"d-{n}",
+        event="issue_comment",
+        action="created",
+        ordering_key=key,
+        installation_id=7,
+        payload='{"n": %d}' % n,
+    )
 
 
 def test_migrations_create_every_table_and_are_idempotent(store_url: str) -> None:
     Store(store_url).close()
     store = Store(store_url)  # a second start applies nothing and fails nothing
     tables = set(inspect(store.engine).get_table_names())
-    assert {"inbox_events", "outbox", "jobs", "job_transitions", "builds", "artifacts",
-            "deployments", "instances", "github_objects", "alembic_version"} <= tables
+    assert {
+        "inbox_events",
+        "outbox",
+        "jobs",
+        "job_transitions",
+        "builds",
+        "artifacts",
+        "deployments",
+        "instances",
+        "github_objects",
+        "alembic_version",
+    } <= tables
 
 
 def test_accept_is_idempotent_per_hook_and_delivery(store_url: str) -> None:
@@ -97,17 +114,42 @@ def test_outbox_coalesces_pending_edits_of_one_comment(store_url: str) -> None:
     now = clock.now()
     with store.transaction() as s:
         for body in ("queued", "running", "done"):
-            enqueue(s, instance="a", kind="comment", repo="o/r", installation_id=1,
-                    coalesce_key="comment:k", payload={"body": body}, now=now)
-        enqueue(s, instance="a", kind="reaction", repo="o/r", installation_id=1,
-                payload={"content": "eyes"}, now=now)
+            enqueue(
+                s,
+                instance="a",
+                kind="comment",
+                repo="o/r",
+                installation_id=1,
+                coalesce_key="comment:k",
+                payload={"body": body},
+                now=now,
+            )
+        enqueue(
+            s,
+            instance="a",
+            kind="reaction",
+            repo="o/r",
+            installation_id=1,
+            payload={"content": "eyes"},
+            now=now,
+        )
     claimed = outbox.claim(now, limit=10)
     assert sorted((m.kind, m.payload.get("body")) for m in claimed) == [
-        ("comment", "done"), ("reaction", None)]
+        ("comment", "done"),
+        ("reaction", None),
+    ]
     # while an edit is in flight, the next edit of the same comment waits
     with store.transaction() as s:
-        enqueue(s, instance="a", kind="comment", repo="o/r", installation_id=1,
-                coalesce_key="comment:k", payload={"body": "again"}, now=now)
+        enqueue(
+            s,
+            instance="a",
+            kind="comment",
+            repo="o/r",
+            installation_id=1,
+            coalesce_key="comment:k",
+            payload={"body": "again"},
+            now=now,
+        )
     assert outbox.claim(now, limit=10) == []
     comment = next(m for m in claimed if m.kind == "comment")
     outbox.sent(comment.id, now, "comment:k", "comment", 555)
@@ -121,8 +163,15 @@ def test_outbox_retry_and_recovery(store_url: str) -> None:
     outbox = Outbox(store, "a")
     now = clock.now()
     with store.transaction() as s:
-        enqueue(s, instance="a", kind="reaction", repo="o/r", installation_id=1,
-                payload={"content": "eyes"}, now=now)
+        enqueue(
+            s,
+            instance="a",
+            kind="reaction",
+            repo="o/r",
+            installation_id=1,
+            payload={"content": "eyes"},
+            now=now,
+        )
     (m,) = outbox.claim(now, 5)
     outbox.retry(m.id, "502", now + timedelta(seconds=5))
     assert outbox.claim(now, 5) == []

@@ -17,7 +17,11 @@ from fastapi import FastAPI
 
 from layerbot import log, metrics
 from layerbot.config import Config
+from layerbot.backends import make_backend
+from layerbot.backends.base import Backend
+from layerbot.build.workspace import Mirrors
 from layerbot.github import deliveries
+from layerbot.github.access import AccessChecker
 from layerbot.github.client import GitHubApp, RateLimitInfo
 from layerbot.github.sender import Sender
 from layerbot.github.writes import Performer
@@ -43,6 +47,9 @@ class Services:
     inbox: Inbox
     outbox: Outbox
     github: GitHubApp | None
+    access: AccessChecker
+    backend: Backend
+    mirrors: Mirrors
     extra: dict[str, Any] = field(default_factory=dict)
     #: Called after writes to the outbox were committed, to wake the sender.
     wake_sender: Callable[[], None] = lambda: None
@@ -61,7 +68,11 @@ class Bot:
         self.outbox = Outbox(self.store, name)
         self.github = (GitHubApp(config.github, on_rate_limit=_note_rate_limit)
                        if config.github.app_id and config.github.private_key else None)
-        self.services = Services(config, self.store, self.inbox, self.outbox, self.github)
+        self.backend = make_backend(config)
+        self.mirrors = Mirrors(config.mirrors_dir, attempts=config.build.fetch_attempts)
+        self.services = Services(config, self.store, self.inbox, self.outbox, self.github,
+                                 AccessChecker(self.github, config.access), self.backend,
+                                 self.mirrors)
         self.sender = (Sender(self.outbox, Performer(self.github, self.outbox.object_id),
                               config.outbox) if self.github else None)
         if self.sender:

@@ -93,6 +93,42 @@ def replay(delivery_id: str, config: ConfigOption = None) -> None:
     console.print(f"delivery {delivery_id} queued again; a running `layerbot serve` handles it")
 
 
+@app.command()
+def run(
+    repo: Annotated[str, typer.Argument(help="a git directory, a plain directory, or a git URL")],
+    pr: Annotated[int | None, typer.Option("--pr", help="build refs/pull/N/head")] = None,
+    ref: Annotated[str | None, typer.Option("--ref", help="build a branch, tag or SHA")] = None,
+    base: Annotated[str | None, typer.Option("--base", help="merge onto this branch")] = None,
+    for_arch: Annotated[str | None, typer.Option("--for", help="CPU target pattern")] = None,
+    repo_target: Annotated[str | None, typer.Option("--repo-target", help="repository target id")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Build like the bot would for a PR, without GitHub; exit 0 only if every job succeeded."""
+    import asyncio
+
+    from layerbot import run as runner
+    from layerbot.core.jobs import JobState
+
+    if pr is not None and ref is not None:
+        err.print("give --pr or --ref, not both")
+        raise typer.Exit(2)
+    cfg = load_config(config)
+    # The terminal shows progress and the report; log lines only for problems.
+    log.configure(cfg.logging.format, "warning", cfg.logging.levels)
+    options = runner.RunOptions(repo, pr, ref, base, for_arch, repo_target)
+    try:
+        build, rows = asyncio.run(runner.execute(cfg, options, err, live=not as_json))
+    except runner.RunError as exc:
+        err.print(f"[red]layerbot run: {exc}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        print(runner.as_json(build, rows))
+    else:
+        console.print(runner.text_report(cfg, build, rows), highlight=False, markup=False)
+    raise typer.Exit(0 if all(r.state is JobState.SUCCEEDED for r in rows) else 1)
+
+
 def main() -> None:
     try:
         app()

@@ -183,6 +183,10 @@ class BuildConfig(Section):
     )
     #: Fixed extra variables for every job (e.g. proxies).
     env: dict[str, str] = {}
+    #: EESSI's [site_config] of cfg/job.cfg: local_tmp, build_logs_dir, shared_fs_path, ...
+    site_config: dict[str, str] = {}
+    #: Rewrite the PR's clone URL, e.g. "git@github.com:{repo}.git"; empty: GitHub's own.
+    clone_url: str = ""
     time_limit_minutes: float = Field(default=24 * 60, gt=0)
     fetch_attempts: int = Field(default=3, ge=1)
     #: Days after a PR is closed before its job directories are archived (0: at once).

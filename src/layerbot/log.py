@@ -70,7 +70,8 @@ def configure(fmt: str = "console", level: str = "info",
 
 def get(component: str) -> Any:
     """A logger for one component: ``log.get("inbox").info("claimed", event_id=1)``."""
-    return structlog.get_logger().bind(component=component)
+    # A lazy proxy: configure() called later (at start, or by a test) still applies.
+    return structlog.get_logger(component=component)
 
 
 @contextmanager

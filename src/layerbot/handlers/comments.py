@@ -9,9 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from layerbot.core import commands
+from layerbot.handlers import builds
 from layerbot.handlers.base import Context, Event, Router
 
 router = Router()
+
+#: Command name -> handler(command, event, context); other concerns register theirs here.
+COMMAND_HANDLERS: dict[str, Any] = dict(builds.HANDLERS)
 
 
 def is_bot(user: dict[str, Any], bot_login: str) -> bool:
@@ -28,23 +32,26 @@ async def on_comment(event: Event, ctx: Context) -> str | None:
     parsed = commands.parse_comment(comment.get("body") or "")
     if not parsed:
         return None
+    number = int(issue["number"])
     ctx.react(int(comment["id"]), "eyes")
     done = ["eyes"]
+    if not await builds.allowed(ctx, "command", number, None):
+        return "eyes; commands refused"
     for item in parsed:
         if isinstance(item, commands.CommandError):
-            ctx.reply(int(issue["number"]), f"error:{comment['id']}:{item.line_number}",
+            ctx.reply(number, f"error:{event.delivery_id}:{item.lineno}",
                       commands.render_error(item))
             done.append("error reply")
         elif item.name == "help":
-            ctx.reply(int(issue["number"]), f"help:{comment['id']}", commands.help_text())
+            ctx.reply(number, f"help:{event.delivery_id}:{item.lineno}", commands.help_text())
             done.append("help")
+        elif "pull_request" not in issue:
+            ctx.reply(number, f"notpr:{event.delivery_id}:{item.lineno}",
+                      f"`bot: {item.name}` works on pull requests only.")
+            done.append("not a PR")
         else:
             handler = COMMAND_HANDLERS.get(item.name)
-            if handler is not None:
-                outcome = await handler(item, event, ctx)
-                if outcome:
-                    done.append(outcome)
+            outcome = await handler(item, event, ctx) if handler is not None else None
+            if outcome:
+                done.append(outcome)
     return ", ".join(done)
-
-
-COMMAND_HANDLERS: dict[str, Any] = {}

@@ -150,6 +150,10 @@ class Build(Base):
     created_at: Mapped[datetime]
     #: Key of the reply comment in github_objects.
     report_key: Mapped[str] = mapped_column(String(200))
+    #: A line shown above the job table (e.g. jobs cancelled by a push).
+    note: Mapped[str | None] = mapped_column(Text)
+    #: When the PR was closed (job directories are archived after a retention).
+    closed_at: Mapped[datetime | None]
 
 
 class Job(Base):
@@ -193,6 +197,8 @@ class Job(Base):
     #: The job this one redoes, if any.
     redo_of: Mapped[int | None] = mapped_column(Integer)
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Set by `bot: cancel`, a push or a close; the reconciler cancels it in the backend.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class JobTransition(Base):

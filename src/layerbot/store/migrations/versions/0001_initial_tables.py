@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 14:37:40.146049
+Create Date: 2026-11-27 14:47:27.440726
 """
 
 from alembic import op
@@ -32,6 +32,8 @@ def upgrade() -> None:
     sa.Column('delivery_id', sa.String(length=80), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('report_key', sa.String(length=200), nullable=False),
+    sa.Column('note', sa.Text(), nullable=True),
+    sa.Column('closed_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('builds', schema=None) as batch_op:
@@ -141,6 +143,7 @@ def upgrade() -> None:
     sa.Column('core_hours', sa.Float(), nullable=True),
     sa.Column('redo_of', sa.Integer(), nullable=True),
     sa.Column('archived', sa.Boolean(), nullable=False),
+    sa.Column('cancel_requested', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['build_id'], ['builds.id'], ),
     sa.PrimaryKeyConstraint('id')
     )

@@ -1,0 +1,3 @@
+from layerbot.cli import main
+
+main()

@@ -1,0 +1,458 @@
+"""The detached launcher of the local executor: runs one job and writes down how it ended.
+
+:class:`layerbot.backends.local.LocalBackend` starts it as ``python -I <this file> <state
+file>`` (``python -m layerbot.backends.local_launcher <state file>`` works as well) in a
+session of its own, so it survives the bot being stopped or killed. It runs the job
+script in yet another session (the job's process group, which the launcher is *not* part
+of, so a signal to the job's group cannot take the launcher with it), enforces the time
+limit, obeys cancellation (SIGTERM to the launcher) and records the outcome in the state
+file.
+
+Standard library only, and it must never import layerbot: it runs as a plain file in
+isolated mode, starts in a few tens of milliseconds and depends on nothing but the
+interpreter. The state-file helpers at the top are shared with ``local.py``.
+
+Every change to a state file is a read-modify-write under an ``flock`` on a lock file
+beside it, written to a temporary file and renamed over the old one, so readers without
+the lock always see a whole file and the bot and the launcher never lose each other's
+updates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+STATE_VERSION = 1
+STATE_DIR_NAME = ".layerbot"
+STATE_FILE_NAME = "local.json"
+LOCK_FILE_NAME = "local.lock"
+LAUNCHER_LOG_NAME = "launcher.log"
+
+#: Exit codes a shell would give for these cases, so reports read familiarly.
+EXIT_NOT_FOUND = 127
+EXIT_NOT_EXECUTABLE = 126
+
+State = dict[str, Any]
+
+
+# --- state files, shared with local.py ---------------------------------------------------
+
+
+def state_file_for(job_dir: Path) -> Path:
+    return job_dir / STATE_DIR_NAME / STATE_FILE_NAME
+
+
+@contextlib.contextmanager
+def locked(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``lock_file`` (created if needed) for the block."""
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def read_state(path: Path) -> State | None:
+    """The state in ``path``; None if there is none. Raises ValueError if it is corrupt."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"corrupt local job state {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+        raise ValueError(f"corrupt local job state {path}: not a version {STATE_VERSION} state")
+    return data
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so nobody ever reads half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_state(path: Path, state: State) -> None:
+    write_atomic(path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def update_state(path: Path, change: Callable[[State], bool]) -> State | None:
+    """Read, ``change`` in place and write back (if it returns True), all under the lock.
+
+    Returns the state as it is afterwards, or None if there is no state file.
+    """
+    with locked(path.with_name(LOCK_FILE_NAME)):
+        state = read_state(path)
+        if state is not None and change(state):
+            write_state(path, state)
+        return state
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks since boot) of a process, None if gone.
+
+    The start time tells a process from a later one that got the same pid.
+    """
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = raw[raw.rfind(")") + 2 :].split()
+    return fields[0], int(fields[19])
+
+
+def process_alive(pid: int | None, start_ticks: int | None) -> bool:
+    """Whether the process recorded as (pid, start_ticks) still runs (zombies do not)."""
+    if not pid:
+        return False
+    stat = proc_stat(pid)
+    if stat is None:
+        return False
+    letter, ticks = stat
+    if letter in ("Z", "X"):
+        return False
+    return start_ticks is None or ticks == start_ticks
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+# --- the launcher ------------------------------------------------------------------------
+
+
+def _become_subreaper() -> None:
+    """Adopt the job's orphaned descendants (Linux), so they are reaped and can be killed.
+
+    Without this, a background process the job leaves behind is re-parented to PID 1, which
+    on some machines reaps late, and leaves zombies that look like a live process group.
+    """
+    pr_set_child_subreaper = 36
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+
+
+def _adopted_children() -> list[int]:
+    """Our direct children (as a subreaper, this includes the job's orphans)."""
+    pids: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path("/proc/self/task").iterdir():
+            with contextlib.suppress(OSError):
+                pids.extend(int(p) for p in (task / "children").read_text().split())
+    return pids
+
+
+def script_problem(script: Path, display: str, job_dir: Path) -> tuple[str, int] | None:
+    """Why the script cannot be run (reason, shell-like exit code), or None if it can."""
+    where = " in the job directory" if script.is_relative_to(job_dir) else ""
+    if not script.exists():
+        return f"job script {display} not found{where}", EXIT_NOT_FOUND
+    if not script.is_file():
+        return f"job script {display} is not a file{where}", EXIT_NOT_EXECUTABLE
+    if not os.access(script, os.X_OK):
+        return (
+            f"job script {display} is not executable (git update-index --chmod=+x)",
+            EXIT_NOT_EXECUTABLE,
+        )
+    return None
+
+
+class Launcher:
+    def __init__(self, state_file: Path) -> None:
+        self.state_file = state_file
+        self.stop_signal: int | None = None
+        self.main_pid: int | None = None
+        self.main_status: int | None = None
+        self.pgid: int | None = None
+        self.started_mono: float | None = None
+        self.kill_at: float | None = None  # when the grace period after SIGTERM ends
+        self.terminated_by: str | None = None  # "timeout" or "stop" once we stopped the job
+        self.grace = 10.0
+        self._wake_r, self._wake_w = os.pipe()
+
+    # Signals: handlers only note what arrived; the wake-up pipe interrupts select(), so a
+    # signal that comes between a check and the wait is never missed.
+    def _install_signals(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self._wake_w)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_stop)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+
+    def _on_stop(self, signum: int, _frame: object) -> None:
+        if self.stop_signal is None:
+            self.stop_signal = signum
+
+    def run(self) -> int:
+        self._install_signals()
+        _become_subreaper()
+        state = self._register()
+        if state is None or state.get("outcome") is not None:
+            return 0
+        if state.get("cancel_requested_at"):
+            self._finish(cancelled=True)
+            return 0
+        self.grace = float(state.get("grace_seconds") or self.grace)
+        proc = self._start(state)
+        if proc is None:
+            return 0
+        self._supervise(state.get("time_limit_seconds"))
+        proc.returncode = self._returncode()  # we reaped it ourselves; keep Popen quiet
+        self._clean_up_leftovers()
+        self._finish()
+        return 0
+
+    def _register(self) -> State | None:
+        stat = proc_stat(os.getpid())
+
+        def change(state: State) -> bool:
+            state["launcher"] = {
+                "pid": os.getpid(),
+                "start_ticks": stat[1] if stat else None,
+                "host": socket.gethostname(),
+            }
+            return state.get("outcome") is None
+
+        return update_state(self.state_file, change)
+
+    def _start(self, state: State) -> subprocess.Popen[bytes] | None:
+        job_dir = Path(state["job_dir"])
+        script = Path(state["script"])
+        display = state.get("script_display") or str(script)
+        problem = script_problem(script, display, job_dir)
+        if problem is not None:
+            self._finish(error=problem[0], exit_code=problem[1])
+            return None
+        log_file = Path(state["log_file"])
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            log = log_file.open("wb")
+        except OSError as exc:
+            self._finish(error=f"cannot open the log file {log_file}: {exc.strerror}")
+            return None
+        try:
+            with log:
+                proc = subprocess.Popen(
+                    [str(script)],
+                    cwd=job_dir,
+                    env=dict(state.get("env") or {}),  # exactly this; nothing of ours
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # the job's own process group, without us
+                )
+        except OSError as exc:
+            hint = " (does it start with #!?)" if exc.errno == 8 else ""
+            self._finish(
+                error=f"cannot run job script {display}: {exc.strerror}{hint}",
+                exit_code=EXIT_NOT_EXECUTABLE,
+            )
+            return None
+        self.started_mono = time.monotonic()
+        self.main_pid = self.pgid = proc.pid
+        self._record_start(proc.pid)
+        return proc
+
+    def _record_start(self, pid: int) -> None:
+        stat = proc_stat(pid)
+
+        def change(state: State) -> bool:
+            state["job"] = {
+                "pid": pid,
+                "pgid": pid,
+                "start_ticks": stat[1] if stat else None,
+                "started_at": now_iso(),
+            }
+            return True
+
+        state = update_state(self.state_file, change)
+        # A cancel that came between registering and starting: honour it now.
+        if state is not None and state.get("cancel_requested_at") and self.stop_signal is None:
+            self.stop_signal = signal.SIGTERM
+
+    def _reap(self) -> None:
+        """Collect every exited child; note the job script's own status."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.main_pid:
+                self.main_status = status
+
+    def _terminate(self, why: str) -> None:
+        assert self.pgid is not None
+        self.terminated_by = why
+        signal_group(self.pgid, signal.SIGTERM)
+        self.kill_at = time.monotonic() + self.grace
+
+    def _escalate_if_due(self) -> None:
+        if self.kill_at is not None and time.monotonic() >= self.kill_at and self.pgid:
+            signal_group(self.pgid, signal.SIGKILL)
+            self.kill_at = None
+
+    def _supervise(self, time_limit: float | None) -> None:
+        assert self.started_mono is not None
+        deadline = self.started_mono + time_limit if time_limit else None
+        while True:
+            self._reap()
+            if self.main_status is not None:
+                return
+            now = time.monotonic()
+            if self.terminated_by is None:
+                if self.stop_signal is not None:
+                    self._terminate("stop")
+                elif deadline is not None and now >= deadline:
+                    self._terminate("timeout")
+            self._escalate_if_due()
+            self._wait(self._next_timeout(deadline))
+
+    def _next_timeout(self, deadline: float | None) -> float:
+        now = time.monotonic()
+        waits = [60.0]
+        if deadline is not None and self.terminated_by is None:
+            waits.append(deadline - now)
+        if self.kill_at is not None:
+            waits.append(self.kill_at - now)
+        return max(0.0, min(waits))
+
+    def _wait(self, timeout: float) -> None:
+        select.select([self._wake_r], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 512):
+                pass
+
+    def _clean_up_leftovers(self) -> None:
+        """Stop whatever the job left running: its group, then orphans that left the group.
+
+        Like a batch system, nothing of a job outlives it; gently first (SIGTERM), then
+        SIGKILL when the grace period is over.
+        """
+        assert self.pgid is not None
+        if group_alive(self.pgid) and self.kill_at is None and self.terminated_by is None:
+            signal_group(self.pgid, signal.SIGTERM)
+            self.kill_at = time.monotonic() + self.grace
+        while group_alive(self.pgid) and self.kill_at is not None:
+            if time.monotonic() >= self.kill_at:
+                break
+            self._wait(0.05)
+            self._reap()
+        signal_group(self.pgid, signal.SIGKILL)
+        for pid in _adopted_children():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 1.0
+        while (group_alive(self.pgid) or _adopted_children()) and time.monotonic() < deadline:
+            self._wait(0.02)
+            self._reap()
+
+    def _returncode(self) -> int:
+        status = self.main_status or 0
+        if os.WIFSIGNALED(status):
+            return -os.WTERMSIG(status)
+        return os.waitstatus_to_exitcode(status)
+
+    def _finish(
+        self, *, cancelled: bool = False, error: str | None = None, exit_code: int | None = None
+    ) -> None:
+        """Write the outcome. Whether it counts as cancelled is decided under the lock."""
+        code, signum = exit_code, None
+        if self.main_status is not None:
+            returncode = self._returncode()
+            code, signum = (None, -returncode) if returncode < 0 else (returncode, None)
+        elapsed = None if self.started_mono is None else time.monotonic() - self.started_mono
+        max_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
+
+        def change(state: State) -> bool:
+            if state.get("outcome") is not None:
+                return False
+            asked = bool(state.get("cancel_requested_at"))
+            was_cancelled = cancelled or (asked and self.terminated_by == "stop")
+            reason = error
+            if self.terminated_by == "stop" and not was_cancelled and reason is None:
+                stopper = signal_name(self.stop_signal or signal.SIGTERM)
+                reason = f"the launcher was stopped by {stopper}; the job was terminated"
+            state["outcome"] = {
+                "ended_at": now_iso(),
+                "exit_code": code,
+                "signal": signum,
+                "signal_name": signal_name(signum) if signum else None,
+                "timed_out": self.terminated_by == "timeout",
+                "cancelled": was_cancelled,
+                "error": reason,
+                "lost": False,
+                "max_rss_bytes": max_rss if self.main_status is not None else None,
+                "elapsed_seconds": elapsed,
+            }
+            return True
+
+        update_state(self.state_file, change)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--check"]:  # `layerbot doctor`: the launcher can be imported and started
+        print("layerbot local launcher ok")
+        return 0
+    if len(args) != 1:
+        print("usage: python -m layerbot.backends.local_launcher STATE_FILE", file=sys.stderr)
+        return 2
+    return Launcher(Path(args[0])).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,721 @@
+"""The core of ``layerbot ingest``, run on the repository server (e.g. a CernVM-FS Stratum 0).
+
+Each poll it lists the staging area and, for every artifact it has not settled yet, in the
+order the artifacts were staged:
+
+1. reads the metadata and checks its signature (nothing in it is trusted before that);
+2. downloads the tarball, checks its sha256 against the metadata and its signature;
+3. checks that the tarball stays inside its tree (``tarsafety``);
+4. asks the approval policy (automatic for allowed signers, or a maintainer on GitHub);
+5. runs the ingest command (``cvmfs_server ingest ...`` by default), one artifact at a time
+   per repository;
+6. records the outcome in ``<state_dir>/ingest.sqlite`` and reports it through a callback.
+
+Settled artifacts are never looked at again, and an artifact (key and content) that was
+ingested is never ingested twice, also across restarts. An ingest cut short by a crash is
+marked failed rather than run again: only the operator can tell whether it got applied.
+Reports are delivered at least once: an outcome whose callback failed is re-sent next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import inspect
+import os
+import shutil
+import sqlite3
+import string
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal, Protocol
+
+import structlog
+
+from layerbot.deploy.metadata import ArtifactMetadata, MetadataError, parse_metadata
+from layerbot.deploy.signing import Verifier
+from layerbot.deploy.staging import ObjectNotFound, PendingArtifact, Staging, StagingError
+from layerbot.deploy.tarsafety import inspect_tarball
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_COMMAND = (
+    "cvmfs_server",
+    "ingest",
+    "--tar_file",
+    "{tarball}",
+    "--base_dir",
+    "{base_dir}",
+    "{repository}",
+)
+#: Placeholders of the command and base-dir templates.
+COMMAND_FIELDS = (
+    "tarball",
+    "repository",
+    "base_dir",
+    "repo_target",
+    "target",
+    "key",
+    "sha256",
+    "repo",
+    "pr",
+    "instance",
+)
+_FINAL = ("ingested", "rejected", "failed", "duplicate")
+_OUTPUT_TAIL_LINES = 15
+
+
+# ----------------------------------------------------------------------------- approval
+
+
+class Approval(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    PENDING = "pending"
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: Approval
+    reason: str = ""
+    #: Who decided (a signer principal, a GitHub login).
+    by: str | None = None
+
+    @classmethod
+    def approved(cls, by: str | None = None, reason: str = "") -> Decision:
+        return cls(Approval.APPROVED, reason, by)
+
+    @classmethod
+    def rejected(cls, reason: str, by: str | None = None) -> Decision:
+        return cls(Approval.REJECTED, reason, by)
+
+    @classmethod
+    def pending(cls, reason: str = "waiting for approval") -> Decision:
+        return cls(Approval.PENDING, reason)
+
+
+@dataclass(frozen=True)
+class IngestItem:
+    """A verified artifact, as an approval policy sees it."""
+
+    id: str
+    key: str
+    sha256: str
+    metadata: ArtifactMetadata
+    #: The repository it goes into (e.g. software.eessi.io) and the target id it was built for.
+    repository: str
+    repo_target: str
+    #: The allowed-signers principal whose key signed it.
+    signer: str
+    tarball: Path
+    staged_at: datetime
+    #: Warnings of the tarball check (e.g. setuid files), for a human approver.
+    warnings: tuple[str, ...] = ()
+
+
+class ApprovalPolicy(Protocol):
+    """Decides whether a verified artifact may be ingested.
+
+    Called again on every poll while it answers ``pending``; it should keep its own
+    state (an issue it opened, say) and be idempotent.
+    """
+
+    async def decide(self, item: IngestItem) -> Decision: ...
+
+
+class AutoApprove:
+    """Approves whatever an allowed signer signed (or only the given principals)."""
+
+    def __init__(self, principals: Collection[str] | None = None) -> None:
+        self.principals = None if principals is None else frozenset(principals)
+
+    async def decide(self, item: IngestItem) -> Decision:
+        if self.principals is None or item.signer in self.principals:
+            return Decision.approved(by=item.signer, reason="signed by an allowed signer")
+        return Decision.rejected(f"signer '{item.signer}' is not approved automatically")
+
+
+# ----------------------------------------------------------------------------- events
+
+
+EventState = Literal["pending", "ingested", "rejected", "failed", "duplicate"]
+
+
+@dataclass(frozen=True)
+class IngestEvent:
+    """An outcome to report on the source PR."""
+
+    item_id: str
+    key: str
+    state: EventState
+    reason: str
+    repository: str | None
+    #: None when the metadata could not be read.
+    metadata: ArtifactMetadata | None
+    #: False when the metadata's signature was missing or wrong: its ``link2pr`` is then
+    #: only a claim (anyone able to write to the staging area could have made it up).
+    metadata_verified: bool
+    at: datetime
+
+
+EventCallback = Callable[[IngestEvent], Awaitable[None] | None]
+
+
+class IngestError(Exception):
+    """The ingestor cannot run (bad template, another ingestor on the same state)."""
+
+
+class _Refused(Exception):
+    """An artifact that will not be ingested; the message is the reason shown on the PR."""
+
+
+# ----------------------------------------------------------------------------- durable state
+
+
+@dataclass
+class Record:
+    id: str
+    key: str
+    meta_key: str
+    state: str
+    reason: str = ""
+    sha256: str | None = None
+    repository: str | None = None
+    staged_at: str = ""
+    metadata: str | None = None
+    #: 1 once the metadata's signature was checked; until then ``metadata`` is a claim.
+    metadata_verified: int = 0
+    decided_by: str | None = None
+    reported_state: str | None = None
+    updated_at: str = ""
+
+    @property
+    def parsed_metadata(self) -> ArtifactMetadata | None:
+        if not self.metadata:
+            return None
+        try:
+            return parse_metadata(self.metadata.encode())
+        except MetadataError:
+            return None
+
+
+class OutcomeStore:
+    """One row per staged metadata file (``<meta key>@<modification time>``)."""
+
+    _SCHEMA = """
+    CREATE TABLE IF NOT EXISTS items (
+        id TEXT PRIMARY KEY,
+        key TEXT NOT NULL,
+        meta_key TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        sha256 TEXT,
+        repository TEXT,
+        staged_at TEXT NOT NULL DEFAULT '',
+        metadata TEXT,
+        metadata_verified INTEGER NOT NULL DEFAULT 0,
+        decided_by TEXT,
+        reported_state TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS items_key_sha ON items (key, sha256, state);
+    """
+    _COLUMNS = tuple(Record.__dataclass_fields__)
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(self._SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def get(self, item_id: str) -> Record | None:
+        row = self.db.execute(
+            f"SELECT {', '.join(self._COLUMNS)} FROM items WHERE id = ?", (item_id,)
+        ).fetchone()
+        return Record(*row) if row else None
+
+    def save(self, record: Record) -> None:
+        record.updated_at = datetime.now(UTC).isoformat()
+        values = [getattr(record, c) for c in self._COLUMNS]
+        marks = ", ".join("?" for _ in self._COLUMNS)
+        self.db.execute(
+            f"INSERT OR REPLACE INTO items ({', '.join(self._COLUMNS)}) VALUES ({marks})",
+            values,
+        )
+
+    def ingested_before(self, key: str, sha256: str) -> Record | None:
+        row = self.db.execute(
+            f"SELECT {', '.join(self._COLUMNS)} FROM items "
+            "WHERE key = ? AND sha256 = ? AND state = 'ingested' LIMIT 1",
+            (key, sha256),
+        ).fetchone()
+        return Record(*row) if row else None
+
+    def records(self, where: str = "1 = 1", args: Sequence[object] = ()) -> list[Record]:
+        rows = self.db.execute(
+            f"SELECT {', '.join(self._COLUMNS)} FROM items WHERE {where} ORDER BY staged_at, id",
+            tuple(args),
+        ).fetchall()
+        return [Record(*r) for r in rows]
+
+    def forget(self, key: str) -> int:
+        """Make the artifacts at ``key`` new again (an operator's retry)."""
+        return self.db.execute("DELETE FROM items WHERE key = ?", (key,)).rowcount
+
+
+# ----------------------------------------------------------------------------- the ingestor
+
+
+@dataclass
+class _Candidate:
+    pending: PendingArtifact
+    record: Record
+    metadata: ArtifactMetadata | None = None
+    meta_bytes: bytes = b""
+
+
+class Ingestor:
+    """Takes artifacts from a staging area into repositories.
+
+    ``repositories`` maps a repository target id (metadata ``layerbot.repo_target``) to the
+    repository name given to the command; unmapped ids are used as they are, and metadata
+    without a target (EESSI's) goes to ``default_repository``. ``namespaces`` are the
+    signature namespaces accepted (the uploading instances' names); None accepts the
+    instance the metadata names, as pinned by ``namespaces=`` in allowed_signers.
+    """
+
+    def __init__(
+        self,
+        staging: Staging,
+        allowed_signers_file: Path,
+        approval: ApprovalPolicy,
+        command_template: Sequence[str] = DEFAULT_COMMAND,
+        state_dir: Path = Path("/var/lib/layerbot/ingest"),
+        *,
+        prefix: str = "",
+        repositories: Mapping[str, str] | None = None,
+        default_repository: str | None = None,
+        base_dir_template: str = "/",
+        namespaces: Collection[str] | None = None,
+        allowed_link_prefixes: Sequence[str] = (),
+        on_event: EventCallback | None = None,
+        command_timeout: float = 6 * 3600,
+        missing_artifact_grace_seconds: float = 3600,
+    ) -> None:
+        if not command_template:
+            raise IngestError("the ingest command is empty")
+        for template in [*command_template, base_dir_template]:
+            _check_template(template)
+        self.staging = staging
+        self.verifier = Verifier(allowed_signers_file)
+        self.approval = approval
+        self.command = list(command_template)
+        self.state_dir = state_dir
+        self.prefix = prefix
+        self.repositories = dict(repositories or {})
+        self.default_repository = default_repository
+        self.base_dir_template = base_dir_template
+        self.namespaces = None if namespaces is None else frozenset(namespaces)
+        self.allowed_link_prefixes = tuple(allowed_link_prefixes)
+        self.on_event = on_event
+        self.command_timeout = command_timeout
+        self.missing_grace = missing_artifact_grace_seconds
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = OutcomeStore(state_dir / "ingest.sqlite")
+        self.work_dir = state_dir / "work"
+        self.log_dir = state_dir / "logs"
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -------------------------------------------------------------- public entry points
+
+    async def run_once(self) -> list[Record]:
+        """One poll; returns the records that changed state in it."""
+        with self._exclusive():
+            changed = self._recover_interrupted()
+            await self._report_unreported()
+            candidates = await self._candidates()
+            groups: dict[str, list[_Candidate]] = {}
+            for cand in candidates:
+                record = await self._prepare(cand)
+                if record is not None:
+                    changed.append(record)
+                    continue
+                groups.setdefault(cand.record.repository or "", []).append(cand)
+            # Repositories proceed side by side; within one, artifacts go one at a time.
+            results = await asyncio.gather(
+                *(self._run_group(g) for g in groups.values()), return_exceptions=True
+            )
+            errors = [r for r in results if isinstance(r, BaseException)]
+            for result in results:
+                if not isinstance(result, BaseException):
+                    changed.extend(result)
+            if errors:
+                raise errors[0]
+            return changed
+
+    async def run_forever(self, interval: float = 60.0, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except (StagingError, OSError, sqlite3.Error) as exc:
+                # The staging area or disk may come back; the next poll tries again.
+                log.error("ingest.poll_failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    def outcomes(self) -> list[Record]:
+        return self.store.records()
+
+    def forget(self, key: str) -> int:
+        return self.store.forget(key)
+
+    # -------------------------------------------------------------- bookkeeping
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One ingestor per state directory: two would run commands side by side."""
+        with (self.state_dir / "ingest.lock").open("w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise IngestError(
+                    f"another ingest process is using {self.state_dir}; run only one"
+                ) from None
+            yield
+
+    def _recover_interrupted(self) -> list[Record]:
+        changed = []
+        for record in self.store.records("state = 'ingesting'"):
+            record.state = "failed"
+            record.reason = (
+                "interrupted while the ingest command ran (the ingest process stopped); "
+                "check the repository, then forget the artifact to retry"
+            )
+            self.store.save(record)
+            changed.append(record)
+        return changed
+
+    async def _report_unreported(self) -> None:
+        for record in self.store.records("reported_state IS NOT state AND state != 'ingesting'"):
+            await self._emit(record)
+
+    async def _emit(self, record: Record) -> None:
+        if record.state not in (*_FINAL, "pending"):
+            return
+        if self.on_event is not None:
+            event = IngestEvent(
+                item_id=record.id,
+                key=record.key,
+                state=record.state,  # type: ignore[arg-type]
+                reason=record.reason,
+                repository=record.repository,
+                metadata=record.parsed_metadata,
+                metadata_verified=bool(record.metadata_verified),
+                at=datetime.now(UTC),
+            )
+            try:
+                result = self.on_event(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:  # a reporter's failure must not stop ingestion
+                log.warning("ingest.report_failed", item=record.id, error=str(exc))
+                return
+        record.reported_state = record.state
+        self.store.save(record)
+
+    def _settle(self, record: Record, state: str, reason: str = "") -> Record:
+        record.state = state
+        record.reason = reason
+        self.store.save(record)
+        log.info("ingest.outcome", item=record.id, state=state, reason=reason)
+        return record
+
+    # -------------------------------------------------------------- finding work
+
+    async def _candidates(self) -> list[_Candidate]:
+        listed = await asyncio.to_thread(self.staging.list_pending, self.prefix)
+        out = []
+        for pending in listed:
+            item_id = f"{pending.meta_key}@{pending.staged_at.isoformat()}"
+            record = self.store.get(item_id)
+            if record is not None and record.state in _FINAL:
+                continue
+            if record is None:
+                record = Record(
+                    id=item_id,
+                    key=pending.key,
+                    meta_key=pending.meta_key,
+                    state="new",
+                    staged_at=pending.staged_at.isoformat(),
+                )
+            out.append(_Candidate(pending, record))
+        return out
+
+    async def _prepare(self, cand: _Candidate) -> Record | None:
+        """Read and trust the metadata; a Record when the candidate is settled here."""
+        try:
+            await self._read_metadata(cand)
+        except _Refused as exc:
+            return await self._finish(cand, "rejected", str(exc))
+        except ObjectNotFound:
+            return None  # deleted since the listing: nothing to do
+        return None
+
+    async def _read_metadata(self, cand: _Candidate) -> None:
+        p = cand.pending
+        cand.meta_bytes = await asyncio.to_thread(self.staging.get_bytes, p.meta_key)
+        try:
+            metadata = parse_metadata(cand.meta_bytes, p.meta_key)
+        except MetadataError as exc:
+            raise _Refused(f"unreadable metadata: {exc}") from None
+        cand.record.metadata = cand.meta_bytes.decode()
+        cand.record.sha256 = metadata.payload.sha256sum
+        cand.record.repository = self._repository(metadata)
+        if not p.has_meta_sig:
+            raise _Refused(
+                f"no valid signature by an allowed signer: {p.meta_sig_key} is missing "
+                "(was the artifact staged without deploy.signing_key_file?)"
+            )
+        meta_sig = await asyncio.to_thread(self.staging.get_bytes, p.meta_sig_key)
+        await self._verify(cand.meta_bytes, None, meta_sig, metadata, "the metadata")
+        cand.record.metadata_verified = 1
+        cand.metadata = metadata
+
+    def _repository(self, metadata: ArtifactMetadata) -> str:
+        info = metadata.layerbot
+        if info is not None:
+            return self.repositories.get(info.repo_target, info.repo_target)
+        if self.default_repository:
+            return self.default_repository
+        raise _Refused("the metadata names no repository target and no default is configured")
+
+    def _namespaces(self, metadata: ArtifactMetadata) -> list[str]:
+        instance = metadata.layerbot.instance if metadata.layerbot else None
+        if instance is not None:
+            if self.namespaces is not None and instance not in self.namespaces:
+                raise _Refused(
+                    f"no valid signature by an allowed signer: instance '{instance}' is "
+                    f"not an accepted namespace ({sorted(self.namespaces)})"
+                )
+            return [instance]
+        if not self.namespaces:
+            raise _Refused("the metadata names no instance and no namespaces are configured")
+        return sorted(self.namespaces)
+
+    async def _verify(
+        self,
+        data: bytes | None,
+        path: Path | None,
+        signature: bytes,
+        metadata: ArtifactMetadata,
+        what: str,
+    ) -> str:
+        """The signer's principal, or ``_Refused``."""
+        last = ""
+        for namespace in self._namespaces(metadata):
+            if path is not None:
+                result = await asyncio.to_thread(
+                    self.verifier.verify_file, path, signature, namespace
+                )
+            else:
+                assert data is not None
+                result = await asyncio.to_thread(
+                    self.verifier.verify_bytes, data, signature, namespace
+                )
+            if result.ok and result.principal:
+                return result.principal
+            last = result.message
+        raise _Refused(f"no valid signature by an allowed signer on {what}: {last}")
+
+    # -------------------------------------------------------------- per repository
+
+    async def _run_group(self, group: list[_Candidate]) -> list[Record]:
+        """In staging order; a pending artifact holds back the later ones, so a repository
+        never receives artifacts out of order."""
+        changed = []
+        for cand in group:
+            record, blocking = await self._process(cand)
+            if record is not None:
+                changed.append(record)
+            if blocking:
+                break
+        return changed
+
+    async def _process(self, cand: _Candidate) -> tuple[Record | None, bool]:
+        """(changed record or None, whether later artifacts must wait)."""
+        assert cand.metadata is not None
+        try:
+            try:
+                item = await self._verified_item(cand)
+            except ObjectNotFound:
+                item = None  # deleted since the listing
+            if item is None:
+                return None, True  # the artifact is not there (yet)
+            if previous := self.store.ingested_before(item.key, item.sha256):
+                reason = f"already ingested (as {previous.id} on {previous.updated_at})"
+                return await self._finish(cand, "duplicate", reason), False
+            decision = await self.approval.decide(item)
+        except _Refused as exc:
+            return await self._finish(cand, "rejected", str(exc)), False
+        if decision.state is Approval.PENDING:
+            return await self._hold(cand, decision.reason), True
+        cand.record.decided_by = decision.by
+        if decision.state is Approval.REJECTED:
+            return await self._finish(cand, "rejected", f"not approved: {decision.reason}"), False
+        return await self._ingest(cand, item), False
+
+    async def _hold(self, cand: _Candidate, reason: str) -> Record | None:
+        first = cand.record.state != "pending"
+        cand.record.state = "pending"
+        cand.record.reason = reason
+        self.store.save(cand.record)
+        if first:
+            await self._emit(cand.record)
+            return cand.record
+        return None
+
+    async def _finish(self, cand: _Candidate, state: str, reason: str) -> Record:
+        record = self._settle(cand.record, state, reason)
+        shutil.rmtree(self._work(cand.record.id), ignore_errors=True)
+        await self._emit(record)
+        return record
+
+    def _work(self, item_id: str) -> Path:
+        return self.work_dir / hashlib.sha256(item_id.encode()).hexdigest()[:24]
+
+    async def _verified_item(self, cand: _Candidate) -> IngestItem | None:
+        p, metadata = cand.pending, cand.metadata
+        assert metadata is not None
+        if not p.has_artifact:
+            age = (datetime.now(UTC) - p.staged_at).total_seconds()
+            if age > self.missing_grace:
+                raise _Refused(f"the artifact {p.key} is missing from the staging area")
+            return None
+        tarball = await self._download(cand)
+        if not p.has_sig:
+            raise _Refused(f"no valid signature by an allowed signer: {p.sig_key} is missing")
+        signature = await asyncio.to_thread(self.staging.get_bytes, p.sig_key)
+        signer = await self._verify(None, tarball, signature, metadata, "the tarball")
+        report = await asyncio.to_thread(inspect_tarball, tarball, self.allowed_link_prefixes)
+        if not report.ok:
+            raise _Refused(f"unsafe tarball: {report.summary()}")
+        return IngestItem(
+            id=cand.record.id,
+            key=p.key,
+            sha256=metadata.payload.sha256sum,
+            metadata=metadata,
+            repository=cand.record.repository or "",
+            repo_target=metadata.layerbot.repo_target if metadata.layerbot else "",
+            signer=signer,
+            tarball=tarball,
+            staged_at=p.staged_at,
+            warnings=tuple(str(w) for w in report.warnings),
+        )
+
+    async def _download(self, cand: _Candidate) -> Path:
+        """The tarball in the work dir, checked against the metadata's sha256; kept while
+        the artifact waits for approval, so it is fetched once."""
+        metadata = cand.metadata
+        assert metadata is not None
+        work = self._work(cand.record.id)
+        work.mkdir(parents=True, exist_ok=True)
+        tarball = work / metadata.payload.filename
+        marker = work / "sha256"
+        expected = metadata.payload.sha256sum
+        if tarball.is_file() and marker.is_file() and marker.read_text() == expected:
+            return tarball
+        got = await asyncio.to_thread(self.staging.download, cand.pending.key, tarball)
+        if got != expected:
+            raise _Refused(f"checksum mismatch: metadata says {expected}, file has {got}")
+        size = tarball.stat().st_size
+        if size != metadata.payload.size:
+            raise _Refused(f"size mismatch: metadata says {metadata.payload.size}, file has {size}")
+        marker.write_text(expected)
+        return tarball
+
+    # -------------------------------------------------------------- the command
+
+    def _fields(self, item: IngestItem) -> dict[str, str]:
+        info = item.metadata.layerbot
+        values = {
+            "tarball": str(item.tarball),
+            "repository": item.repository,
+            "repo_target": item.repo_target,
+            "target": info.target if info else "",
+            "key": item.key,
+            "sha256": item.sha256,
+            "repo": item.metadata.link2pr.repo,
+            "pr": str(item.metadata.link2pr.pr),
+            "instance": info.instance if info else "",
+            "base_dir": "",
+        }
+        values["base_dir"] = self.base_dir_template.format(**values)
+        return values
+
+    async def _ingest(self, cand: _Candidate, item: IngestItem) -> Record:
+        values = self._fields(item)
+        argv = [part.format(**values) for part in self.command]
+        # Recorded before running: a crash in the middle must not lead to a second run.
+        self._settle(cand.record, "ingesting", " ".join(argv))
+        code, output = await self._run_command(argv, item)
+        if code == 0:
+            return await self._finish(cand, "ingested", f"ingested into {item.repository}")
+        tail = "\n".join(output.splitlines()[-_OUTPUT_TAIL_LINES:])
+        reason = f"the ingest command {argv[0]} exited with {code}: {tail}".rstrip(": ")
+        return await self._finish(cand, "failed", reason)
+
+    async def _run_command(self, argv: list[str], item: IngestItem) -> tuple[int, str]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{hashlib.sha256(item.id.encode()).hexdigest()[:24]}.log"
+        env = {
+            **os.environ,
+            "LAYERBOT_INGEST_KEY": item.key,
+            "LAYERBOT_INGEST_SHA256": item.sha256,
+            "LAYERBOT_INGEST_REPOSITORY": item.repository,
+        }
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+                env=env,
+            )
+        except OSError as exc:
+            return 127, f"cannot run {argv[0]}: {exc.strerror}"
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.command_timeout)
+        except TimeoutError:
+            proc.kill()
+            out, _ = await proc.communicate()
+            text = out.decode(errors="replace") + f"\n(killed after {self.command_timeout}s)"
+            log_path.write_text(text)
+            return -9, text
+        text = out.decode(errors="replace")
+        log_path.write_text(text)
+        return proc.returncode if proc.returncode is not None else -1, text
+
+
+def _check_template(template: str) -> None:
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    except ValueError as exc:
+        raise IngestError(f"ingest command template {template!r}: {exc}") from None
+    unknown = names - set(COMMAND_FIELDS)
+    if unknown:
+        raise IngestError(
+            f"ingest command template {template!r}: unknown placeholder(s) {sorted(unknown)}; "
+            f"known ones are {list(COMMAND_FIELDS)}"
+        )

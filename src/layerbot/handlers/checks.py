@@ -1,0 +1,47 @@
+"""Check runs: GitHub's Re-run button rebuilds that job's target at the PR's current head."""
+
+from __future__ import annotations
+
+import asyncio
+
+from layerbot.handlers.base import Context, Event, Router
+from layerbot.handlers.builds import _paused_note, _record, fetch_pull
+from layerbot.jobs.planner import BuildRequest, planned_from_job
+from layerbot.store.models import Build, Job
+
+router = Router()
+
+
+@router.on("check_run", "rerequested")
+async def on_rerun(event: Event, ctx: Context) -> str | None:
+    run = event.payload["check_run"]
+    if (run.get("app") or {}).get("id") not in (None, ctx.config.github.app_id):
+        return None  # another App's check run
+    try:
+        job_id = int(run.get("external_id") or "")
+    except ValueError:
+        return None
+    with ctx.services.store.read() as s:
+        job = s.get(Job, job_id)
+        build = s.get(Build, job.build_id) if job else None
+    if job is None or build is None or job.instance != ctx.instance or build.pr is None:
+        return None
+    decision = await ctx.services.access.check("build", event.repo, event.sender_login,
+                                               event.installation_id)
+    if not decision.allowed:
+        ctx.reply(build.pr, f"refused:{event.delivery_id}:rerun",
+                  f"**layerbot `{ctx.instance}`**: @{event.sender_login}, the re-run of job "
+                  f"{job.id} is not allowed: {decision.reason}.\n\n{decision.who_may}")
+        return "re-run refused"
+    planned = planned_from_job(ctx.config, job)
+    if planned is None:
+        return "re-run impossible: target no longer configured"
+    pull = await fetch_pull(ctx, build.pr)
+    request = BuildRequest(
+        repo=event.repo, pr=build.pr, installation_id=event.installation_id,
+        head_sha=pull.head_sha, base_ref=pull.base_ref, clone_url=pull.clone_url,
+        command=f"Re-run of job {job.id} (check run)", requested_by=event.sender_login,
+        delivery_id=event.delivery_id)
+    _record(ctx, request, [planned], await asyncio.to_thread(_paused_note, ctx), {0: job.id})
+    return f"re-run of job {job.id} at {pull.head_sha[:12]}"
+

@@ -1,0 +1,198 @@
+"""The reconciler: one backend query per cycle for every active job, then transitions.
+
+A job that ended is read for its result (result.json or EESSI's _bot_job<ID>.result);
+its artifacts are recorded; the build's reply and the job's check run are re-derived.
+All changes of a cycle go in one transaction, and each changed report is one outbox
+message (edits coalesce), so GitHub traffic does not grow with polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from layerbot import clock, log, metrics
+from layerbot.backends.base import Backend, BackendState, BackendUnavailable, JobStatus
+from layerbot.build import results
+from layerbot.config import Config
+from layerbot.core.jobs import JobState
+from layerbot.jobs.submitter import LOG_NAME
+from layerbot.reporting import report_build
+from layerbot.store import jobs as jobstore
+from layerbot.store.db import Store
+from layerbot.store.models import Artifact, Build, Job
+
+_log = log.get("jobs")
+
+#: How a backend's final word maps to a job state, and the reason shown on the PR.
+FINAL: dict[BackendState, tuple[JobState, str | None]] = {
+    BackendState.CANCELLED: (JobState.CANCELLED, "cancelled in the batch system"),
+    BackendState.TIMEOUT: (JobState.TIMED_OUT, "hit its time limit"),
+    BackendState.OUT_OF_MEMORY: (JobState.FAILED, "ran out of memory"),
+    BackendState.NODE_FAIL: (JobState.FAILED, "its node failed"),
+    BackendState.PREEMPTED: (JobState.FAILED, "preempted by the batch system"),
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: JobState
+    reason: str | None
+    result: dict[str, object] | None
+    artifacts: list[results.Artifact]
+
+
+def decide(status: JobStatus, job_dir: Path | None, tail_lines: int) -> Outcome | None:
+    """The job's next state from the backend's status (None: nothing new to record)."""
+    if status.state is BackendState.PENDING:
+        return None
+    if status.state is BackendState.RUNNING:
+        return Outcome(JobState.RUNNING, None, None, [])
+    if status.state in FINAL:
+        state, reason = FINAL[status.state]
+        detail = f"{reason} ({status.reason})" if status.reason else reason
+        res = _read(job_dir, status, tail_lines)
+        return Outcome(state, detail, _result_json(res) if res else None, [])
+    res = _read(job_dir, status, tail_lines)
+    if status.state is BackendState.UNKNOWN and (res is None or res.source is None):
+        return Outcome(JobState.LOST, "the batch system no longer knows this job and it left "
+                       "no result", _result_json(res) if res else None, [])
+    if res is None:
+        return Outcome(JobState.FAILED, "no job directory to read a result from", None, [])
+    if status.state is BackendState.FAILED:
+        # The backend's own word first ("exit code 3", "killed by signal SIGKILL").
+        reason = status.reason or f"exit code {status.exit_code}"
+        return Outcome(JobState.FAILED, reason, _result_json(res), res.artifacts)
+    if res.status == "success":
+        return Outcome(JobState.SUCCEEDED, None, _result_json(res), res.artifacts)
+    reason = res.problems[0] if res.problems else "the job reported failure"
+    return Outcome(JobState.FAILED, reason, _result_json(res), res.artifacts)
+
+
+def _read(job_dir: Path | None, status: JobStatus, tail_lines: int) -> results.JobResult | None:
+    if job_dir is None or not job_dir.exists():
+        return None
+    return results.read_result(job_dir, status.backend_id, job_dir / LOG_NAME, tail_lines)
+
+
+def _result_json(res: results.JobResult) -> dict[str, object]:
+    return {"status": res.status, "summary": res.summary, "problems": res.problems,
+            "log_tail": res.log_tail,
+            "tests": None if res.tests is None else {
+                "status": res.tests.status, "summary": res.tests.summary,
+                "passed": res.tests.passed, "failed": res.tests.failed}}
+
+
+class Reconciler:
+    def __init__(self, config: Config, store: Store, backend: Backend,
+                 on_written: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self.store = store
+        self.backend = backend
+        self.on_written = on_written
+        self.cycles = 0
+        self._failures = 0
+        #: Cancels already asked of the backend by this process (asked again after a restart).
+        self._cancel_sent: set[str] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            delay = self.config.backend.poll_seconds
+            try:
+                await self.cycle()
+                self._failures = 0
+            except BackendUnavailable as exc:
+                # Back off while the scheduler is down; jobs keep their recorded state.
+                self._failures += 1
+                delay = min(delay * 2 ** self._failures, 300)
+                _log.warning("backend unavailable; backing off", error=str(exc),
+                             retry_in=delay)
+            except Exception:
+                _log.exception("reconcile cycle crashed")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+
+    async def cycle(self) -> int:
+        """One pass over all active jobs; returns how many changed state."""
+        self.cycles += 1
+        with self.store.read() as s:
+            jobs = jobstore.active_jobs(s, self.config.instance.name)
+            active = [(j.id, j.backend_id, j.job_dir, j.state) for j in jobs]
+            to_cancel = [j.backend_id for j in jobs
+                         if j.cancel_requested and j.backend_id
+                         and j.backend_id not in self._cancel_sent]
+        if to_cancel:
+            ids_to_cancel = [b for b in to_cancel if b]
+            await asyncio.gather(*(self.backend.cancel(b) for b in ids_to_cancel))
+            self._cancel_sent.update(ids_to_cancel)
+        ids = [b for _, b, _, st in active if b and st != JobState.QUEUED.value]
+        if not ids:
+            return 0
+        statuses = await self.backend.poll(ids)
+        metrics.BACKEND_CALLS.labels(backend=self.backend.name).inc()
+        tail = self.config.reporting.log_tail_lines
+        outcomes: dict[int, tuple[JobStatus, Outcome]] = {}
+        for job_id, backend_id, job_dir, _state in active:
+            status = statuses.get(backend_id or "")
+            if status is None:
+                continue
+            outcome = await asyncio.to_thread(decide, status, Path(job_dir) if job_dir else None,
+                                              tail)
+            if outcome is not None:
+                outcomes[job_id] = (status, outcome)
+        if not outcomes:
+            return 0
+        changed = await asyncio.to_thread(self._apply, outcomes)
+        if changed:
+            self.on_written()
+        return changed
+
+    def _apply(self, outcomes: Mapping[int, tuple[JobStatus, Outcome]]) -> int:
+        now = clock.now()
+        changed_by_build: dict[int, list[Job]] = {}
+        with self.store.transaction() as s:
+            for job_id, (status, outcome) in outcomes.items():
+                job = s.get(Job, job_id)
+                if job is None or JobState(job.state).terminal:
+                    continue
+                if JobState(job.state) is outcome.state:
+                    continue
+                if outcome.state.terminal and JobState(job.state) is JobState.SUBMITTED:
+                    jobstore.transition(s, job, JobState.RUNNING, status.started_at or now)
+                fields = _accounting(status)
+                if outcome.result is not None:
+                    fields["result"] = outcome.result
+                reason = outcome.reason
+                if outcome.state is JobState.CANCELLED and job.cancel_requested and job.reason:
+                    reason = job.reason  # who cancelled it, rather than the backend's word
+                jobstore.transition(s, job, outcome.state, now, reason=reason, **fields)
+                if status.started_at:
+                    job.started_at = status.started_at
+                if outcome.state.terminal and status.ended_at:
+                    job.ended_at = status.ended_at
+                for a in outcome.artifacts:
+                    s.add(Artifact(job_id=job.id, name=a.name, path=str(a.path), size=a.size,
+                                   sha256=a.sha256))
+                changed_by_build.setdefault(job.build_id, []).append(job)
+                with log.bound(job_id=job.id):
+                    _log.info("job " + outcome.state.value, reason=outcome.reason)
+            for build_id, jobs in changed_by_build.items():
+                build = s.get(Build, build_id)
+                if build is not None:
+                    report_build(s, self.config, build, now, changed=jobs)
+        return sum(len(j) for j in changed_by_build.values())
+
+
+def _accounting(status: JobStatus) -> dict[str, object]:
+    fields: dict[str, object] = {}
+    for name in ("exit_code", "elapsed_seconds", "cpus", "max_rss_bytes", "node"):
+        value = getattr(status, name)
+        if value is not None:
+            fields[name] = value
+    if status.elapsed_seconds is not None and status.cpus:
+        fields["core_hours"] = round(status.elapsed_seconds * status.cpus / 3600, 6)
+    return fields

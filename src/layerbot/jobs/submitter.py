@@ -1,0 +1,198 @@
+"""The submitter: queued jobs become prepared job directories handed to the backend.
+
+Crossing into the batch system is the step that must not happen twice: before submitting,
+the backend is asked whether it already has a job under this job's tag (a crash between
+submit and recording the backend id); with hold_release the job is only released once its
+id is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+from sqlalchemy import select
+
+from layerbot import clock, log
+from layerbot.backends.base import Backend, SubmitError, SubmitRequest
+from layerbot.build import jobdir
+from layerbot.build.workspace import (
+    FetchError,
+    MergeConflict,
+    Mirrors,
+    Prepared,
+    RefNotFound,
+    WorkspaceError,
+)
+from layerbot.config import Config
+from layerbot.core.facts import JobFacts
+from layerbot.core.jobs import JobState
+from layerbot.reporting import report_build
+from layerbot.store import jobs as jobstore
+from layerbot.store.db import Store
+from layerbot.store.models import Build, Instance, Job
+
+_log = log.get("jobs")
+
+#: The job's stdout and stderr, in its directory.
+LOG_NAME = "layerbot-job.log"
+
+
+class Submitter:
+    def __init__(self, config: Config, store: Store, backend: Backend, mirrors: Mirrors,
+                 on_written: object = None, concurrency: int = 4) -> None:
+        self.config = config
+        self.store = store
+        self.backend = backend
+        self.mirrors = mirrors
+        self.on_written = on_written if callable(on_written) else (lambda: None)
+        self.wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._busy: set[int] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._release_recorded()
+        while not stop.is_set():
+            await self.submit_queued()
+            self.wakeup.clear()
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
+            except TimeoutError:
+                pass
+
+    async def _release_recorded(self) -> None:
+        """Jobs recorded as submitted by a run that died before releasing them."""
+        with self.store.read() as s:
+            ids = [j.backend_id for j in jobstore.active_jobs(s, self.config.instance.name)
+                   if j.state == JobState.SUBMITTED.value and j.backend_id]
+        if ids:
+            try:
+                await self.backend.release([i for i in ids if i])
+            except Exception as exc:
+                _log.warning("releasing recorded jobs failed", error=str(exc))
+
+    def _paused(self) -> bool:
+        with self.store.read() as s:
+            inst = s.get(Instance, self.config.instance.name)
+            return bool(inst and inst.paused)
+
+    async def submit_queued(self) -> int:
+        """Prepare and submit every queued job of this instance; returns how many."""
+        if await asyncio.to_thread(self._paused):
+            return 0
+        with self.store.read() as s:
+            ids = list(s.scalars(select(Job.id).where(
+                Job.instance == self.config.instance.name,
+                Job.state == JobState.QUEUED.value).order_by(Job.id)))
+        ids = [i for i in ids if i not in self._busy]
+        self._busy.update(ids)
+        try:
+            await asyncio.gather(*(self._submit_one(i) for i in ids))
+        finally:
+            self._busy.difference_update(ids)
+        return len(ids)
+
+    async def _submit_one(self, job_id: int) -> None:
+        async with self._slots:
+            with log.bound(job_id=job_id):
+                try:
+                    await self._prepare_and_submit(job_id)
+                except Exception as exc:  # never let one job stop the others
+                    _log.exception("submission crashed")
+                    await asyncio.to_thread(self._fail, job_id,
+                                            f"internal error while submitting: {exc}")
+
+    async def _prepare_and_submit(self, job_id: int) -> None:
+        with self.store.read() as s:
+            job = s.get(Job, job_id)
+            build = s.get(Build, job.build_id) if job else None
+        if job is None or build is None or job.state != JobState.QUEUED.value:
+            return
+        facts = JobFacts.from_json(job.facts)
+        dest = jobdir.job_dir_path(self.config.jobs_dir, build.repo, job.id, pr=build.pr,
+                                   ref=None if build.pr else build.base_ref)
+        try:
+            backend_id = await self.backend.find(job.id, self.config.instance.name)
+            base_sha = job.base_sha
+            if backend_id is None:
+                prepared = await self._prepare(build, job, dest)
+                base_sha = prepared.base_sha
+                written = jobdir.write_job_files(
+                    dest, facts, prepared=prepared, site_config=self.config.build.site_config,
+                    allowed_exportvars=self.config.build.allowed_exportvars)
+                facts = written.facts
+                backend_id = await self.backend.submit(
+                    self._request(job, facts, dest, written.env))
+        except MergeConflict as exc:
+            files = ", ".join(f"`{f}`" for f in exc.files) or "(git named none)"
+            return await asyncio.to_thread(
+                self._fail, job_id, f"merge conflict with `{build.base_ref}` in {files}")
+        except (FetchError, RefNotFound) as exc:
+            return await asyncio.to_thread(self._fail, job_id, f"git: {exc}")
+        except jobdir.ExportVariablesRefused as exc:
+            return await asyncio.to_thread(self._fail, job_id, str(exc))
+        except WorkspaceError as exc:
+            return await asyncio.to_thread(self._fail, job_id, f"preparing the job failed: {exc}")
+        except SubmitError as exc:
+            return await asyncio.to_thread(
+                self._fail, job_id, f"{self.backend.name} refused the job: {exc}")
+        recorded = await asyncio.to_thread(self._submitted, job_id, backend_id, base_sha,
+                                           str(dest), facts)
+        if not recorded:  # cancelled while it was being prepared: take it back
+            await self.backend.cancel(backend_id)
+            return
+        await self.backend.release([backend_id])
+        _log.info("job submitted", backend_id=backend_id)
+
+    async def _prepare(self, build: Build, job: Job, dest: Path) -> Prepared:
+        if dest.exists():  # left by an attempt that died before submitting
+            await self.mirrors.remove(dest)
+            shutil.rmtree(dest, ignore_errors=True)
+        refs = [build.base_ref] + ([f"refs/pull/{build.pr}/head"] if build.pr else [])
+        mirror = await self.mirrors.fetch(build.clone_url, refs)
+        return await self.mirrors.prepare(mirror, job.head_sha, build.base_ref, dest)
+
+    def _request(self, job: Job, facts: JobFacts, dest: Path, env: dict[str, str]) -> SubmitRequest:
+        script = self.config.build.job_script
+        path = Path(script) if os.path.isabs(script) else dest / script
+        node = next((n for n in self.config.node_types if n.name == job.node_type), None)
+        limit = int(self.config.build.time_limit_minutes * 60)
+        return SubmitRequest(job_id=job.id, instance=self.config.instance.name, job_dir=dest,
+                             script=path, env=self._env(env), time_limit_seconds=limit,
+                             options=dict(node.options) if node else {},
+                             log_file=dest / LOG_NAME)
+
+    def _env(self, job_env: dict[str, str]) -> dict[str, str]:
+        """Only allowlisted variables of the bot's own environment: never its secrets."""
+        allowed = {k: os.environ[k] for k in self.config.build.env_allowlist if k in os.environ}
+        return {**allowed, **self.config.build.env, **job_env}
+
+    def _submitted(self, job_id: int, backend_id: str, base_sha: str | None, dest: str,
+                   facts: JobFacts) -> bool:
+        now = clock.now()
+        with self.store.transaction() as s:
+            job = s.get(Job, job_id)
+            if job is None or JobState(job.state) is not JobState.QUEUED:
+                return False
+            jobstore.transition(s, job, JobState.SUBMITTED, now, backend_id=backend_id,
+                                base_sha=base_sha, job_dir=dest, facts=facts.to_json())
+            build = s.get(Build, job.build_id)
+            if build is not None:
+                report_build(s, self.config, build, now, changed=[job])
+        self.on_written()
+        return True
+
+    def _fail(self, job_id: int, reason: str) -> None:
+        now = clock.now()
+        _log.warning("job failed before it ran", reason=reason, job_id=job_id)
+        with self.store.transaction() as s:
+            job = s.get(Job, job_id)
+            if job is None or JobState(job.state).terminal:
+                return
+            jobstore.transition(s, job, JobState.FAILED, now, reason=reason)
+            build = s.get(Build, job.build_id)
+            if build is not None:
+                report_build(s, self.config, build, now, changed=[job])
+        self.on_written()

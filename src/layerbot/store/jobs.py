@@ -1,0 +1,103 @@
+"""Builds and jobs in the store; every state change goes through the state machine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from layerbot import metrics
+from layerbot.core.jobs import JobState, check_transition
+from layerbot.core.report import JobRow
+from layerbot.store.models import Artifact, Build, Deployment, Job, JobTransition
+
+ACTIVE = [s.value for s in JobState if s.active]
+
+
+def add_job(session: Session, build: Build, *, target: str, node_type: str, repo_target: str,
+            facts: dict[str, Any], backend: str, now: datetime, redo_of: int | None = None
+            ) -> Job:
+    job = Job(build_id=build.id, instance=build.instance, repo=build.repo, pr=build.pr,
+              target=target, node_type=node_type, repo_target=repo_target,
+              head_sha=build.head_sha, base_ref=build.base_ref, facts=facts,
+              state=JobState.QUEUED.value, backend=backend, created_at=now, updated_at=now,
+              redo_of=redo_of)
+    session.add(job)
+    session.flush()
+    session.add(JobTransition(job_id=job.id, from_state=None, to_state=job.state, at=now,
+                              reason="recorded"))
+    return job
+
+
+def transition(session: Session, job: Job, new: JobState, now: datetime,
+               reason: str | None = None, **fields: Any) -> bool:
+    """Move ``job`` to ``new`` (recorded with its time); False if it already is there."""
+    current = JobState(job.state)
+    if current is new:
+        for key, value in fields.items():
+            setattr(job, key, value)
+        return False
+    check_transition(current, new)
+    job.state = new.value
+    job.updated_at = now
+    if reason is not None:
+        job.reason = reason
+    if new is JobState.SUBMITTED and job.submitted_at is None:
+        job.submitted_at = now
+    if new is JobState.RUNNING and job.started_at is None:
+        job.started_at = now
+    if new.terminal and job.ended_at is None:
+        job.ended_at = now
+    for key, value in fields.items():
+        setattr(job, key, value)
+    session.add(JobTransition(job_id=job.id, from_state=current.value, to_state=new.value,
+                              at=now, reason=reason))
+    metrics.JOB_TRANSITIONS.labels(state=new.value).inc()
+    return True
+
+
+def active_jobs(session: Session, instance: str) -> Sequence[Job]:
+    return session.scalars(
+        select(Job).where(Job.instance == instance, Job.state.in_(ACTIVE)).order_by(Job.id)
+    ).all()
+
+
+def job_row(job: Job, artifacts: Sequence[Artifact] = (),
+            deployments: Sequence[tuple[str, str]] = ()) -> JobRow:
+    result = job.result or {}
+    return JobRow(
+        id=job.id, target=job.target, repo_target=job.repo_target, state=JobState(job.state),
+        head_sha=job.head_sha, backend_id=job.backend_id, reason=job.reason,
+        summary=result.get("summary"), artifacts=[(a.name, a.size) for a in artifacts],
+        started_at=job.started_at, ended_at=job.ended_at, log_tail=result.get("log_tail"),
+        deploy_states=tuple(deployments),
+    )
+
+
+def rows_for_jobs(session: Session, jobs: Sequence[Job]) -> list[JobRow]:
+    ids = [j.id for j in jobs]
+    artifacts: dict[int, list[Artifact]] = {}
+    deployed: dict[int, list[tuple[str, str]]] = {}
+    if ids:
+        for a in session.scalars(select(Artifact).where(Artifact.job_id.in_(ids))):
+            artifacts.setdefault(a.job_id, []).append(a)
+        for d, name in session.execute(
+            select(Deployment, Artifact.name).join(Artifact, Deployment.artifact_id == Artifact.id)
+            .where(Deployment.job_id.in_(ids))
+        ).all():
+            deployed.setdefault(d.job_id, []).append((name, d.state))
+    return [job_row(j, artifacts.get(j.id, []), deployed.get(j.id, [])) for j in jobs]
+
+
+def jobs_of_build(session: Session, build_id: int) -> Sequence[Job]:
+    return session.scalars(select(Job).where(Job.build_id == build_id).order_by(Job.id)).all()
+
+
+def jobs_of_pr(session: Session, repo: str, pr: int, instance: str) -> Sequence[Job]:
+    return session.scalars(
+        select(Job).where(Job.repo == repo, Job.pr == pr, Job.instance == instance)
+        .order_by(Job.id)
+    ).all()
