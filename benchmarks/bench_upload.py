@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 import uuid
 from pathlib import Path
@@ -129,6 +130,7 @@ def main() -> None:
     print(f"s3staging_mb_per_s={ours_rate:.1f}")
     print(f"boto3_upload_file_mb_per_s={plain_rate:.1f}")
     print(f"ratio_s3staging_over_boto3={ours_rate / plain_rate:.2f}")
+    print(f"ratio_of_medians={statistics.median(plain) / statistics.median(ours):.2f}")
     print("all_s3staging_seconds=" + ",".join(f"{t:.2f}" for t in ours))
     print("all_boto3_upload_file_seconds=" + ",".join(f"{t:.2f}" for t in plain))
 

@@ -4,7 +4,7 @@ Run: ``uv run python benchmarks/bench_workspace.py [--runs N]``.
 
 The origin repository (5,001 commits, ~2,000 files in 40 directories, a PR ref with three
 commits opened 50 commits before the base tip) is generated once with ``git fast-import``
-and cached under /var/tmp/layerbot-bench/. Each measurement prepares the trees of 4 jobs
+and cached under /var/tmp/layerbot-bench/workspace/. Each measurement prepares the trees of 4 jobs
 (one command, four targets) with fresh destination directories:
 
 * warm: ``Mirrors.fetch_pr`` (incremental: nothing new) + 4 ``Mirrors.prepare`` at the
@@ -35,7 +35,7 @@ from pathlib import Path
 from layerbot import log
 from layerbot.build.workspace import Mirror, Mirrors, Prepared
 
-CACHE = Path("/var/tmp/layerbot-bench")
+CACHE = Path("/var/tmp/layerbot-bench/workspace")  # shared dir: keep to our own corner
 ORIGIN = CACHE / "origin-v1"
 MIRRORS = CACHE / "mirrors"
 PR = 1

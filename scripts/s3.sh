@@ -11,7 +11,7 @@
 # Environment:
 #   LAYERBOT_S3_DIR   base directory (default /var/tmp/layerbot-s3): data/, logs, pid, env
 #   LAYERBOT_S3_PORT  S3 port (default 8333); the internal master/volume/filer ports are
-#                     PORT+1..PORT+3 and their gRPC ports PORT+10001..PORT+10003
+#                     PORT+1..PORT+3 and the gRPC ports PORT+10000..PORT+10003
 #   LAYERBOT_WEED     the weed binary (default: .venv/bin/weed of this checkout, else PATH)
 #
 # Why SeaweedFS: of the servers that install from the registries here it is the one with
@@ -107,8 +107,14 @@ start() {
     write_config
     # setsid: its own session, so a test's process group being killed does not take it
     # down, and `stop` can kill the whole group.
+    mkdir -p "$BASE/tmp"
+    # Keep one old log: a long-lived test server restarted often would fill the disk.
+    if [[ -f "$LOG" ]] && (($(stat -c %s "$LOG") > 20 * 1024 * 1024)); then
+        mv -f "$LOG" "$LOG.1"
+    fi
     # One volume per new collection (bucket) instead of 7: tests make many small buckets.
-    WEED_MASTER_VOLUME_GROWTH_COPY_1=1 setsid "$weed" server \
+    # TMPDIR: weed puts its gRPC unix sockets there, and SIGKILL leaves them behind.
+    WEED_MASTER_VOLUME_GROWTH_COPY_1=1 TMPDIR="$BASE/tmp" setsid "$weed" server \
         -dir="$BASE/data" -ip="$HOST" -ip.bind="$HOST" \
         -master.port=$((PORT + 1)) -volume.port=$((PORT + 2)) -filer.port=$((PORT + 3)) \
         -master.volumeSizeLimitMB=512 -volume.max=200 -master.electionTimeout=1s \
@@ -153,6 +159,11 @@ stop() {
         echo "s3: not running"
     fi
     rm -f "$PIDFILE" "$BASE/filer.sock" "$BASE/s3.sock"
+    # weed's gRPC unix sockets live in /tmp whatever TMPDIR says; drop ours only.
+    local p
+    for p in $((PORT + 10000)) $((PORT + 10001)) $((PORT + 10002)) $((PORT + 10003)); do
+        rm -f /tmp/seaweedfs-{s3,master,volume,filer}-grpc-"$p".sock
+    done
 }
 
 status() {

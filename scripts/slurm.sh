@@ -194,8 +194,10 @@ TaskPlugin=task/none
 
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
+# Memory must be a consumable resource (CR_Core_Memory, not CR_Core) for --mem to be
+# enforced at all; jobs without --mem get DefMemPerCPU per allocated CPU.
 SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=1024
+DefMemPerCPU=2048
 EnforcePartLimits=ALL
 DependencyParameters=kill_invalid_depend
 ReturnToService=2
@@ -220,6 +222,9 @@ AccountingStorageHost=127.0.0.1
 AccountingStoragePort=6819
 AccountingStoreFlags=job_comment,job_script
 JobAcctGatherType=jobacct_gather/linux
+# Poll every 2 s: MaxRSS for short jobs and prompt memory-limit kills. OverMemoryKill
+# kills a step whose RSS exceeds --mem: without cgroups the job ends FAILED, ExitCode 0:9
+# (not OUT_OF_MEMORY, which needs task/cgroup) -- see docs/slurm.md.
 JobAcctGatherFrequency=task=2
 JobAcctGatherParams=OverMemoryKill
 JobCompType=jobcomp/filetxt
@@ -304,7 +309,7 @@ start_munge() {
     cp -f "$MUNGE_SYS_PID" "$RUN/munged.pid"
 }
 
-db_sql() { mariadb --no-defaults -S "$DB_SOCK" -u root -N -B "$@"; }
+db_sql() { mariadb --no-defaults -S "$DB_SOCK" -u root -N -B; }
 db_ok() { mariadb-admin --no-defaults -S "$DB_SOCK" -u root ping; }
 
 start_mariadb() {
@@ -401,12 +406,21 @@ start_slurmd() {
         log "starting slurmd -N $NODE"
         /usr/sbin/slurmd -f "$CONF" -N "$NODE" || { show_log "$LOG/slurmd.log"; die "slurmd failed to start"; }
     fi
-    if ! wait_for 30 "node $NODE up" node_up; then
-        # A node left DOWN/DRAIN by an earlier crash: bring it back.
-        log "node state is '$(node_state)', resuming it"
-        scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true
-        wait_for 30 "node $NODE up" node_up || { show_log "$LOG/slurmd.log"; die "node $NODE did not become idle"; }
-    fi
+    # Wait for slurmd to register; a node left DOWN/DRAIN (e.g. by `scontrol update
+    # State=DOWN|DRAIN` or a crash) is resumed.
+    local i s
+    for ((i = 0; i < 300; i++)); do
+        node_up && return 0
+        s=$(node_state)
+        if ((i >= 20)) && [[ $s == *drain* || $s == down* ]]; then
+            log "node state is '$s', resuming it"
+            scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true
+            sleep 1
+        fi
+        sleep 0.1
+    done
+    show_log "$LOG/slurmd.log"
+    die "node $NODE did not become idle (state '$(node_state)')"
 }
 
 all_ok() {

@@ -167,6 +167,9 @@ class ReportingConfig(Section):
     #: How many log lines a failed job's check run shows.
     log_tail_lines: int = Field(default=30, ge=0, le=500)
     check_runs: bool = True
+    #: Edits of one comment or check run are sent at most this often; the edits between
+    #: collapse into one (a long build costs a handful of requests, not one per state).
+    min_edit_interval_seconds: float = Field(default=10.0, ge=0)
 
 
 class BuildConfig(Section):
@@ -263,6 +266,8 @@ class S3Config(Section):
     region: str = "us-east-1"
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
+    #: Per-part checksum; md5 for servers without the newer checksum headers.
+    checksum: Literal["crc32", "md5"] = "crc32"
     #: Bucket per repository target id; "*" is the fallback.
     buckets: dict[str, str] = {}
 
@@ -274,13 +279,42 @@ class DeployConfig(Section):
     staging: Literal["dir", "s3"] = "dir"
     staging_dir: Path | None = None
     s3: S3Config = S3Config()
-    #: Templates of object keys: {repo}, {pr}, {target}, {repo_target}, {job}, {filename}.
+    #: Template of object keys: {repo}, {pr}, {target}, {repo_target}, {job}, {filename}.
+    #: The metadata (<key>.meta.json) and signatures (<key>.sig) go beside each artifact.
     artifact_prefix: str = "{repo}/pr-{pr}/{repo_target}/{target}"
-    metadata_prefix: str = "{repo}/pr-{pr}/{repo_target}/{target}"
     #: ssh private key used to sign artifacts and metadata (ssh-keygen -Y sign).
     signing_key_file: Path | None = None
     multipart_threshold_bytes: int = 64 * 1024 * 1024
     part_size_bytes: int = 16 * 1024 * 1024
+    upload_concurrency: int = Field(default=8, ge=1, le=64)
+    upload_retry_attempts: int = Field(default=10, ge=1)
+    upload_retry_deadline_seconds: float = Field(default=180.0, gt=0)
+
+
+class IngestConfig(Section):
+    """`layerbot ingest`, run on the repository server (CernVM-FS Stratum-0)."""
+
+    allowed_signers_file: Path | None = None
+    state_dir: Path | None = None
+    #: Only staged objects under this key prefix are considered.
+    prefix: str = ""
+    poll_seconds: float = Field(default=60.0, gt=0)
+    #: auto: allowed signers suffice; github: a maintainer approves on a staging repository.
+    approval: Literal["auto", "github"] = "auto"
+    auto_approve_principals: list[str] = []
+    #: With approval = "github": the repository where approval PRs/issues are opened.
+    approval_repo: str = ""
+    approval_installation_id: int | None = None
+    command: list[str] = Field(default_factory=lambda: [
+        "cvmfs_server", "ingest", "--tar_file", "{tarball}", "--base_dir", "{base_dir}",
+        "{repository}"])
+    base_dir: str = "/"
+    command_timeout_seconds: float = Field(default=3600.0, gt=0)
+    #: Repository target id -> CernVM-FS repository name.
+    repositories: dict[str, str] = {}
+    default_repository: str = ""
+    namespaces: list[str] = []
+    allowed_link_prefixes: list[str] = []
 
 
 class Config(Section):
@@ -300,6 +334,7 @@ class Config(Section):
     node_types: list[NodeType] = Field(default_factory=lambda: [default_node_type()])
     repo_targets: list[RepoTarget] = Field(default_factory=lambda: [RepoTarget(id="default")])
     deploy: DeployConfig = DeployConfig()
+    ingest: IngestConfig = IngestConfig()
     #: The file it was read from, if any (relative paths inside are relative to it).
     source: Path | None = Field(default=None, exclude=True)
 
@@ -336,6 +371,15 @@ class Config(Section):
     @property
     def staging_dir(self) -> Path:
         return self.deploy.staging_dir or self.instance.data_dir / "staging"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Multipart upload state; must survive restarts so uploads resume."""
+        return self.instance.data_dir / "uploads"
+
+    @property
+    def ingest_state_dir(self) -> Path:
+        return self.ingest.state_dir or self.instance.data_dir / "ingest"
 
     @property
     def bot_login(self) -> str:
@@ -411,6 +455,8 @@ _PATH_KEYS = {
     ("build", "jobs_dir"),
     ("deploy", "staging_dir"),
     ("deploy", "signing_key_file"),
+    ("ingest", "allowed_signers_file"),
+    ("ingest", "state_dir"),
 }
 
 

@@ -30,7 +30,7 @@ def report_build(session: Session, config: Config, build: Build, now: datetime,
     finished = all(r.state.terminal for r in rows)
     if level != "quiet" or finished:
         header = report.BuildHeader(config.instance.name, build.requested_by, build.command,
-                                    build.head_sha, build.base_ref, note)
+                                    build.head_sha, build.base_ref, note or build.note)
         writes.enqueue_comment(session, instance=build.instance, repo=build.repo,
                                installation_id=build.installation_id, issue_number=build.pr,
                                key=build.report_key, body=report.build_comment(header, rows),

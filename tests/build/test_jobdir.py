@@ -8,6 +8,7 @@ import dataclasses
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ BASE = "b" * 40
 MERGED = "c" * 40
 
 
-def make_facts(**changes: object) -> JobFacts:
+def make_facts(**changes: Any) -> JobFacts:
     facts = JobFacts(
         job_id=42,
         instance="cluster-a",
@@ -58,7 +59,7 @@ def make_facts(**changes: object) -> JobFacts:
         comment_id=987654,
         exportvariables={"EESSI_DEBUG": "1"},
     )
-    return dataclasses.replace(facts, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(facts, **changes)
 
 
 def prepared(path: Path) -> Prepared:
@@ -194,6 +195,7 @@ def test_multi_line_values_are_refused(job_dir: Path) -> None:
             make_facts(exportvariables={}),
             site_config={"local_tmp": "/tmp\n[architecture]"},
         )
+    assert not (job_dir / "cfg").exists()  # refused before anything was written
 
 
 def test_repos_cfg_dir_is_copied_into_cfg(job_dir: Path, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from layerbot.build.workspace import (
     RefNotFound,
     RemoteRefNotFound,
     WorkspaceError,
+    _auth_env,
     _file_lock,
     github_url,
 )
@@ -506,9 +507,9 @@ def test_many_parallel_prepares_with_clashing_worktree_names(
 
     async def go() -> list[Prepared]:
         mirror = await mirrors.fetch_pr(origin.path, "main", 1)
+        prepares = asyncio.gather(*(mirrors.prepare(mirror, head, "main", d) for d in dests))
         fetch_again = mirrors.fetch_pr(origin.path, "main", 1)  # a fetch in the middle
-        prepares = [mirrors.prepare(mirror, head, "main", d) for d in dests]
-        *results, _ = await asyncio.gather(*prepares, fetch_again)
+        results, _ = await asyncio.gather(prepares, fetch_again)
         return results
 
     for prepared in run(go()):
@@ -534,3 +535,34 @@ def test_parallel_jobs_share_one_merge_and_one_conflict(
     failures = run(go(clash, "clash"))
     assert all(isinstance(f, MergeConflict) and f.files == ["src/a.txt"] for f in failures)
     assert not list(tmp_path.glob("clash-*"))
+
+
+def test_remove_refuses_to_delete_the_mirrors(mirrors: Mirrors, tmp_path: Path) -> None:
+    with pytest.raises(WorkspaceError, match="holds the mirrors"):
+        run(mirrors.remove(tmp_path))
+    with pytest.raises(WorkspaceError):
+        run(mirrors.remove(Path("/")))
+
+
+def test_run_without_a_branch_uses_the_sha_or_head_as_base(
+    origin: Origin, mirrors: Mirrors, tmp_path: Path
+) -> None:
+    # `layerbot run --ref <sha>` (or the remote's HEAD) with no other base: head == base.
+    side = origin.open_pr(6, {"y": "2\n"})
+
+    async def go(ref: str, dest: Path) -> Prepared:
+        resolved = await mirrors.prepare_ref(origin.path, ref)
+        await mirrors.fetch(origin.path, [resolved.ref])  # as the submitter does later
+        return await mirrors.prepare(resolved.mirror, resolved.sha, resolved.ref, dest)
+
+    by_sha = run(go(side, tmp_path / "by-sha"))
+    assert by_sha.merged_sha == by_sha.base_sha == side
+    by_head = run(go("HEAD", tmp_path / "by-head"))
+    assert by_head.merged_sha == sha(origin.path, "main")
+
+
+def test_token_goes_to_git_as_a_host_scoped_header_in_the_environment() -> None:
+    env = _auth_env("https://github.com/o/n.git", None, "tok")
+    assert env["GIT_CONFIG_KEY_0"] == "http.https://github.com/.extraHeader"
+    assert env["GIT_CONFIG_VALUE_0"] == "Authorization: Basic eC1hY2Nlc3MtdG9rZW46dG9r"
+    assert _auth_env("/local/path", None, "tok") == {}

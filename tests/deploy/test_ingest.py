@@ -8,6 +8,7 @@ S3 server.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import tarfile
 from pathlib import Path
@@ -348,6 +349,7 @@ def test_default_command_fields(env: Env) -> None:
 # ----------------------------------------------------------------------------- over real S3
 
 
+@pytest.mark.s3
 def test_whole_path_over_s3(s3_server: S3Server, tmp_path: Path, keys: Keys) -> None:
     """Build a tarball, stage it signed into S3, ingest it into the stand-in repository;
     a tampered and an unsigned artifact in the same bucket are refused."""
@@ -376,3 +378,58 @@ def test_whole_path_over_s3(s3_server: S3Server, tmp_path: Path, keys: Keys) -> 
     assert (root / "libz.so.1.3").read_bytes().startswith(b"\x7fELF")
     assert (root / "libz.so").readlink() == Path("libz.so.1.3")
     assert env.run(env.ingestor()) == []
+
+
+class FlakyApproval:
+    """Fails to answer once (GitHub down), then approves."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def decide(self, item: IngestItem) -> Decision:
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionError("api.github.com unreachable")
+        return Decision.approved(by="maintainer")
+
+
+def test_approval_failure_waits_and_asks_again(env: Env) -> None:
+    env.stage()
+    ingestor = env.ingestor(FlakyApproval())
+    [outcome] = env.run(ingestor)
+    assert outcome == "pending: waiting for approval (could not ask: api.github.com unreachable)"
+    # Verified once: the next poll only asks again.
+    work = next((env.tmp / "ingest-state" / "work").iterdir())
+    assert (work / "checks.json").is_file()
+    assert env.run(ingestor) == [f"ingested: ingested into {REPOSITORY}"]
+
+
+def test_eessi_metadata_without_layerbot_section(env: Env) -> None:
+    """Metadata as EESSI's tools write it (no layerbot section) goes to the configured
+    repository when signed in a configured namespace."""
+    tarball = good_tarball(env.tmp / "eessi.tar.gz", "v1")
+    key = "eessi/eessi.tar.gz"
+    sha = file_sha256(tarball)
+    env.staging.upload(tarball, key, sha, {})
+    meta = {
+        "uploader": {"username": "bot", "ip": "", "hostname": "login1"},
+        "payload": {
+            "filename": tarball.name,
+            "size": str(tarball.stat().st_size),
+            "ctime": "1700000000",
+            "sha256sum": sha,
+            "url": env.staging.url_for(key),
+        },
+        "link2pr": {"repo": "EESSI/software-layer", "pr": "42", "pr_comment_id": "99"},
+    }
+    data = json.dumps(meta).encode()
+    env.staging.put_bytes(key + ".sig", env.keys.signer.sign_file(tarball))
+    env.staging.put_bytes(key + ".meta.json.sig", env.keys.signer.sign_bytes(data))
+    env.staging.put_bytes(key + ".meta.json", data)
+    assert env.run(env.ingestor()) == [
+        "rejected: the metadata names no repository target and no default is configured"
+    ]
+    env.ingestor().forget(key)
+    ingestor = env.ingestor(default_repository=REPOSITORY, namespaces=["cluster-a"])
+    assert env.run(ingestor) == [f"ingested: ingested into {REPOSITORY}"]
+    assert "v1/software/hello/README" in repo_files(env)

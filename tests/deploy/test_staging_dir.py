@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from layerbot.config import S3Config
+from layerbot.config import DeployConfig, S3Config
 from layerbot.deploy.metadata import (
     ArtifactMetadata,
     MetadataError,
@@ -21,6 +21,7 @@ from layerbot.deploy.signing import Verifier
 from layerbot.deploy.staging import (
     DirStaging,
     ObjectNotFound,
+    S3Staging,
     StagingError,
     UploadProgress,
     artifact_key,
@@ -28,6 +29,7 @@ from layerbot.deploy.staging import (
     check_key,
     render_key,
     stage_artifact,
+    staging_for,
 )
 
 from .conftest import INSTANCE, Keys, build_info, good_tarball, link_info
@@ -120,6 +122,20 @@ def test_bucket_per_repository_target() -> None:
     assert bucket_for(s3, "dev.example.org") == "fallback"
     with pytest.raises(StagingError, match=r"deploy\.s3\.buckets"):
         bucket_for(S3Config(), "x")
+
+
+def test_staging_from_config(tmp_path: Path) -> None:
+    dirs = {"staging_dir": tmp_path / "staging", "state_dir": tmp_path / "uploads"}
+    local = staging_for(DeployConfig(), "software.example.org", **dirs)
+    assert isinstance(local, DirStaging) and local.root == tmp_path / "staging"
+    s3 = DeployConfig(
+        staging="s3",
+        s3=S3Config(endpoint_url="http://127.0.0.1:9", buckets={"*": "stage"}),
+        part_size_bytes=8 * 1024 * 1024,
+    )
+    remote = staging_for(s3, "software.example.org", **dirs)
+    assert isinstance(remote, S3Staging)
+    assert (remote.bucket, remote.transfer.part_size) == ("stage", 8 * 1024 * 1024)
 
 
 def test_stage_artifact_writes_signed_set(staging: DirStaging, artifact: Path, keys: Keys) -> None:

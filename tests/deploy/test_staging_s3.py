@@ -30,6 +30,8 @@ from layerbot.deploy.staging import (
 
 from .conftest import Keys, S3Server, build_info, good_tarball, link_info, make_s3_staging
 
+pytestmark = pytest.mark.s3
+
 MIB = 1024 * 1024
 #: The smallest parts S3 allows, one at a time: the upload is paused at a known part.
 SMALL_PARTS = TransferSettings(multipart_threshold=5 * MIB, part_size=5 * MIB, concurrency=1)

@@ -15,7 +15,8 @@ PR's own files::
     cfg/job.json            every fact of the job (JobFacts + merged_sha), for layerbot
     cfg/export_vars.sh      the allowlisted ``exportvariable:`` values (EESSI sources it)
     cfg/<repos_cfg files>   the site's repos_cfg_dir copied in, as EESSI does
-    <N>.diff                the PR's diff (EESSI's build scripts: ``ls [0-9]*.diff``)
+    <N>.diff                the PR's diff (EESSI's build scripts: ``ls [0-9]*.diff``);
+                            0.diff for a run without a PR, if the caller passes a diff
     _bot_job<ID>.metadata   [PR] repo, pr_number, pr_comment_id (EESSI's job manager)
 
 ``cfg/`` is EESSI's bot-owned directory, so layerbot keeps its own files there too. If the
@@ -24,7 +25,7 @@ name the bot writes is the bot's (a PR must not choose its own job facts or vari
 tracked files replaced that way are listed in ``JobDir.overwritten`` for the report.
 The PR's content is untrusted: the bot never writes *through* a symlink the PR placed
 (each file is written beside its target and renamed over it; a ``cfg`` that is not a real
-directory is replaced).
+directory is replaced). The bot's files show as untracked in ``git status`` of the job.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from layerbot.build.workspace import Prepared
+from layerbot.build.workspace import Prepared, remove_tree
 from layerbot.core.facts import JobFacts
 
 CFG_DIR = "cfg"
@@ -207,12 +207,13 @@ def write_job_files(
     ``write_metadata`` can write it again later.
     """
     job_dir = Path(job_dir).absolute()
+    # Everything that can be refused is checked before anything is written.
     facts, merged_sha = _complete_facts(facts, prepared, allowed_exportvars)
+    cfg_text = render_job_cfg(facts, job_dir, merged_sha, site_config or {})
     overwritten: list[str] = []
     cfg_dir = _bot_dir(job_dir, CFG_DIR, overwritten)
     if repos_cfg_dir is not None:
         _copy_site_dir(Path(repos_cfg_dir), cfg_dir, job_dir, overwritten)
-    cfg_text = render_job_cfg(facts, job_dir, merged_sha, site_config or {})
     _install(job_dir / JOB_CFG, cfg_text.encode(), job_dir, overwritten)
     _install(job_dir / JOB_JSON, _render_json(facts, merged_sha, job_dir), job_dir, overwritten)
     exports = render_export_vars(facts.exportvariables).encode()
@@ -477,7 +478,7 @@ def archive(job_dir: Path, archive_root: Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _remove_tree(job_dir)
+    remove_tree(job_dir)
     return target
 
 
@@ -490,11 +491,3 @@ def _archive_path(job_dir: Path, archive_root: Path) -> Path:
     parts = [p if _NAME.match(p) and p not in (".", "..") else "unknown" for p in (owner, name)]
     group = job_dir.parent.name if _NAME.match(job_dir.parent.name) else "unknown"
     return archive_root.joinpath(*parts, group, f"{job_dir.name}.tar.gz")
-
-
-def _remove_tree(path: Path) -> None:
-    def make_writable(func: Any, target: str, _exc: Any) -> None:
-        os.chmod(os.path.dirname(target), 0o700)
-        func(target)
-
-    shutil.rmtree(path, onerror=make_writable)

@@ -103,7 +103,8 @@ class GitError(WorkspaceError):
         self.command = list(args)
         self.returncode = returncode
         self.stderr = stderr.strip()
-        super().__init__(f"git {' '.join(args[:2])} failed ({returncode}): {self.stderr}")
+        words = [a for i, a in enumerate(args) if a != "-c" and (i == 0 or args[i - 1] != "-c")]
+        super().__init__(f"git {' '.join(words[:2])} failed ({returncode}): {self.stderr}")
 
 
 class FetchError(WorkspaceError):
@@ -240,8 +241,13 @@ def remote_ref(ref: str) -> str:
 
 
 def mirror_ref(ref: str) -> str:
-    """Where the remote ``ref`` is kept in the mirror: ``refs/mirror/heads/main``."""
+    """Where the remote ``ref`` is kept in the mirror: ``refs/mirror/heads/main``.
+
+    A SHA names itself (``prepare`` accepts one as the base of a run without a branch).
+    """
     full = remote_ref(ref)
+    if is_sha(full):
+        return full
     if full == "HEAD":
         return f"{MIRROR_NAMESPACE}HEAD"
     return MIRROR_NAMESPACE + full.removeprefix("refs/")
@@ -359,7 +365,7 @@ async def _file_lock(path: Path, *, exclusive: bool, poll: float = 0.05) -> Asyn
         os.close(fd)  # closing releases the lock
 
 
-def _rmtree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Remove a tree even where a build left read-only directories behind."""
 
     def make_writable(func: Callable[..., Any], target: str, _exc: Any) -> None:
@@ -499,10 +505,10 @@ class Mirrors:
                 ("fetch.writeCommitGraph", "true"),  # faster merge-base on big histories
             ):
                 await _git("config", key, value, git_dir=tmp)
-            _rmtree(mirror.path)
+            remove_tree(mirror.path)
             tmp.rename(mirror.path)
         finally:
-            _rmtree(tmp)
+            remove_tree(tmp)
         _log().info("mirror created", mirror=str(mirror.path), url=mirror.url)
 
     async def _fetch_with_retries(
@@ -533,11 +539,7 @@ class Mirrors:
             raise
 
     async def _fetch_once(self, mirror: Mirror, specs: list[str], env: Mapping[str, str]) -> None:
-        # A SHA has no destination ref; only then is FETCH_HEAD needed.
-        fetch_head = any(":" not in s for s in specs)
-        args = ["fetch", "--quiet", "--no-tags", "--no-recurse-submodules"]
-        if not fetch_head:
-            args.append("--no-write-fetch-head")
+        args = ["fetch", "--quiet", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head"]
         try:
             result = await _git(
                 *args,
@@ -619,9 +621,10 @@ class Mirrors:
         """A working tree at ``dest`` for exactly ``head_sha`` merged onto ``base_ref``'s tip.
 
         ``head_sha`` must be the full SHA pinned when the command was handled (never a ref:
-        a ref may have moved since). ``base_ref`` must have been fetched. ``dest`` must not
-        exist or be empty. Raises ``RefNotFound`` (head or base missing), ``MergeConflict``
-        (nothing is left at ``dest``), ``WorkspaceError``/``GitError`` otherwise.
+        a ref may have moved since). ``base_ref`` must have been fetched: its tip as of the
+        last fetch is used (``fetch_pr`` just before). ``dest`` must not exist or be empty.
+        Raises ``RefNotFound`` (head or base missing), ``MergeConflict`` (nothing is left
+        at ``dest``), ``WorkspaceError``/``GitError`` otherwise.
         """
         if not is_sha(head_sha):
             raise ValueError(f"head_sha must be a full commit SHA, got {head_sha!r}")
@@ -641,8 +644,9 @@ class Mirrors:
             "show", "-s", "--format=%H %ct", *revs, "--", git_dir=mirror.path, check=False
         )
         lines = result.text.splitlines()
-        if result.returncode == 0 and len(lines) == 2:
-            head, base = (line.split() for line in lines)
+        if result.returncode == 0 and len(lines) in (1, 2):
+            # One line: both name the same commit (git shows a commit once).
+            head, base = (line.split() for line in (lines[0], lines[-1]))
             return _Commit(head[0], int(head[1])), _Commit(base[0], int(base[1]))
         # Which one is missing decides the message.
         if not await self.has_commit(mirror, head_sha):
@@ -773,7 +777,9 @@ class Mirrors:
     async def remove(self, dest: Path) -> None:
         """Delete a working tree (whatever a job left in it) and the mirror's record of it."""
         dest, common = await asyncio.to_thread(_worktree_common_dir, dest)
-        await asyncio.to_thread(_rmtree, dest)
+        if dest == Path(dest.anchor) or self.root.is_relative_to(dest):
+            raise WorkspaceError(f"refusing to remove {dest}: it holds the mirrors")
+        await asyncio.to_thread(remove_tree, dest)
         if common is not None and common.is_relative_to(self.root):
             async with self._exclusive(common):
                 await _git("worktree", "prune", git_dir=common, check=False)
@@ -792,7 +798,7 @@ class Mirrors:
             mirror_path = leftover.with_name(leftover.name.partition(".tmp-")[0])
             # Under the lock: a creation in progress holds it and must not lose its dir.
             async with self._exclusive(mirror_path):
-                await asyncio.to_thread(_rmtree, leftover)
+                await asyncio.to_thread(remove_tree, leftover)
         return len(mirrors)
 
 
@@ -814,11 +820,15 @@ def _scan_root(root: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _refspec(ref: str) -> str:
-    """A forced refspec into the namespace; a SHA is fetched without a destination."""
+    """A forced refspec into the namespace (globs too: refs/heads/* -> .../heads/*).
+
+    A SHA gets a ref of its own (``refs/mirror/commits/<sha>``) so that the mirror's gc
+    keeps it until it is prepared.
+    """
     full = remote_ref(ref)
     if is_sha(full):
-        return full
-    return f"+{full}:{mirror_ref(full)}"  # also right for globs: refs/heads/* -> .../heads/*
+        return f"+{full}:{MIRROR_NAMESPACE}commits/{full}"
+    return f"+{full}:{mirror_ref(full)}"
 
 
 # Small synchronous file-system steps, kept out of the coroutines: each is a few stat calls.
@@ -839,10 +849,10 @@ def _make_parent(dest: Path) -> bool:
 
 def _empty_or_remove(dest: Path, keep_dir: bool) -> None:
     if not keep_dir:
-        _rmtree(dest)
+        remove_tree(dest)
     elif dest.is_dir():
         for child in list(dest.iterdir()):
-            _rmtree(child)
+            remove_tree(child)
 
 
 def _worktree_common_dir(dest: Path) -> tuple[Path, Path | None]:

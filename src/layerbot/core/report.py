@@ -84,7 +84,9 @@ def size(n: int) -> str:
 def _result(row: JobRow) -> str:
     if row.state in (JobState.QUEUED, JobState.SUBMITTED, JobState.RUNNING):
         return ""
-    text = (row.summary or row.reason or "").strip().splitlines()
+    # Why a job did not succeed matters more than what its result file says.
+    first = row.summary if row.state is JobState.SUCCEEDED else (row.reason or row.summary)
+    text = (first or "").strip().splitlines()
     return _cell(text[0] if text else "")
 
 

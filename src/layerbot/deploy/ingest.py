@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import hashlib
 import inspect
+import json
 import os
 import shutil
 import sqlite3
@@ -566,7 +567,7 @@ class Ingestor:
             if previous := self.store.ingested_before(item.key, item.sha256):
                 reason = f"already ingested (as {previous.id} on {previous.updated_at})"
                 return await self._finish(cand, "duplicate", reason), False
-            decision = await self.approval.decide(item)
+            decision = await self._decide(item)
         except _Refused as exc:
             return await self._finish(cand, "rejected", str(exc)), False
         if decision.state is Approval.PENDING:
@@ -575,6 +576,13 @@ class Ingestor:
         if decision.state is Approval.REJECTED:
             return await self._finish(cand, "rejected", f"not approved: {decision.reason}"), False
         return await self._ingest(cand, item), False
+
+    async def _decide(self, item: IngestItem) -> Decision:
+        try:
+            return await self.approval.decide(item)
+        except Exception as exc:  # e.g. GitHub unreachable: ask again next poll
+            log.warning("ingest.approval_failed", item=item.id, error=str(exc))
+            return Decision.pending(f"waiting for approval (could not ask: {exc})")
 
     async def _hold(self, cand: _Candidate, reason: str) -> Record | None:
         first = cand.record.state != "pending"
@@ -604,13 +612,15 @@ class Ingestor:
                 raise _Refused(f"the artifact {p.key} is missing from the staging area")
             return None
         tarball = await self._download(cand)
-        if not p.has_sig:
-            raise _Refused(f"no valid signature by an allowed signer: {p.sig_key} is missing")
-        signature = await asyncio.to_thread(self.staging.get_bytes, p.sig_key)
-        signer = await self._verify(None, tarball, signature, metadata, "the tarball")
-        report = await asyncio.to_thread(inspect_tarball, tarball, self.allowed_link_prefixes)
-        if not report.ok:
-            raise _Refused(f"unsafe tarball: {report.summary()}")
+        checks = tarball.parent / "checks.json"
+        try:
+            # Checked on an earlier poll (it waits for approval): not again, a 1 GB
+            # tarball takes a while to read. The work dir is ours alone.
+            cached = json.loads(checks.read_text())
+            signer, warnings = str(cached["signer"]), [str(w) for w in cached["warnings"]]
+        except (OSError, ValueError, KeyError):
+            signer, warnings = await self._check_tarball(p, tarball, metadata)
+            checks.write_text(json.dumps({"signer": signer, "warnings": warnings}))
         return IngestItem(
             id=cand.record.id,
             key=p.key,
@@ -621,8 +631,21 @@ class Ingestor:
             signer=signer,
             tarball=tarball,
             staged_at=p.staged_at,
-            warnings=tuple(str(w) for w in report.warnings),
+            warnings=tuple(warnings),
         )
+
+    async def _check_tarball(
+        self, p: PendingArtifact, tarball: Path, metadata: ArtifactMetadata
+    ) -> tuple[str, list[str]]:
+        """(signer, warnings) of a tarball whose signature and content are fine."""
+        if not p.has_sig:
+            raise _Refused(f"no valid signature by an allowed signer: {p.sig_key} is missing")
+        signature = await asyncio.to_thread(self.staging.get_bytes, p.sig_key)
+        signer = await self._verify(None, tarball, signature, metadata, "the tarball")
+        report = await asyncio.to_thread(inspect_tarball, tarball, self.allowed_link_prefixes)
+        if not report.ok:
+            raise _Refused(f"unsafe tarball: {report.summary()}")
+        return signer, [str(w) for w in report.warnings]
 
     async def _download(self, cand: _Candidate) -> Path:
         """The tarball in the work dir, checked against the metadata's sha256; kept while
@@ -636,6 +659,7 @@ class Ingestor:
         expected = metadata.payload.sha256sum
         if tarball.is_file() and marker.is_file() and marker.read_text() == expected:
             return tarball
+        (work / "checks.json").unlink(missing_ok=True)
         got = await asyncio.to_thread(self.staging.download, cand.pending.key, tarball)
         if got != expected:
             raise _Refused(f"checksum mismatch: metadata says {expected}, file has {got}")

@@ -56,7 +56,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from layerbot.config import S3Config
+from layerbot.config import DeployConfig, S3Config
 from layerbot.deploy.metadata import (
     ArtifactMetadata,
     LayerbotInfo,
@@ -89,6 +89,10 @@ class StagingError(Exception):
 
 class ObjectNotFound(StagingError):
     pass
+
+
+class AccessDenied(StagingError):
+    """A bare 403: wrong credentials or missing permission (``check`` tells which)."""
 
 
 @dataclass(frozen=True)
@@ -528,7 +532,8 @@ class S3Staging:
             # One retry layer only (ours, with a deadline and resume); botocore's would nest.
             retries={"total_max_attempts": 1, "mode": "standard"},
             max_pool_connections=self.transfer.concurrency + 4,
-            # Servers other than AWS often lack the newer CRC checksums; we send Content-MD5.
+            # Checksums only where we ask for them (TransferSettings.checksum): some
+            # S3-compatible servers lack the newer ones, and then md5 is the way.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
@@ -561,7 +566,7 @@ class S3Staging:
                     "fix deploy.s3.buckets"
                 )
             if code in ("AccessDenied", "403") or status == 403:
-                return StagingError(
+                return AccessDenied(
                     f"{where} denied {action} on bucket '{self.bucket}': the credentials "
                     "(deploy.s3.access_key_id) lack permission, or the key is wrong"
                 )
@@ -710,10 +715,10 @@ class S3Staging:
     def _already_there(self, key: str, sha256: str, size: int) -> bool:
         try:
             head = self.head(key)
-        except StagingError as exc:
-            # A bare 403 on HEAD: list the bucket to say precisely why.
+        except AccessDenied:
+            # A HEAD gets a bare 403: a listing tells wrong keys from missing permission.
             self.check()
-            raise exc
+            raise
         if head is None:
             self.check()  # a missing bucket also answers 404 to HEAD
             return False
@@ -866,6 +871,7 @@ class _MultipartUpload:
             for n, etag in state.parts.items()
             if n in server_parts and server_parts[n] == (etag, self._length(n))
         }
+        state.checksums = {n: c for n, c in state.checksums.items() if n in state.parts}
         self._save(state)
         return state
 
@@ -992,18 +998,38 @@ class _MultipartUpload:
             parts.append(part)
         if len(parts) != self.count:
             raise StagingError(f"{self.key}: {len(parts)} of {self.count} parts uploaded")
-        self.s._call(
-            f"complete upload of {self.key}",
-            lambda: self.s.client.complete_multipart_upload(
-                Bucket=self.s.bucket,
-                Key=self.key,
-                UploadId=state.upload_id,
-                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-            ),
-        )
+        # NoSuchUpload after a retry: the first attempt completed it but its answer was lost.
+        # The caller checks the stored object (size, sha256), which tells if that is so.
+        with contextlib.suppress(ObjectNotFound):
+            self.s._call(
+                f"complete upload of {self.key}",
+                lambda: self.s.client.complete_multipart_upload(
+                    Bucket=self.s.bucket,
+                    Key=self.key,
+                    UploadId=state.upload_id,
+                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                ),
+            )
 
 
 # ----------------------------------------------------------------------------- factory
+
+
+def staging_for(
+    deploy: DeployConfig, repo_target: str, *, staging_dir: Path, state_dir: Path
+) -> Staging:
+    """The staging area of a repository target as configured (``deploy.staging``).
+
+    ``staging_dir`` is ``Config.staging_dir``; ``state_dir`` keeps multipart progress and
+    must survive restarts (e.g. ``<data_dir>/uploads``).
+    """
+    if deploy.staging == "dir":
+        return DirStaging(staging_dir)
+    transfer = TransferSettings(
+        multipart_threshold=deploy.multipart_threshold_bytes, part_size=deploy.part_size_bytes
+    )
+    bucket = bucket_for(deploy.s3, repo_target)
+    return S3Staging(deploy.s3, bucket, state_dir=state_dir, transfer=transfer)
 
 
 def bucket_for(settings: S3Config, repo_target: str) -> str:

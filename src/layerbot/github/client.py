@@ -64,6 +64,7 @@ class GitHubApp:
             AppAuthStrategy(str(config.app_id), config.private_key.get_secret_value()),
             base_url=config.api_url, auto_retry=False, timeout=30.0,
         )
+        self._app_open = False
         self._tokens: dict[int, _Token] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._clients: dict[str, GitHub[Any]] = {}
@@ -92,24 +93,26 @@ class GitHubApp:
 
     async def app_request(self, method: str, url: str, **kwargs: Any) -> Any:
         """A request as the App itself (JWT)."""
-        return (await self._send(self._app, method, url, **kwargs)).json() or {}
+        return (await self._send(await self._app_client(), method, url, **kwargs)).json() or {}
 
     async def app_request_raw(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        return await self._send(self._app, method, url, **kwargs)
+        return await self._send(await self._app_client(), method, url, **kwargs)
 
     async def request(self, installation_id: int, method: str, url: str,
                       **kwargs: Any) -> httpx.Response:
         """A request as an installation; a 401 renews the token once and tries again."""
         for attempt in (1, 2):
             token = await self.installation_token(installation_id)
-            client = self._client_for(token)
+            client = await self._client_for(token)
             try:
                 return await self._send(client, method, url, **kwargs)
             except GitHubError as exc:
                 if exc.status == 401 and attempt == 1:
                     _log.info("token refused; renewing", installation_id=installation_id)
                     self.forget_token(installation_id)
-                    self._clients.pop(token, None)
+                    stale = self._clients.pop(token, None)
+                    if stale is not None:
+                        await stale.__aexit__(None, None, None)
                     continue
                 raise
         raise AssertionError("unreachable")
@@ -118,15 +121,28 @@ class GitHubApp:
         response = await self.request(installation_id, method, url, **kwargs)
         return response.json() if response.content else None
 
-    def _client_for(self, token: str) -> GitHub[Any]:
+    async def _client_for(self, token: str) -> GitHub[Any]:
+        """One client per token, kept open: a new client per request costs a TLS setup."""
         client = self._clients.get(token)
         if client is None:
             if len(self._clients) > 64:
-                self._clients.clear()
+                await self.close()
             client = GitHub(TokenAuthStrategy(token), base_url=self.config.api_url,
                             auto_retry=False, timeout=30.0)
+            await client.__aenter__()
             self._clients[token] = client
         return client
+
+    async def _app_client(self) -> GitHub[Any]:
+        if not self._app_open:
+            await self._app.__aenter__()
+            self._app_open = True
+        return self._app
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.__aexit__(None, None, None)
 
     async def _send(self, client: GitHub[Any], method: str, url: str,
                     **kwargs: Any) -> httpx.Response:

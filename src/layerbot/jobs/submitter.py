@@ -21,6 +21,7 @@ from layerbot.build import jobdir
 from layerbot.build.workspace import (
     FetchError,
     MergeConflict,
+    Mirror,
     Mirrors,
     Prepared,
     RefNotFound,
@@ -117,11 +118,14 @@ class Submitter:
             backend_id = await self.backend.find(job.id, self.config.instance.name)
             base_sha = job.base_sha
             if backend_id is None:
-                prepared = await self._prepare(build, job, dest)
+                mirror, prepared = await self._prepare(build, job, dest)
                 base_sha = prepared.base_sha
+                # EESSI's build scripts expect the PR's diff beside the checkout.
+                diff = (await self.mirrors.diff(mirror, prepared.base_sha, prepared.head_sha)
+                        if build.pr else None)
                 written = jobdir.write_job_files(
                     dest, facts, prepared=prepared, site_config=self.config.build.site_config,
-                    allowed_exportvars=self.config.build.allowed_exportvars)
+                    allowed_exportvars=self.config.build.allowed_exportvars, pr_diff=diff)
                 facts = written.facts
                 backend_id = await self.backend.submit(
                     self._request(job, facts, dest, written.env))
@@ -146,13 +150,13 @@ class Submitter:
         await self.backend.release([backend_id])
         _log.info("job submitted", backend_id=backend_id)
 
-    async def _prepare(self, build: Build, job: Job, dest: Path) -> Prepared:
+    async def _prepare(self, build: Build, job: Job, dest: Path) -> tuple[Mirror, Prepared]:
         if dest.exists():  # left by an attempt that died before submitting
             await self.mirrors.remove(dest)
             shutil.rmtree(dest, ignore_errors=True)
         refs = [build.base_ref] + ([f"refs/pull/{build.pr}/head"] if build.pr else [])
         mirror = await self.mirrors.fetch(build.clone_url, refs)
-        return await self.mirrors.prepare(mirror, job.head_sha, build.base_ref, dest)
+        return mirror, await self.mirrors.prepare(mirror, job.head_sha, build.base_ref, dest)
 
     def _request(self, job: Job, facts: JobFacts, dest: Path, env: dict[str, str]) -> SubmitRequest:
         script = self.config.build.job_script

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+import fcntl
+import os
+import threading
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +26,17 @@ class Store:
         # (dashboard, API) never wait for the write lock that writers take up front.
         self.read_engine = make_engine(url, writer=False) if url.startswith("sqlite") else self.engine
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time; queueing writers on a lock here hands the database
+        # over at once, where SQLite's own busy handler would sleep and retry (up to 100 ms).
+        self._write_lock: Any = (_SQLiteWriteLock(url) if self.is_sqlite_url(url)
+                                 else nullcontext())
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         if migrate:
             upgrade(self.engine)
+
+    @staticmethod
+    def is_sqlite_url(url: str) -> bool:
+        return url.startswith("sqlite")
 
     @property
     def is_sqlite(self) -> bool:
@@ -34,7 +45,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work is committed on success and rolled back on error."""
-        with self._sessions() as session, session.begin():
+        with self._write_lock, self._sessions() as session, session.begin():
             yield session
 
     @contextmanager
@@ -50,6 +61,32 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
         self.read_engine.dispose()
+
+
+class _SQLiteWriteLock:
+    """One writer at a time across threads (a lock) and processes (flock on a side file).
+
+    `layerbot serve`, `layerbot run` and the CLI may share one SQLite file; waiting on a
+    lock wakes a writer the moment the database is free.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._thread_lock = threading.Lock()
+        path = url.split("///", 1)[1] if "///" in url else ""
+        self._fd: int | None = None
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path + ".writelock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._thread_lock.release()
 
 
 def make_engine(url: str, *, writer: bool = True) -> Engine:

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +63,8 @@ class InboxWriter:
         self.max_batch = max_batch
         self._queue: asyncio.Queue[tuple[Delivery, asyncio.Future[bool]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # Its own thread: answers to GitHub never queue behind workers' database calls.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox-writer")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="inbox-writer")
@@ -81,8 +84,8 @@ class InboxWriter:
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                results = await asyncio.to_thread(
-                    self.inbox.accept, [d for d, _ in batch], clock.now())
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._thread, self.inbox.accept, [d for d, _ in batch], clock.now())
             except Exception as exc:
                 _log.exception("inbox write failed", size=len(batch))
                 for _, future in batch:

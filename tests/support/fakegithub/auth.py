@@ -21,13 +21,9 @@ REQUIRES_AUTH = "Requires authentication"
 JWT_UNDECODABLE = "A JSON web token could not be decoded"
 
 
-def generate_app_key(key_size: int = 2048) -> tuple[str, str]:
-    """A fresh RSA key pair as PEM strings ``(private, public)``, like an App key.
-
-    GitHub issues 2048-bit keys; a smaller ``key_size`` generates much faster for tests
-    that only need *some other* key.
-    """
-    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+def generate_app_key() -> tuple[str, str]:
+    """A fresh RSA-2048 key pair as PEM strings ``(private, public)``, like an App key."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,  # "BEGIN RSA PRIVATE KEY", as GitHub

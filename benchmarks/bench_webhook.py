@@ -1,0 +1,118 @@
+"""Webhook answer latency and event throughput of a real `layerbot serve` (issue 2 figures).
+
+Sends N signed `issue_comment` deliveries, C at a time, over loopback to a `layerbot serve`
+with the default SQLite store (each delivery durable before its answer), then waits until
+the fake GitHub has received the `eyes` reaction for every one of them.
+
+    uv run python benchmarks/bench_webhook.py [--deliveries 2000] [--concurrency 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.botproc import SECRET, BotProcess, free_port, write_config  # noqa: E402
+from tests.support.fakegithub import FakeGitHub, generate_app_key  # noqa: E402
+from tests.support.webhooks import (  # noqa: E402
+    DEFAULT_APP_ID,
+    DEFAULT_INSTALLATION_ID,
+    DEFAULT_REPO,
+    delivery_headers,
+    encode,
+    issue_comment_created,
+)
+
+OWNER, NAME = DEFAULT_REPO.split("/")
+PRS = 50
+
+
+def prepare(fake: FakeGitHub, count: int) -> list[tuple[bytes, dict[str, str], int]]:
+    for number in range(1, PRS + 1):
+        fake.add_pull(OWNER, NAME, number, head_sha=f"{number:040x}")
+    fake.set_permission(OWNER, NAME, "alice", "write")
+    out = []
+    for i in range(count):
+        number = 1 + i % PRS
+        comment_id = fake.add_comment(OWNER, NAME, number, "bot: status", login="alice")
+        body = encode(issue_comment_created("bot: status", "alice", pr_number=number,
+                                            comment_id=comment_id))
+        headers = delivery_headers("issue_comment", body, SECRET, delivery_id=str(uuid.uuid4()))
+        out.append((body, headers, comment_id))
+    return out
+
+
+async def send_all(url: str, items: list[tuple[bytes, dict[str, str], int]],
+                   concurrency: int) -> list[float]:
+    latencies: list[float] = []
+    queue: asyncio.Queue[tuple[bytes, dict[str, str], int]] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                body, headers, _ = queue.get_nowait()
+                started = time.perf_counter()
+                response = await client.post("/webhook", content=body, headers=headers)
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 202:
+                    raise RuntimeError(f"unexpected answer {response.status_code}")
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--deliveries", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args()
+    private, _ = generate_app_key()
+    with tempfile.TemporaryDirectory() as tmp, FakeGitHub(DEFAULT_APP_ID, private) as fake:
+        fake.add_installation(DEFAULT_INSTALLATION_ID, OWNER)
+        items = prepare(fake, args.deliveries)
+        port = free_port()
+        config = write_config(Path(tmp), api_url=fake.url, app_id=DEFAULT_APP_ID,
+                              private_key_pem=private, port=port,
+                              extra={"logging": {"level": "warning"}})
+        with BotProcess(config, port) as bot:
+            # warm-up: one delivery end to end (token, permission cache, connections)
+            warm = prepare(fake, 1)
+            asyncio.run(send_all(bot.url, warm, 1))
+            fake.wait_for(lambda: fake.reactions(warm[0][2]) == ["eyes"], timeout=30)
+            started = time.perf_counter()
+            latencies = asyncio.run(send_all(bot.url, items, args.concurrency))
+            sent = time.perf_counter()
+            fake.wait_for(lambda: all(fake.reactions(c) for _, _, c in items), timeout=600,
+                          interval=0.05)
+            done = time.perf_counter()
+        fake.assert_no_violations()
+    ms = [x * 1000 for x in latencies]
+    print(f"deliveries={len(items)} concurrency={args.concurrency}")
+    print(f"webhook_answer_p50_ms={statistics.median(ms):.2f}")
+    print(f"webhook_answer_p99_ms={percentile(ms, 99):.2f}")
+    print(f"webhook_answer_max_ms={max(ms):.2f}")
+    print(f"accept_rate_per_s={len(items) / (sent - started):.0f}")
+    print(f"events_handled_per_s={len(items) / (done - started):.1f} "
+          f"(delivery to eyes reaction received, {done - started:.1f} s for all)")
+
+
+if __name__ == "__main__":
+    main()
