@@ -129,6 +129,20 @@ def run(
     raise typer.Exit(0 if all(r.state is JobState.SUCCEEDED for r in rows) else 1)
 
 
+#: Modules that add commands of their own concern: each has ``register(app)``.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+_register_commands()
+
+
 def main() -> None:
     try:
         app()

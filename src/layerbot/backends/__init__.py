@@ -11,7 +11,7 @@ def make_backend(config: Config) -> Backend:
     if config.backend.kind == "slurm":
         from layerbot.backends.slurm import SlurmBackend
 
-        return SlurmBackend(config.backend.slurm)
+        return SlurmBackend(config.backend.slurm, config.node_types)
     from layerbot.backends.local import LocalBackend
 
     return LocalBackend(config.backend.local, config.instance.data_dir / "local-backend")

@@ -127,4 +127,4 @@ def alembic_config(engine: Engine) -> Any:
 def upgrade(engine: Engine) -> None:
     from alembic import command
 
-    command.upgrade(alembic_config(engine), "head")
+    command.upgrade(alembic_config(engine), "heads")
