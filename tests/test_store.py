@@ -183,3 +183,27 @@ def test_outbox_retry_and_recovery(store_url: str) -> None:
     assert m3.payload.get("_maybe_sent") is True
     outbox.retry(m3.id, "404", None)
     assert outbox.backlog() == 0
+
+
+def test_edits_of_one_object_are_spaced_and_absorb_each_other(store_url: str) -> None:
+    store = Store(store_url)
+    outbox = Outbox(store, "a", min_edit_interval=timedelta(seconds=10))
+    now = clock.now()
+
+    def edit(body: str) -> None:
+        with store.transaction() as s:
+            enqueue(s, instance="a", kind="comment", repo="o/r", installation_id=1,
+                    coalesce_key="comment:k", payload={"body": body}, now=now)
+
+    edit("created")
+    (create,) = outbox.claim(now, 10)
+    outbox.sent(create.id, now, "comment:k", "comment", 99)
+    edit("running")
+    edit("done")
+    assert outbox.claim(now + timedelta(seconds=5), 10) == []  # too soon after the last write
+    (late,) = outbox.claim(now + timedelta(seconds=11), 10)
+    assert late.payload["body"] == "done"
+    outbox.sent(late.id, now + timedelta(seconds=11), "comment:k", "comment", None)
+    edit("again")
+    assert outbox.claim(now + timedelta(seconds=15), 10) == []
+    assert len(outbox.claim(now + timedelta(seconds=22), 10)) == 1

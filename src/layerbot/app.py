@@ -8,6 +8,7 @@ the job submitter and reconciler. Each loop stops on the same event.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -65,7 +66,8 @@ class Bot:
         self.store = store or Store(config.store_url)
         name = config.instance.name
         self.inbox = Inbox(self.store, name)
-        self.outbox = Outbox(self.store, name)
+        self.outbox = Outbox(self.store, name,
+                             timedelta(seconds=config.reporting.min_edit_interval_seconds))
         self.github = (GitHubApp(config.github, on_rate_limit=_note_rate_limit)
                        if config.github.app_id and config.github.private_key else None)
         self.backend = make_backend(config)

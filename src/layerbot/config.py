@@ -29,6 +29,8 @@ DEFAULT_CONFIG_NAME = "layerbot.toml"
 CONFIG_ENV = "LAYERBOT_CONFIG"
 PRIVATE_KEY_ENV = "LAYERBOT_GITHUB_PRIVATE_KEY"
 WEBHOOK_SECRET_ENV = "LAYERBOT_WEBHOOK_SECRET"
+SESSION_SECRET_ENV = "LAYERBOT_SESSION_SECRET"
+OAUTH_SECRET_ENV = "LAYERBOT_OAUTH_CLIENT_SECRET"
 
 #: Subjects allowed by default: people with write access to the repository.
 DEFAULT_SUBJECTS = ["role:write"]
@@ -317,6 +319,37 @@ class IngestConfig(Section):
     allowed_link_prefixes: list[str] = []
 
 
+class WebConfig(Section):
+    """The control center: dashboard, REST API, GitHub login (see docs/control-center.md)."""
+
+    #: Read-only pages and API without login (true) or only for people who logged in.
+    public_read: bool = True
+    #: Where people reach the bot, e.g. https://bot.example.org (OAuth callback, cookies).
+    base_url: str = ""
+    #: Signs session cookies; default: a random secret kept in <data_dir>/web-session-secret.
+    session_secret_file: Path | None = None
+    session_hours: float = Field(default=12.0, gt=0)
+    #: A GitHub OAuth App (or the GitHub App's own client id) for logging in; empty: no login.
+    oauth_client_id: str = ""
+    oauth_client_secret_file: Path | None = None
+    oauth_authorize_url: str = "https://github.com/login/oauth/authorize"
+    oauth_token_url: str = "https://github.com/login/oauth/access_token"
+    oauth_user_url: str = "https://api.github.com/user"
+    #: The repository (owner/name) whose roles and teams decide instance-wide actions
+    #: (pause, resume); empty: the repository of this instance's latest build.
+    repository: str = ""
+    #: Filled from the files or the environment at load time; never written in the TOML.
+    session_secret: SecretStr | None = Field(default=None, exclude=True)
+    oauth_client_secret: SecretStr | None = Field(default=None, exclude=True)
+
+    @field_validator("base_url", "oauth_authorize_url", "oauth_token_url", "oauth_user_url")
+    @classmethod
+    def _web_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
 class Config(Section):
     github: GitHubConfig = GitHubConfig()
     server: ServerConfig = ServerConfig()
@@ -335,6 +368,7 @@ class Config(Section):
     repo_targets: list[RepoTarget] = Field(default_factory=lambda: [RepoTarget(id="default")])
     deploy: DeployConfig = DeployConfig()
     ingest: IngestConfig = IngestConfig()
+    web: WebConfig = WebConfig()
     #: The file it was read from, if any (relative paths inside are relative to it).
     source: Path | None = Field(default=None, exclude=True)
 
@@ -457,6 +491,8 @@ _PATH_KEYS = {
     ("deploy", "signing_key_file"),
     ("ingest", "allowed_signers_file"),
     ("ingest", "state_dir"),
+    ("web", "session_secret_file"),
+    ("web", "oauth_client_secret_file"),
 }
 
 
@@ -518,7 +554,13 @@ def _with_secrets(config: Config, source: str) -> Config:
         problems.append(
             "github.private_key_file: not a PEM private key (download it from the App's settings)"
         )
+    web = config.web
+    session = _read_secret(web.session_secret_file, SESSION_SECRET_ENV,
+                           "web.session_secret_file", problems)
+    oauth = _read_secret(web.oauth_client_secret_file, OAUTH_SECRET_ENV,
+                         "web.oauth_client_secret_file", problems)
     if problems:
         raise ConfigError(source, problems)
     github = gh.model_copy(update={"private_key": key, "webhook_secret": secret})
-    return config.model_copy(update={"github": github})
+    web = web.model_copy(update={"session_secret": session, "oauth_client_secret": oauth})
+    return config.model_copy(update={"github": github, "web": web})

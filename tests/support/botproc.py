@@ -88,6 +88,7 @@ def write_config(
         "inbox": {"backoff_seconds": 0.2},
         "outbox": {"backoff_seconds": 0.2, "backoff_max_seconds": 2},
         "deliveries": {"recover_interval_seconds": 0},
+        "reporting": {"min_edit_interval_seconds": 0.2},
     }
     for key, value in (extra or {}).items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

@@ -58,14 +58,14 @@ class Performer:
         self.github = github
         self._object_id = object_id  # Callable[[str], int | None]
 
-    async def perform(self, message: Message) -> tuple[str, str, int] | None:
-        """Send it; returns (object key, kind, github id) when an object was created."""
+    async def perform(self, message: Message) -> tuple[str, str, int | None] | None:
+        """Send it; for comments and check runs returns (object key, kind, id if created)."""
         if message.installation_id is None:
             raise ValueError("message has no installation id")
         handler = getattr(self, f"_{message.kind}", None)
         if handler is None:
             raise ValueError(f"unknown outbox message kind {message.kind!r}")
-        result: tuple[str, str, int] | None = await handler(message, message.payload)
+        result: tuple[str, str, int | None] | None = await handler(message, message.payload)
         return result
 
     async def _reaction(self, m: Message, p: dict[str, Any]) -> None:
@@ -73,7 +73,7 @@ class Performer:
                                   f"/repos/{m.repo}/issues/comments/{p['comment_id']}/reactions",
                                   json={"content": p["content"]})
 
-    async def _comment(self, m: Message, p: dict[str, Any]) -> tuple[str, str, int] | None:
+    async def _comment(self, m: Message, p: dict[str, Any]) -> tuple[str, str, int | None]:
         key = f"comment:{p['key']}"
         body = f"{p['body']}\n\n{MARKER.format(key=p['key'])}"
         inst = m.installation_id or 0
@@ -88,7 +88,7 @@ class Performer:
         if existing is not None:
             await self.github.request(inst, "PATCH", f"/repos/{m.repo}/issues/comments/{existing}",
                                       json={"body": body})
-            return None
+            return key, "comment", None
         response = await self.github.request(
             inst, "POST", f"/repos/{m.repo}/issues/{p['issue_number']}/comments",
             json={"body": body})
@@ -109,7 +109,7 @@ class Performer:
             page += 1
         return None
 
-    async def _check_run(self, m: Message, p: dict[str, Any]) -> tuple[str, str, int] | None:
+    async def _check_run(self, m: Message, p: dict[str, Any]) -> tuple[str, str, int | None]:
         key = f"check_run:{p['key']}"
         fields = {k: v for k, v in p.items() if k not in ("key", "_maybe_sent")}
         inst = m.installation_id or 0
@@ -118,7 +118,7 @@ class Performer:
             fields.pop("head_sha", None)
             await self.github.request(inst, "PATCH", f"/repos/{m.repo}/check-runs/{existing}",
                                       json=fields)
-            return None
+            return key, "check_run", None
         response = await self.github.request(inst, "POST", f"/repos/{m.repo}/check-runs",
                                              json=fields)
         return key, "check_run", int(response.json()["id"])

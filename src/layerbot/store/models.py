@@ -117,6 +117,8 @@ class GitHubObject(Base):
     kind: Mapped[str] = mapped_column(String(40))
     github_id: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
+    #: When it was last written to GitHub (edits are spaced by min_edit_interval_seconds).
+    updated_at: Mapped[datetime | None]
 
 
 class RateLimit(Base):
@@ -262,3 +264,31 @@ class Instance(Base):
     heartbeat_at: Mapped[datetime]
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     resources: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ApiToken(Base):
+    """A token for scripts (the control center's API and `layerbot --remote`).
+
+    Only the sha256 of the secret is kept: a leaked database does not leak usable tokens.
+    ``scopes`` name the actions the token may take (redo, cancel, deploy, pause) besides
+    reading; they are granted by whoever creates the token on the bot's own machine.
+    """
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (UniqueConstraint("token_hash", name="uq_api_token_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    #: The first characters of the secret, to recognise a token in lists.
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[Any]]
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+#: The overview's "failures of the last 24 hours" and cost queries read jobs by end time.
+Index("ix_jobs_ended", Job.ended_at)

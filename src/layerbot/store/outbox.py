@@ -9,7 +9,8 @@ five states while GitHub is slow costs one request, not five.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -53,12 +54,18 @@ def enqueue(session: Session, *, instance: str, kind: str, repo: str,
 
 
 class Outbox:
-    def __init__(self, store: Store, instance: str) -> None:
+    def __init__(self, store: Store, instance: str,
+                 min_edit_interval: timedelta = timedelta(0)) -> None:
         self.store = store
         self.instance = instance
+        self.min_edit_interval = min_edit_interval
 
     def claim(self, now: datetime, limit: int) -> list[Message]:
-        """Due messages, oldest first, at most one in flight per coalesce key."""
+        """Due messages, oldest first, at most one in flight per coalesce key.
+
+        An edit of an object written less than ``min_edit_interval`` ago waits (and keeps
+        absorbing newer edits), so fast-moving jobs cost one request per interval.
+        """
         with self.store.transaction() as session:
             busy = set(session.scalars(
                 select(OutboxMessage.coalesce_key).where(
@@ -71,10 +78,11 @@ class Outbox:
                        OutboxMessage.next_attempt_at <= now)
                 .order_by(OutboxMessage.id).limit(limit * 4)
             ).all()
+            recent = self._recently_written(session, rows, now)
             claimed: list[Message] = []
             for row in rows:
                 if row.coalesce_key is not None:
-                    if row.coalesce_key in busy:
+                    if row.coalesce_key in busy or row.coalesce_key in recent:
                         continue
                     busy.add(row.coalesce_key)
                 row.status = "sending"
@@ -84,6 +92,18 @@ class Outbox:
                 if len(claimed) >= limit:
                     break
             return claimed
+
+    def _recently_written(self, session: Session, rows: Sequence[OutboxMessage],
+                          now: datetime) -> set[str]:
+        if not self.min_edit_interval:
+            return set()
+        keys = [r.coalesce_key for r in rows if r.coalesce_key]
+        if not keys:
+            return set()
+        since = now - self.min_edit_interval
+        return set(session.scalars(
+            select(GitHubObject.key).where(GitHubObject.key.in_(keys),
+                                           GitHubObject.updated_at > since)))
 
     def recover(self) -> list[int]:
         """Messages left 'sending' by a dead sender: back to pending, flagged for a check."""
@@ -105,7 +125,12 @@ class Outbox:
             if object_key and github_id is not None and object_kind:
                 if session.get(GitHubObject, object_key) is None:
                     session.add(GitHubObject(key=object_key, kind=object_kind,
-                                             github_id=github_id, created_at=now))
+                                             github_id=github_id, created_at=now,
+                                             updated_at=now))
+            elif object_key:
+                obj = session.get(GitHubObject, object_key)
+                if obj is not None:
+                    obj.updated_at = now
 
     def retry(self, message_id: int, error: str, at: datetime | None) -> None:
         """Back to pending until ``at``; or failed for good when ``at`` is None."""
