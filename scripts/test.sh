@@ -8,6 +8,7 @@ scripts/postgres.sh start
 scripts/s3.sh start
 scripts/slurm.sh install
 scripts/slurm.sh start
+scripts/easybuild.sh
 mkdir -p test-artifacts
 uv run ruff check src tests benchmarks
 uv run mypy

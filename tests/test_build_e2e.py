@@ -120,6 +120,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                               "build": {"clone_url": str(tmp / "origin" / "{repo}"),
                                         "allowed_exportvars": ["SLEEP"],
                                         "time_limit_minutes": 2},
+                              "reporting": {"check_runs": "live",
+                                            "min_edit_interval_seconds": 0.2},
                               "backend": {"poll_seconds": 0.3,
                                           "local": {"max_concurrent": 4}},
                               "node_types": [
@@ -303,3 +305,18 @@ def test_the_bot_killed_while_jobs_run_picks_them_up(env: Env) -> None:
     env.bot.start()
     reply = env.build_reply(13, timeout=60)
     assert "2/2 done, 2 succeeded" in reply.body
+
+
+def test_closing_a_pr_cancels_its_waiting_jobs(env: Env) -> None:
+    head = env.pr(14, files={"bot/build.sh": SLOW_BUILD})
+    env.comment(14, "bot: build exportvariable:SLEEP=30")
+    env.comment(14, "bot: build exportvariable:SLEEP=30")  # 8 jobs: more than the 4 slots
+    env.fake.wait_for(lambda: len(env.jobs(14)) == 8
+                      and all(j["backend_id"] for j in env.jobs(14)), timeout=30)
+    env.send("pull_request", pull_request_event("closed", 14, head))
+    env.fake.wait_for(lambda: any("pull request was closed" in c.body for c in env.replies(14)),
+                      timeout=30)
+    states = [j["state"] for j in env.jobs(14)]
+    assert "cancelled" in states
+    env.comment(14, "bot: cancel")  # the running ones too, to free the slots
+    env.fake.wait_for(lambda: all(j["state"] == "cancelled" for j in env.jobs(14)), timeout=30)

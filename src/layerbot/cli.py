@@ -27,7 +27,7 @@ def load_config(path: Path | None) -> config_mod.Config:
     try:
         cfg = config_mod.load(path)
     except config_mod.ConfigError as exc:
-        err.print(f"[red]{exc}[/red]", highlight=False)
+        err.print(f"[red]{exc}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     log.configure(cfg.logging.format, cfg.logging.level, cfg.logging.levels)
     return cfg
@@ -120,7 +120,7 @@ def run(
     try:
         build, rows = asyncio.run(runner.execute(cfg, options, err, live=not as_json))
     except runner.RunError as exc:
-        err.print(f"[red]layerbot run: {exc}[/red]", highlight=False)
+        err.print(f"[red]layerbot run: {exc}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if as_json:
         print(runner.as_json(build, rows))
@@ -130,7 +130,7 @@ def run(
 
 
 #: Modules that add commands of their own concern: each has ``register(app)``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("layerbot.cli_deploy",)
 
 
 def _register_commands() -> None:

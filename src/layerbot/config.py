@@ -168,7 +168,10 @@ class ReportingConfig(Section):
     chatlevel: Literal["quiet", "normal", "chatty"] = "normal"
     #: How many log lines a failed job's check run shows.
     log_tail_lines: int = Field(default=30, ge=0, le=500)
-    check_runs: bool = True
+    #: A check run per job: "final" creates it with the job's result (one request per job;
+    #: the reply comment shows the live states), "live" also shows queued and in progress
+    #: (three requests per job), "off" creates none.
+    check_runs: Literal["off", "final", "live"] = "final"
     #: Edits of one comment or check run are sent at most this often; the edits between
     #: collapse into one (a long build costs a handful of requests, not one per state).
     min_edit_interval_seconds: float = Field(default=10.0, ge=0)
@@ -461,7 +464,7 @@ def load(path: Path | None = None, *, overrides: Mapping[str, Any] | None = None
             raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
     if overrides:
         raw = _merge(raw, overrides)
-    base = file.parent if file is not None else Path.cwd()
+    base = (file.parent if file is not None else Path.cwd()).resolve()
     raw = _resolve_relative_paths(raw, base)
     try:
         config = Config.model_validate(raw)

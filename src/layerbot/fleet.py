@@ -9,6 +9,7 @@ it had, with the error beside them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from datetime import datetime, timedelta
@@ -54,10 +55,8 @@ class Heartbeat:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self.beat()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.interval)
-            except TimeoutError:
-                pass
 
     async def beat(self) -> None:
         """One heartbeat (with resources when they are due); never raises."""

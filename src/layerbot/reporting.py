@@ -35,11 +35,12 @@ def report_build(session: Session, config: Config, build: Build, now: datetime,
                                installation_id=build.installation_id, issue_number=build.pr,
                                key=build.report_key, body=report.build_comment(header, rows),
                                now=now)
-    if not config.reporting.check_runs:
+    mode = config.reporting.check_runs
+    if mode == "off":
         return
     changed_ids = {j.id for j in changed}
     for row in rows:
-        if row.id in changed_ids:
+        if row.id in changed_ids and (mode == "live" or row.state.terminal):
             writes.enqueue_check_run(
                 session, instance=build.instance, repo=build.repo,
                 installation_id=build.installation_id, key=f"job:{row.id}",

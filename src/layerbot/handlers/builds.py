@@ -10,9 +10,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from layerbot import control
 from layerbot.core import commands, report
 from layerbot.core.commands import Command
 from layerbot.core.jobs import JobState
@@ -194,24 +194,7 @@ async def on_cancel(cmd: Command, event: Event, ctx: Context) -> str | None:
 
 def request_cancel(session: Session, ctx: Context, job_ids: list[int], reason: str) -> int:
     """Queued jobs end at once; jobs in the backend are cancelled there by the reconciler."""
-    touched: dict[int, list[Job]] = {}
-    for job in session.scalars(select(Job).where(Job.id.in_(job_ids))):
-        state = JobState(job.state)
-        if state is JobState.QUEUED:
-            jobstore.transition(session, job, JobState.CANCELLED, ctx.now, reason=reason)
-        elif state.active:
-            job.cancel_requested = True
-            job.reason = reason
-        else:
-            continue
-        touched.setdefault(job.build_id, []).append(job)
-    from layerbot.store.models import Build
-
-    for build_id, jobs in touched.items():
-        build = session.get(Build, build_id)
-        if build is not None:
-            report_build(session, ctx.config, build, ctx.now, changed=jobs)
-    return sum(len(v) for v in touched.values())
+    return len(control.cancel_jobs(session, ctx.config, job_ids, reason, ctx.now))
 
 
 async def on_status(cmd: Command, event: Event, ctx: Context) -> str | None:

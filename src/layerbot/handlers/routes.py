@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from layerbot.handlers import checks, comments, pulls
+from layerbot.deploy.service import Uploader
+from layerbot.handlers import checks, comments, deploy, pulls
 from layerbot.handlers.base import Router
+from layerbot.jobs.archiver import Archiver
 from layerbot.jobs.reconciler import Reconciler
 from layerbot.jobs.submitter import Submitter
 
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
 
 def build_router() -> Router:
     router = Router()
-    for concern in (comments.router, pulls.router, checks.router):
+    for concern in (comments.router, pulls.router, checks.router, deploy.router):
         router.include(concern)
     return router
 
@@ -29,15 +31,19 @@ def add_loops(bot: Bot) -> None:
     reconciler = Reconciler(bot.config, bot.store, bot.backend, on_written=wake)
     bot.services.extra["submitter"] = submitter
     bot.services.extra["reconciler"] = reconciler
+    uploader = Uploader(bot.config, bot.store, on_written=wake)
+    bot.services.extra["uploader"] = uploader
     # New jobs are recorded by the inbox workers: wake the submitter at once.
     previous = bot.processor.on_written
 
     def written() -> None:
         previous()
         submitter.wakeup.set()
+        uploader.wakeup.set()  # and the uploader: deployments are recorded there too
 
     bot.processor.on_written = written
-    bot.loops += [submitter.run, reconciler.run]
+    archiver = Archiver(bot.config, bot.store, bot.mirrors)
+    bot.loops += [submitter.run, reconciler.run, uploader.run, archiver.run]
 
 
 def add_web(bot: Bot, app: FastAPI) -> None:

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# EasyBuild under Lmod, for the EasyBuild example and its test: install (idempotent).
+# Lmod from Debian; EasyBuild from PyPI in its own venv at ${LAYERBOT_EB_DIR:-/opt/layerbot-easybuild}.
+set -euo pipefail
+EB_DIR=${LAYERBOT_EB_DIR:-/opt/layerbot-easybuild}
+if [ ! -f /usr/share/lmod/lmod/init/bash ] && ! ls /usr/share/lmod/*/init/bash >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends lmod >/dev/null
+fi
+if [ ! -x "$EB_DIR/bin/eb" ]; then
+  python3 -m venv "$EB_DIR"
+  "$EB_DIR/bin/pip" install --quiet --disable-pip-version-check 'easybuild==5.4.1'
+fi
+echo "EasyBuild: $EB_DIR/bin/eb; Lmod: $(ls -d /usr/share/lmod/*/init/bash | head -1)"

@@ -1,0 +1,739 @@
+"""Pure parts of the Slurm backend: sbatch arguments in, squeue/sacct/sinfo text out.
+
+No subprocess, no clock, no files: everything here is a function of its arguments, so it
+is tested against outputs captured from a real Slurm 22.05 (see docs/slurm.md for the
+shapes and their surprises) without a cluster.
+
+Backend ids have the form ``<slurm job id>[;<cluster>]/<layerbot job id>``: the first part
+is what ``sbatch --parsable`` prints, the suffix lets :func:`job_status` check that a Slurm
+id still names *our* job. slurmctld killed within seconds of a submission can lose the job
+and hand its id to the next submission (docs/slurm.md §6); two layerbot jobs then share a
+Slurm id, and only the suffix tells them apart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+import signal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from layerbot.backends.base import BackendState, JobStatus, Partition
+
+# --- names and tags ------------------------------------------------------------------------
+
+TAG_PREFIX = "layerbot"
+
+
+def job_tag(instance: str, job_id: int) -> str:
+    """The ``--comment`` of every job: which bot instance and which of its jobs."""
+    return f"{TAG_PREFIX}:{instance}:{job_id}"
+
+
+def job_name(instance: str, job_id: int) -> str:
+    """The ``--job-name``: also a tag, since sites may not store comments in accounting."""
+    return f"{TAG_PREFIX}-{instance}-{job_id}"
+
+
+def names_job(name: str, comment: str, job_id: int) -> bool:
+    """Whether a Slurm job's name or comment says it is layerbot's job ``job_id``."""
+    if comment.startswith(TAG_PREFIX + ":"):
+        return comment.rsplit(":", 1)[-1] == str(job_id)
+    return name.startswith(TAG_PREFIX + "-") and name.rsplit("-", 1)[-1] == str(job_id)
+
+
+@dataclass(frozen=True)
+class SlurmId:
+    job: str  # Slurm's job id, as text ("123")
+    cluster: str | None = None
+    layerbot_job: int | None = None  # None: a bare id, not checked against the tag
+
+    def __str__(self) -> str:
+        text = self.job + (f";{self.cluster}" if self.cluster else "")
+        return text + (f"/{self.layerbot_job}" if self.layerbot_job is not None else "")
+
+
+def parse_parsable(stdout: str) -> tuple[str, str | None]:
+    """``sbatch --parsable`` prints ``ID`` or ``ID;CLUSTER`` (with --clusters)."""
+    line = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    job, _, cluster = line.partition(";")
+    if not job.isdigit():
+        raise ValueError(f"sbatch printed no job id: {stdout.strip()[:200]!r}")
+    return job, cluster or None
+
+
+def parse_backend_id(backend_id: str) -> SlurmId | None:
+    """The parts of a backend id (None if it is not one of ours)."""
+    head, _, own = backend_id.partition("/")
+    job, _, cluster = head.partition(";")
+    if not job.isdigit() or (own and not own.isdigit()):
+        return None
+    return SlurmId(job, cluster or None, int(own) if own else None)
+
+
+# --- sbatch arguments ----------------------------------------------------------------------
+
+#: Short names a node type may use for common sbatch options (layerbot's local backend
+#: reads ``cpus`` too, so one node type works on both).
+ALIASES = {"cpus": "cpus-per-task", "memory": "mem", "cluster": "clusters"}
+
+#: Options layerbot sets itself: a configuration that set them would break the tags, the
+#: log location, the environment or the hand-over.
+RESERVED = frozenset({
+    "job-name", "comment", "output", "error", "input", "export", "export-file", "hold",
+    "begin", "parsable", "chdir", "wrap", "array", "wait", "test-only", "get-user-env",
+})
+
+
+class OptionError(ValueError):
+    """An option the backend cannot pass to sbatch."""
+
+
+def normalize_key(key: str) -> str:
+    name = key.strip().lower().replace("_", "-").lstrip("-")
+    return ALIASES.get(name, name)
+
+
+def merge_options(
+    defaults: Mapping[str, str],
+    node_options: Mapping[str, str],
+    overrides: Mapping[str, str] | None = None,
+    overridable: Sequence[str] = (),
+) -> dict[str, str]:
+    """Site defaults, then the node type's options, then a command's overrides.
+
+    Only keys listed in ``overridable`` may be overridden by a command; others raise
+    :class:`OptionError` (the message is shown on the PR).
+    """
+    merged: dict[str, str] = {}
+    for layer in (defaults, node_options):
+        merged.update({normalize_key(k): str(v) for k, v in layer.items()})
+    allowed = {normalize_key(k) for k in overridable}
+    for key, value in (overrides or {}).items():
+        name = normalize_key(key)
+        if name not in allowed:
+            shown = ", ".join(sorted(allowed)) or "none"
+            raise OptionError(f"the option {key!r} may not be overridden (allowed: {shown})")
+        merged[name] = str(value)
+    return merged
+
+
+def check_options(options: Mapping[str, str]) -> None:
+    for key in options:
+        name = normalize_key(key)
+        if name in RESERVED:
+            raise OptionError(f"the sbatch option --{name} is set by layerbot; remove it "
+                              "from backend.slurm.defaults and the node types")
+        if not re.fullmatch(r"[a-z][a-z0-9-]+", name):
+            raise OptionError(f"{key!r} is not an sbatch long option name "
+                              "(write e.g. partition, not p)")
+
+
+def option_args(options: Mapping[str, str]) -> list[str]:
+    """``--key=value`` for each option; ``""``/``"true"`` make a flag, ``"false"`` omits it."""
+    check_options(options)
+    args: list[str] = []
+    for key, value in options.items():
+        name = normalize_key(key)
+        if value.lower() == "false":
+            continue
+        args.append(f"--{name}" if value in ("", "true") else f"--{name}={value}")
+    return args
+
+
+def time_minutes(seconds: int) -> str:
+    """Slurm limits are whole minutes; round up so a job never gets less than asked."""
+    return str(max(1, math.ceil(seconds / 60)))
+
+
+def output_path(path: str) -> str:
+    """sbatch expands %j and friends in --output; a literal % is written %%."""
+    return path.replace("%", "%%")
+
+
+def batch_script(script: str, env: Mapping[str, str], tag: str) -> str:
+    """The batch script sbatch gets on stdin: runs ``script`` with exactly ``env``.
+
+    Whatever else reaches the job (the site's login environment, which Slurm loads for
+    some users, e.g. BASH_ENV from Lmod) is dropped; only Slurm's own SLURM_* variables
+    are kept, since build scripts need SLURM_JOB_ID and friends. /bin/sh, because bash
+    would source $BASH_ENV before the first line runs.
+    """
+    for name in env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise OptionError(f"{name!r} is not a valid environment variable name")
+        if name.startswith(("SLURM_", "SBATCH_")):
+            raise OptionError(f"the job environment may not set {name}: Slurm reads it")
+    if "=" in script or "\n" in script:
+        raise OptionError(f"the job script path {script!r} may not contain '=' or a newline")
+    assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in env.items())
+    return "\n".join([
+        "#!/bin/sh",
+        f"# {tag}: generated by layerbot. Runs the job script with exactly the job's",
+        "# environment plus Slurm's own SLURM_* variables; nothing else.",
+        "PATH=/usr/bin:/bin",
+        "IFS='",
+        "'",
+        "set -f",
+        "set -- $(env | grep -E '^SLURMD?_[A-Za-z0-9_]*=')",
+        "unset IFS",
+        "set +f",
+        f"exec /usr/bin/env -i \"$@\" {assignments} {shlex.quote(script)}".replace("  ", " "),
+        "",
+    ])
+
+
+# --- errors --------------------------------------------------------------------------------
+
+#: stderr fragments that mean "the scheduler cannot be asked now" rather than "no".
+_UNAVAILABLE = (
+    "unable to contact slurm controller",
+    "socket timed out",
+    "connection refused",
+    "connect failure",
+    "zero bytes were transmitted",
+    "communication connection failure",
+    "slurmctld is not responding",
+    "slurm backup controller in standby mode",
+    "transport endpoint is not connected",
+    "unable to connect to database",
+    "slurmdbd: connection",
+    "munge",  # munged down or key wrong: nothing can be asked
+)
+
+
+def is_unavailable(stderr: str) -> bool:
+    text = stderr.lower()
+    return any(fragment in text for fragment in _UNAVAILABLE)
+
+
+def accounting_disabled(stderr: str) -> bool:
+    return "accounting storage is disabled" in stderr.lower()
+
+
+def clean_error(stderr: str) -> str:
+    """Slurm's own message, without the ``sbatch: error:`` prefixes, on one line."""
+    lines = []
+    for raw in stderr.splitlines():
+        line = re.sub(r"^\s*(sbatch|squeue|sacct|scancel|scontrol|sinfo)(: error)?:\s*", "",
+                      raw).strip()
+        line = re.sub(r"^error:\s*", "", line)
+        if line and line not in lines:
+            lines.append(line)
+    return "; ".join(lines)[:1000] or "(no message)"
+
+
+# --- states --------------------------------------------------------------------------------
+
+_STATES: dict[str, BackendState] = {
+    "PENDING": BackendState.PENDING,
+    "REQUEUED": BackendState.PENDING,
+    "REQUEUE_HOLD": BackendState.PENDING,
+    "REQUEUE_FED": BackendState.PENDING,
+    "CONFIGURING": BackendState.PENDING,
+    "RESV_DEL_HOLD": BackendState.PENDING,
+    "SPECIAL_EXIT": BackendState.PENDING,  # held after a special exit; may run again
+    "RUNNING": BackendState.RUNNING,
+    # Processes are being killed (time limit, scancel) for up to KillWait; the final state
+    # follows, so the job is still running for us.
+    "COMPLETING": BackendState.RUNNING,
+    "SUSPENDED": BackendState.RUNNING,
+    "STOPPED": BackendState.RUNNING,
+    "SIGNALING": BackendState.RUNNING,
+    "STAGE_OUT": BackendState.RUNNING,
+    "RESIZING": BackendState.RUNNING,
+    "COMPLETED": BackendState.COMPLETED,
+    "FAILED": BackendState.FAILED,
+    "CANCELLED": BackendState.CANCELLED,
+    "REVOKED": BackendState.CANCELLED,  # federation: it ran on a sibling cluster instead
+    "TIMEOUT": BackendState.TIMEOUT,
+    "DEADLINE": BackendState.TIMEOUT,
+    "OUT_OF_MEMORY": BackendState.OUT_OF_MEMORY,
+    "NODE_FAIL": BackendState.NODE_FAIL,
+    "BOOT_FAIL": BackendState.NODE_FAIL,
+    "PREEMPTED": BackendState.PREEMPTED,
+}
+
+FINAL_STATES = frozenset({
+    BackendState.COMPLETED, BackendState.FAILED, BackendState.CANCELLED, BackendState.TIMEOUT,
+    BackendState.OUT_OF_MEMORY, BackendState.NODE_FAIL, BackendState.PREEMPTED,
+})
+
+
+def map_state(text: str) -> BackendState | None:
+    """Slurm's state word (``CANCELLED by 0`` included) as a BackendState; None if unknown."""
+    word = text.split(" ", 1)[0].split("+", 1)[0].strip().upper()
+    return _STATES.get(word)
+
+
+def _state_word(value: Any) -> str:
+    """squeue's job_state: a string in 22.05, a list of flags from 23.02 on."""
+    if isinstance(value, list):
+        words = [str(v) for v in value]
+        base = [w for w in words if w in _STATES]
+        return base[0] if base else (words[0] if words else "")
+    return str(value or "")
+
+
+# --- sizes and times -----------------------------------------------------------------------
+
+_UNITS = {"": 1024**2, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
+
+
+def parse_size(text: str, default_unit: str = "K") -> int | None:
+    """Slurm memory sizes (``168388K``, ``100M``, ``2G``, ``4000Mn``) in bytes."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([KMGTP]?)[nc]?\s*", text or "", re.IGNORECASE)
+    if not m:
+        return None
+    unit = m.group(2).upper() or default_unit
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def _epoch(value: Any) -> int | None:
+    """Epoch seconds from squeue (an int, or ``{"set", "number"}`` from 23.02); 0 is unset."""
+    if isinstance(value, dict):
+        if not value.get("set", True) or value.get("infinite"):
+            return None
+        value = value.get("number")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def _time(epoch: int | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, UTC) if epoch else None
+
+
+def _minutes_text(minutes: int | None) -> str:
+    if minutes is None:
+        return "its time limit"
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes % 60 else f"{minutes // 60} h"
+
+
+def parse_limit_minutes(text: str) -> int | None:
+    """sacct/sinfo limits: ``00:01:00``, ``1-00:00:00``, ``60``, ``UNLIMITED``."""
+    m = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?", text.strip())
+    if not m:
+        return None
+    days, a, b, c = (int(g) if g else 0 for g in m.groups())
+    if m.group(4) is not None:  # [D-]HH:MM:SS
+        return days * 1440 + a * 60 + b + (1 if c else 0)
+    if m.group(2) is not None:  # MM:SS (or D-HH:MM)
+        return days * 1440 + a * 60 + b if m.group(1) else a + (1 if b else 0)
+    return days * 1440 + b
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+# --- squeue --json -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueJob:
+    """One job from ``squeue --json`` (openapi v0.0.38; later versions tolerated)."""
+
+    job_id: str
+    cluster: str | None
+    name: str
+    comment: str
+    state: str  # Slurm's word
+    reason: str | None
+    wait_status: int | None  # raw: exit 3 -> 768, SIGKILL -> 9
+    submit: int | None
+    start: int | None
+    end: int | None
+    cpus: int | None
+    node: str | None
+    time_limit_minutes: int | None
+    stdout: str | None
+    memory_bytes: int | None
+
+
+def parse_squeue_json(text: str) -> list[QueueJob]:
+    """Every job in ``squeue --json`` output (which ignores filters in 22.05)."""
+    data = json.loads(text)
+    return [_queue_job(j) for j in data.get("jobs") or []]
+
+
+def _queue_job(j: Mapping[str, Any]) -> QueueJob:
+    reason = str(j.get("state_reason") or "")
+    node = str(j.get("nodes") or j.get("batch_host") or "") or None
+    stdout = str(j.get("standard_output") or "") or None
+    return QueueJob(
+        job_id=str(j.get("job_id")),
+        cluster=str(j.get("cluster") or "") or None,
+        name=str(j.get("name") or ""),
+        comment=_comment(j.get("comment")),
+        state=_state_word(j.get("job_state")),
+        reason=None if reason in ("", "None") else reason,
+        wait_status=_wait_status(j.get("exit_code")),
+        submit=_epoch(j.get("submit_time")),
+        start=_epoch(j.get("start_time")),
+        end=_epoch(j.get("end_time")),
+        cpus=_int(j.get("cpus")),
+        node=node,
+        time_limit_minutes=_epoch(j.get("time_limit")),
+        stdout=stdout.replace("%%", "%") if stdout else None,
+        memory_bytes=_tres_mem(str(j.get("tres_req_str") or "")),
+    )
+
+
+def _comment(value: Any) -> str:
+    if isinstance(value, dict):  # sacct --json and later squeue: {"job": ..., ...}
+        value = value.get("job")
+    return str(value or "")
+
+
+def _int(value: Any) -> int | None:
+    number = _epoch(value)
+    return number
+
+
+def _wait_status(value: Any) -> int | None:
+    """The raw wait status (22.05: an int; later: {"return_code", "signal"} dicts)."""
+    if isinstance(value, dict):
+        sig = (value.get("signal") or {}).get("signal_id") if value.get("signal") else None
+        if sig:
+            return int(_epoch(sig) or 0) & 0x7F
+        code = _epoch(value.get("return_code")) or 0
+        return code << 8
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _tres_mem(tres: str) -> int | None:
+    for part in tres.split(","):
+        key, _, value = part.partition("=")
+        if key == "mem":
+            return parse_size(value, default_unit="M")
+    return None
+
+
+# --- sacct -P ------------------------------------------------------------------------------
+
+#: The fields asked of sacct; Comment last, since it is the one that may hold a ``|``.
+SACCT_FIELDS = ("JobIDRaw", "Cluster", "JobName", "State", "ExitCode", "ElapsedRaw",
+                "AllocCPUS", "ReqMem", "MaxRSS", "NodeList", "Reason", "Submit", "Start",
+                "End", "Timelimit", "Comment")
+
+#: Every state: with -S, sacct lists only jobs that were eligible in the window, which a
+#: held job cancelled before its release never was (measured: it is missing without -s).
+SACCT_ALL_STATES = "PD,R,S,CD,CA,F,TO,OOM,NF,PR,BF,DL,RQ,RS,RV,SE"
+
+
+@dataclass(frozen=True)
+class AcctJob:
+    """One incarnation of a job in ``sacct -P -D``, with what its steps add."""
+
+    job_id: str
+    cluster: str | None
+    name: str
+    comment: str
+    state: str  # e.g. "CANCELLED by 0"
+    exit_code: int | None
+    exit_signal: int | None
+    elapsed: int | None
+    cpus: int | None
+    req_mem_bytes: int | None
+    max_rss_bytes: int | None
+    node: str | None
+    reason: str | None
+    submit: int | None
+    start: int | None
+    end: int | None
+    time_limit_minutes: int | None
+
+
+def sacct_args(ids: Iterable[str]) -> list[str]:
+    return ["-P", "-n", "-D", "-o", ",".join(SACCT_FIELDS), "-j", ",".join(ids)]
+
+
+def parse_sacct(text: str) -> list[AcctJob]:
+    """Job lines of ``sacct -P -n -D -o SACCT_FIELDS`` (with SLURM_TIME_FORMAT=%s), in
+    order; each step line (``ID.batch``, ``ID.0``) adds its MaxRSS to the job before it."""
+    jobs: list[AcctJob] = []
+    for line in text.splitlines():
+        values = line.split("|", len(SACCT_FIELDS) - 1)
+        if len(values) != len(SACCT_FIELDS):
+            continue
+        row = dict(zip(SACCT_FIELDS, values, strict=True))
+        raw_id = row["JobIDRaw"]
+        base, dot, _step = raw_id.partition(".")
+        if dot:
+            if jobs and jobs[-1].job_id == base:
+                jobs[-1] = _with_step(jobs[-1], row)
+            continue
+        jobs.append(_acct_job(row))
+    return jobs
+
+
+def _acct_job(row: Mapping[str, str]) -> AcctJob:
+    code, _, sig = row["ExitCode"].partition(":")
+    reason = row["Reason"].strip()
+    node = row["NodeList"].strip()
+    return AcctJob(
+        job_id=row["JobIDRaw"],
+        cluster=row["Cluster"] or None,
+        name=row["JobName"],
+        comment=row["Comment"],
+        state=row["State"],
+        exit_code=int(code) if code.isdigit() else None,
+        exit_signal=int(sig) if sig.isdigit() else None,
+        elapsed=int(row["ElapsedRaw"]) if row["ElapsedRaw"].isdigit() else None,
+        cpus=int(row["AllocCPUS"]) if row["AllocCPUS"].isdigit() else None,
+        req_mem_bytes=parse_size(row["ReqMem"], default_unit="M"),
+        max_rss_bytes=parse_size(row["MaxRSS"]) if row["MaxRSS"] else None,
+        node=None if node in ("", "None assigned") else node,
+        reason=None if reason in ("", "None") else reason,
+        submit=_epoch(row["Submit"]) if row["Submit"].isdigit() else None,
+        start=_epoch(row["Start"]) if row["Start"].isdigit() else None,
+        end=_epoch(row["End"]) if row["End"].isdigit() else None,
+        time_limit_minutes=parse_limit_minutes(row["Timelimit"]),
+    )
+
+
+def _with_step(job: AcctJob, row: Mapping[str, str]) -> AcctJob:
+    rss = parse_size(row["MaxRSS"]) if row["MaxRSS"] else None
+    if rss is None or (job.max_rss_bytes is not None and job.max_rss_bytes >= rss):
+        return job
+    return replace(job, max_rss_bytes=rss)
+
+
+# --- from what Slurm says to a JobStatus ---------------------------------------------------
+
+#: How long after a job ended in squeue to wait for its final line in sacct (measured
+#: 0.1-0.3 s here) before reporting it without MaxRSS.
+SACCT_GRACE_SECONDS = 30
+
+#: The job's stderr line when JobAcctGatherParams=OverMemoryKill killed it (no cgroups).
+OOM_LOG_LINE = "Exceeded job memory limit"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What one poll learned about one job (None: that source said nothing)."""
+
+    queued: QueueJob | None = None
+    acct: AcctJob | None = None
+    #: False when sacct could not be asked (or failed): its silence means nothing.
+    acct_answered: bool = True
+    accounting_disabled: bool = False
+    log_says_oom: bool = False
+    user_name: Callable[[int], str | None] = field(default=lambda uid: None)
+
+
+def pick_queued(candidates: Iterable[QueueJob], sid: SlurmId) -> QueueJob | None:
+    """The squeue entry for ``sid``: same id (and cluster), and still our job."""
+    for job in candidates:
+        if job.job_id != sid.job or (sid.cluster and job.cluster and job.cluster != sid.cluster):
+            continue
+        if sid.layerbot_job is None or names_job(job.name, job.comment, sid.layerbot_job):
+            return job
+    return None
+
+
+def pick_acct(candidates: Iterable[AcctJob], sid: SlurmId) -> AcctJob | None:
+    """The latest sacct incarnation of ``sid`` that is still our job."""
+    found = None
+    for job in candidates:
+        if job.job_id != sid.job or (sid.cluster and job.cluster and job.cluster != sid.cluster):
+            continue
+        if sid.layerbot_job is None or names_job(job.name, job.comment, sid.layerbot_job):
+            found = job
+    return found
+
+
+def job_status(backend_id: str, seen: Observed, now: float) -> JobStatus | None:
+    """The status to report for one job, or None to ask again next cycle."""
+    sid = parse_backend_id(backend_id)
+    if sid is None:
+        return JobStatus(backend_id, BackendState.UNKNOWN, reason="not a Slurm backend id")
+    queued, acct = seen.queued, seen.acct
+    if queued is not None:
+        state = map_state(queued.state)
+        if state is None:  # a state this version does not know: no news rather than a guess
+            return JobStatus(backend_id, BackendState.PENDING, reason=f"Slurm state {queued.state}")
+        if state not in FINAL_STATES:
+            return _active_status(backend_id, state, queued, now)
+        if acct is not None and map_state(acct.state) in FINAL_STATES:
+            return _final_status(backend_id, seen)
+        if queued.end and now - queued.end < SACCT_GRACE_SECONDS:
+            return None  # accounting lags squeue by a moment: wait for MaxRSS and the uid
+        return _final_status(backend_id, replace(seen, acct=None))
+    if acct is not None:
+        if map_state(acct.state) in FINAL_STATES:
+            return _final_status(backend_id, seen)
+        return JobStatus(backend_id, BackendState.UNKNOWN, reason=(
+            f"slurmctld lost job {sid.job} (gone from the queue, still {acct.state} in "
+            "accounting; was slurmctld restarted?)"))
+    if not seen.acct_answered and not seen.accounting_disabled:
+        return None  # sacct failed: no news
+    where = "the queue" if seen.accounting_disabled else "the queue or accounting"
+    return JobStatus(backend_id, BackendState.UNKNOWN,
+                     reason=f"Slurm has no job {sid.job} of this bot in {where}")
+
+
+def _active_status(backend_id: str, state: BackendState, q: QueueJob, now: float) -> JobStatus:
+    running = state is BackendState.RUNNING
+    elapsed = max(0.0, now - q.start) if running and q.start else None
+    return JobStatus(
+        backend_id, state, reason=q.reason if not running else None,
+        started_at=_time(q.start) if running else None, elapsed_seconds=elapsed,
+        cpus=q.cpus if running else None, node=q.node if running else None,
+    )
+
+
+def _final_status(backend_id: str, seen: Observed) -> JobStatus:
+    q, a = seen.queued, seen.acct
+    word = a.state if a is not None else (q.state if q is not None else "")
+    state = map_state(word) or BackendState.UNKNOWN
+    code, sig = _exit(q, a)
+    start = (a.start if a else None) or (q.start if q else None)
+    end = (a.end if a else None) or (q.end if q else None)
+    elapsed: float | None = float(a.elapsed) if a and a.elapsed is not None else None
+    if elapsed is None and start and end:
+        elapsed = float(max(0, end - start))
+    if state is BackendState.FAILED and _out_of_memory(sig, q, a, seen.log_says_oom):
+        state = BackendState.OUT_OF_MEMORY
+    limit = (a.time_limit_minutes if a else None) or (q.time_limit_minutes if q else None)
+    return JobStatus(
+        backend_id, state,
+        exit_code=(128 + sig) if sig else code,
+        reason=_final_reason(state, word, code, sig, q, a, limit, seen),
+        started_at=_time(start), ended_at=_time(end), elapsed_seconds=elapsed,
+        cpus=(a.cpus if a and a.cpus else None) or (q.cpus if q else None),
+        max_rss_bytes=a.max_rss_bytes if a else None,
+        node=(a.node if a else None) or (q.node if q else None),
+    )
+
+
+def _exit(q: QueueJob | None, a: AcctJob | None) -> tuple[int | None, int]:
+    """(exit code, signal): sacct -P keeps both (sacct --json loses codes in 22.05)."""
+    if a is not None and a.exit_code is not None:
+        return a.exit_code, a.exit_signal or 0
+    if q is not None and q.wait_status is not None:
+        return q.wait_status >> 8, q.wait_status & 0x7F
+    return None, 0
+
+
+def _out_of_memory(sig: int, q: QueueJob | None, a: AcctJob | None, log_says: bool) -> bool:
+    """FAILED by SIGKILL with MaxRSS at the limit (or slurmstepd's own line in the log)
+    is how an OOM kill looks without cgroups (docs/slurm.md §5)."""
+    if sig != signal.SIGKILL:
+        return False
+    if log_says:
+        return True
+    limit = (a.req_mem_bytes if a else None) or (q.memory_bytes if q else None)
+    rss = a.max_rss_bytes if a else None
+    return bool(limit and rss and rss >= 0.9 * limit)
+
+
+def _final_reason(state: BackendState, word: str, code: int | None, sig: int,
+                  q: QueueJob | None, a: AcctJob | None, limit: int | None,
+                  seen: Observed) -> str | None:
+    slurm_reason = (q.reason if q else None) or (a.reason if a else None)
+    if state is BackendState.COMPLETED:
+        return None
+    if state is BackendState.OUT_OF_MEMORY:
+        return _oom_reason(q, a)
+    if state is BackendState.TIMEOUT:
+        return f"time limit of {_minutes_text(limit)} reached (Slurm: {word.split()[0]})"
+    if state is BackendState.CANCELLED:
+        return _cancel_reason(word, slurm_reason, seen)
+    if state is BackendState.FAILED:
+        what = f"killed by signal {sig} ({_signal_name(sig)})" if sig else f"exit code {code}"
+        return what + (f" (Slurm: {slurm_reason})" if slurm_reason else "")
+    return f"Slurm: {word}" + (f", {slurm_reason}" if slurm_reason else "")
+
+
+def _oom_reason(q: QueueJob | None, a: AcctJob | None) -> str:
+    limit = (a.req_mem_bytes if a else None) or (q.memory_bytes if q else None)
+    rss = a.max_rss_bytes if a else None
+    if rss and limit:
+        return f"MaxRSS {_mib(rss)} over the {_mib(limit)} memory limit"
+    return "Slurm: OUT_OF_MEMORY" if a and a.state.startswith("OUT_OF") else OOM_LOG_LINE
+
+
+def _cancel_reason(word: str, slurm_reason: str | None, seen: Observed) -> str:
+    m = re.search(r"by (\d+)", word)
+    if m:
+        uid = int(m.group(1))
+        user = seen.user_name(uid)
+        return f"by {user} (uid {uid})" if user else f"by uid {uid}"
+    return f"Slurm: {slurm_reason}" if slurm_reason else "Slurm: CANCELLED"
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024**2:.0f} MiB" if n < 10 * 1024**3 else f"{n / 1024**3:.1f} GiB"
+
+
+# --- sinfo ---------------------------------------------------------------------------------
+
+#: ``%P`` marks the default partition with ``*``; ``%F`` is nodes A/I/O/T, ``%C`` CPUs.
+SINFO_FORMAT = "%P|%a|%l|%F|%C|%f"
+
+
+def parse_sinfo(text: str) -> tuple[Partition, ...]:
+    """Partitions from ``sinfo -h -o SINFO_FORMAT`` (``-M`` adds ``CLUSTER:`` headers;
+    partitions of named clusters come out as ``cluster:partition``)."""
+    parts: dict[str, dict[str, Any]] = {}
+    cluster = None
+    for line in text.splitlines():
+        if line.startswith("CLUSTER:"):
+            cluster = line.split(":", 1)[1].strip()
+            continue
+        values = line.strip().split("|")
+        if len(values) != 6:
+            continue
+        raw, avail, limit, nodes, cpus, features = values
+        name = raw.rstrip("*")
+        key = f"{cluster}:{name}" if cluster else name
+        entry = parts.setdefault(key, {"state": avail, "default": raw.endswith("*"),
+                                       "max_time": limit, "nodes": [0, 0, 0], "cpus": [0, 0],
+                                       "features": []})
+        a, i, o, _t = (_int_or_zero(x) for x in nodes.split("/"))
+        ca, ci, co, ct = (_int_or_zero(x) for x in cpus.split("/"))
+        entry["nodes"] = [entry["nodes"][0] + i, entry["nodes"][1] + a, entry["nodes"][2] + o]
+        entry["cpus"] = [entry["cpus"][0] + ct, entry["cpus"][1] + ci]
+        for feature in features.split(","):
+            if feature and feature != "(null)" and feature not in entry["features"]:
+                entry["features"].append(feature)
+        del ca, co
+    return tuple(
+        Partition(name=key, state=v["state"], nodes_idle=v["nodes"][0],
+                  nodes_allocated=v["nodes"][1], nodes_down=v["nodes"][2],
+                  cpus_total=v["cpus"][0], cpus_idle=v["cpus"][1],
+                  features=tuple(v["features"]), default=v["default"],
+                  max_time=None if v["max_time"] in ("infinite", "UNLIMITED") else v["max_time"])
+        for key, v in parts.items()
+    )
+
+
+def _int_or_zero(text: str) -> int:
+    return int(text) if text.strip().isdigit() else 0
+
+
+def partitions_of(options: Iterable[Mapping[str, str]]) -> set[str]:
+    """Every partition named in option sets (``partition = "a,b"`` names two)."""
+    names: set[str] = set()
+    for opts in options:
+        for key, value in opts.items():
+            if normalize_key(key) == "partition":
+                names.update(p.strip() for p in value.split(",") if p.strip())
+    return names

@@ -1,0 +1,772 @@
+"""The control center's operations, shared by the REST API, the dashboard and the CLI.
+
+Reads take a :class:`Store` and return pydantic models (the API's response schemas, the
+CLI's ``--json``); actions record their changes together with the PR report in one
+transaction, as the command handlers do, so a redo or a cancel from here reads on the PR
+exactly like one from a comment. Who may act is decided by the caller (web/auth.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from layerbot import clock, fleet
+from layerbot.build.results import tail
+from layerbot.config import Config
+from layerbot.core.jobs import JobState
+from layerbot.jobs.planner import BuildRequest, planned_from_job, record_build
+from layerbot.jobs.submitter import LOG_NAME
+from layerbot.reporting import report_build
+from layerbot.store import jobs as jobstore
+from layerbot.store.db import Store
+from layerbot.store.models import Artifact, Build, Deployment, Instance, Job, JobTransition
+
+#: States that count as a failure on the overview.
+FAILED_STATES = (JobState.FAILED.value, JobState.TIMED_OUT.value, JobState.LOST.value)
+MAX_PAGE = 200
+#: How many recent successful builds of a target its estimate is taken from.
+ESTIMATE_SAMPLES = 20
+PAUSED_NOTE = ("this instance is paused: the jobs are recorded and will be submitted "
+               "when it is resumed")
+
+
+class ControlError(Exception):
+    """An action cannot be done; ``status`` is the HTTP status the API answers with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --------------------------------------------------------------------------------------------
+# What the reads return
+# --------------------------------------------------------------------------------------------
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class JobSummary(Model):
+    id: int
+    build_id: int
+    instance: str
+    repo: str
+    pr: int | None
+    target: str
+    repo_target: str
+    node_type: str
+    state: str
+    reason: str | None
+    head_sha: str
+    backend_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    exit_code: int | None
+    elapsed_seconds: float | None
+    cpus: int | None
+    core_hours: float | None
+    redo_of: int | None
+    cancel_requested: bool
+
+
+_SUMMARY_COLUMNS = [getattr(Job, name) for name in JobSummary.model_fields]
+
+
+class JobPage(Model):
+    jobs: list[JobSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class TransitionOut(Model):
+    from_state: str | None
+    to_state: str
+    at: datetime
+    reason: str | None
+
+
+class ArtifactOut(Model):
+    id: int
+    name: str
+    size: int
+    sha256: str
+
+
+class DeploymentOut(Model):
+    id: int
+    artifact_id: int
+    artifact: str
+    state: str
+    key: str | None
+    url: str | None
+    error: str | None
+    requested_by: str
+    forced: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobDetail(Model):
+    job: JobSummary
+    command: str
+    requested_by: str
+    base_ref: str
+    base_sha: str | None
+    node: str | None
+    max_rss_bytes: int | None
+    facts: dict[str, Any]
+    summary: str | None
+    result: dict[str, Any] | None
+    history: list[TransitionOut]
+    artifacts: list[ArtifactOut]
+    deployments: list[DeploymentOut]
+    log_tail: str
+
+
+class BuildOut(Model):
+    id: int
+    instance: str
+    head_sha: str
+    base_ref: str
+    command: str
+    requested_by: str
+    created_at: datetime
+    note: str | None
+    jobs: list[JobSummary]
+
+
+class PullSummary(Model):
+    repo: str
+    pr: int
+    jobs: int
+    states: dict[str, int]
+    core_hours: float
+    last_activity: datetime
+
+
+class PullPage(Model):
+    pulls: list[PullSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class PullDetail(Model):
+    repo: str
+    pr: int
+    builds: list[BuildOut]
+    core_hours: float
+
+
+class PartitionOut(Model):
+    name: str
+    state: str
+    nodes_idle: int
+    nodes_allocated: int
+    nodes_down: int
+    cpus_total: int
+    cpus_idle: int
+    features: list[str] = []
+    default: bool = False
+    max_time: str | None = None
+
+
+class ResourcesOut(Model):
+    backend: str | None = None
+    partitions: list[PartitionOut] = []
+    updated_at: datetime | None = None
+    error: str | None = None
+
+
+class InstanceOut(Model):
+    name: str
+    version: str
+    backend: str
+    started_at: datetime
+    heartbeat_at: datetime
+    alive: bool
+    paused: bool
+    queued: int
+    active: int
+    resources: ResourcesOut | None
+
+
+class StateCount(Model):
+    state: str
+    jobs: int
+
+
+class Overview(Model):
+    active: list[JobSummary]
+    failures: list[JobSummary]
+    instances: list[InstanceOut]
+    counts: list[StateCount]
+
+
+class CostRow(Model):
+    key: str
+    jobs: int
+    core_hours: float
+
+
+class Estimate(Model):
+    target: str
+    samples: int
+    core_hours_median: float | None
+    core_hours_p90: float | None
+    duration_median_seconds: float | None
+    duration_p90_seconds: float | None
+
+
+class Costs(Model):
+    since: datetime
+    total_core_hours: float
+    jobs: int
+    by_week: list[CostRow]
+    by_target: list[CostRow]
+    by_pr: list[CostRow]
+    estimates: list[Estimate]
+
+
+class ActionResult(Model):
+    message: str
+    jobs: list[int] = Field(default_factory=list)
+    build_id: int | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Reads
+# --------------------------------------------------------------------------------------------
+
+
+def _summaries(session: Session, query: Any) -> list[JobSummary]:
+    # Columns, not ORM objects: the JSON facts and results stay in the database.
+    return [JobSummary.model_validate(row._mapping) for row in session.execute(query)]
+
+
+def list_jobs(store: Store, *, state: Sequence[str] = (), target: str | None = None,
+              repo: str | None = None, pr: int | None = None, instance: str | None = None,
+              limit: int = 50, offset: int = 0) -> JobPage:
+    """Jobs, newest first; ``target`` matches a part of the target name."""
+    limit = max(1, min(limit, MAX_PAGE))
+    offset = max(0, offset)
+    conditions: list[Any] = []
+    if state:
+        conditions.append(Job.state.in_(list(state)))
+    if target:
+        conditions.append(Job.target.contains(target, autoescape=True))
+    if repo:
+        conditions.append(Job.repo == repo)
+    if pr is not None:
+        conditions.append(Job.pr == pr)
+    if instance:
+        conditions.append(Job.instance == instance)
+    with store.read() as s:
+        total = s.scalar(select(func.count(Job.id)).where(*conditions)) or 0
+        jobs = _summaries(s, select(*_SUMMARY_COLUMNS).where(*conditions)
+                          .order_by(Job.id.desc()).limit(limit).offset(offset))
+    return JobPage(jobs=jobs, total=total, limit=limit, offset=offset)
+
+
+def list_pulls(store: Store, *, repo: str | None = None, limit: int = 50,
+               offset: int = 0) -> PullPage:
+    """Pull requests with jobs, most recently active first."""
+    limit = max(1, min(limit, MAX_PAGE))
+    offset = max(0, offset)
+    query = (select(Job.repo, Job.pr, Job.state, func.count(Job.id), func.max(Job.updated_at),
+                    func.sum(Job.core_hours))
+             .where(Job.pr.is_not(None)).group_by(Job.repo, Job.pr, Job.state))
+    if repo:
+        query = query.where(Job.repo == repo)
+    pulls: dict[tuple[str, int], PullSummary] = {}
+    with store.read() as s:
+        for r, number, state, count, last, hours in s.execute(query).tuples():
+            assert number is not None  # filtered above
+            p = pulls.get((r, number))
+            if p is None:
+                p = pulls[(r, number)] = PullSummary(repo=r, pr=number, jobs=0, states={},
+                                                     core_hours=0.0, last_activity=last)
+            p.jobs += count
+            p.states[state] = count
+            p.core_hours = round(p.core_hours + (hours or 0.0), 6)
+            p.last_activity = max(p.last_activity, _aware(last))
+    ordered = sorted(pulls.values(), key=lambda p: (p.last_activity, p.repo, p.pr),
+                     reverse=True)
+    return PullPage(pulls=ordered[offset:offset + limit], total=len(ordered), limit=limit,
+                    offset=offset)
+
+
+def _aware(value: datetime) -> datetime:
+    # Aggregates (max) bypass the column type, so SQLite hands back naive UTC datetimes.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def pull_detail(store: Store, repo: str, pr: int) -> PullDetail:
+    with store.read() as s:
+        builds = s.scalars(select(Build).where(Build.repo == repo, Build.pr == pr)
+                           .order_by(Build.id.desc())).all()
+        if not builds:
+            raise ControlError(404, f"no builds of {repo}#{pr} are recorded")
+        jobs = _summaries(s, select(*_SUMMARY_COLUMNS)
+                          .where(Job.build_id.in_([b.id for b in builds])).order_by(Job.id))
+    by_build: dict[int, list[JobSummary]] = defaultdict(list)
+    for j in jobs:
+        by_build[j.build_id].append(j)
+    out = [BuildOut(id=b.id, instance=b.instance, head_sha=b.head_sha, base_ref=b.base_ref,
+                    command=b.command, requested_by=b.requested_by, created_at=b.created_at,
+                    note=b.note, jobs=by_build[b.id]) for b in builds]
+    hours = round(sum(j.core_hours or 0.0 for j in jobs), 6)
+    return PullDetail(repo=repo, pr=pr, builds=out, core_hours=hours)
+
+
+def job_detail(store: Store, job_id: int, log_lines: int = 100) -> JobDetail:
+    with store.read() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise ControlError(404, f"there is no job {job_id}")
+        build = s.get(Build, job.build_id)
+        history = s.scalars(select(JobTransition).where(JobTransition.job_id == job_id)
+                            .order_by(JobTransition.id)).all()
+        artifacts = s.scalars(select(Artifact).where(Artifact.job_id == job_id)
+                              .order_by(Artifact.id)).all()
+        deployments = s.execute(
+            select(Deployment, Artifact.name).join(Artifact, Deployment.artifact_id == Artifact.id)
+            .where(Deployment.job_id == job_id).order_by(Deployment.id)).all()
+        summary = JobSummary.model_validate(job)
+    result = job.result or None
+    return JobDetail(
+        job=summary, command=build.command if build else "",
+        requested_by=build.requested_by if build else "", base_ref=job.base_ref,
+        base_sha=job.base_sha, node=job.node, max_rss_bytes=job.max_rss_bytes,
+        facts=job.facts or {}, summary=(result or {}).get("summary"), result=result,
+        history=[TransitionOut.model_validate(t) for t in history],
+        artifacts=[ArtifactOut.model_validate(a) for a in artifacts],
+        deployments=[DeploymentOut(artifact=name, **{
+            k: getattr(d, k) for k in DeploymentOut.model_fields if k != "artifact"})
+            for d, name in deployments],
+        log_tail=read_log(job.job_dir, (result or {}).get("log_tail"), log_lines),
+    )
+
+
+def job_log(store: Store, job_id: int, lines: int = 100) -> tuple[str, str]:
+    """(the job's state, the last ``lines`` lines of its log)."""
+    with store.read() as s:
+        row = s.execute(select(Job.state, Job.job_dir, Job.result)
+                        .where(Job.id == job_id)).first()
+    if row is None:
+        raise ControlError(404, f"there is no job {job_id}")
+    return row.state, read_log(row.job_dir, (row.result or {}).get("log_tail"), lines)
+
+
+def read_log(job_dir: str | None, fallback: str | None, lines: int) -> str:
+    """The job's own log file while it exists; the tail kept in its result after archiving."""
+    lines = max(1, min(lines, 5000))
+    text = tail(Path(job_dir) / LOG_NAME, lines) if job_dir else ""
+    return text or (fallback or "")
+
+
+def instances(store: Store, now: datetime) -> list[InstanceOut]:
+    with store.read() as s:
+        rows = s.scalars(select(Instance).order_by(Instance.name)).all()
+        counts: dict[tuple[str, str], int] = {
+            (inst, state): n for inst, state, n in s.execute(
+                select(Job.instance, Job.state, func.count(Job.id))
+                .where(Job.state.in_(jobstore.ACTIVE)).group_by(Job.instance, Job.state))}
+    out = []
+    for r in rows:
+        queued = counts.get((r.name, JobState.QUEUED.value), 0)
+        active = sum(n for (inst, _), n in counts.items() if inst == r.name)
+        out.append(InstanceOut(
+            name=r.name, version=r.version, backend=r.backend, started_at=r.started_at,
+            heartbeat_at=r.heartbeat_at, alive=fleet.is_alive(r.heartbeat_at, now),
+            paused=r.paused, queued=queued, active=active,
+            resources=ResourcesOut.model_validate(r.resources) if r.resources else None))
+    return out
+
+
+def overview(store: Store, now: datetime, limit: int = 100) -> Overview:
+    """What runs and waits, what failed in the last 24 hours, and whether the bots live."""
+    since = now - timedelta(hours=24)
+    with store.read() as s:
+        active = _summaries(s, select(*_SUMMARY_COLUMNS)
+                            .where(Job.state.in_(jobstore.ACTIVE))
+                            .order_by(Job.id.desc()).limit(limit))
+        failures = _summaries(s, select(*_SUMMARY_COLUMNS)
+                              .where(Job.ended_at >= since, Job.state.in_(FAILED_STATES))
+                              .order_by(Job.ended_at.desc()).limit(limit))
+        counts = [StateCount(state=state, jobs=n) for state, n in s.execute(
+            select(Job.state, func.count(Job.id)).group_by(Job.state).order_by(Job.state))]
+    return Overview(active=active, failures=failures, instances=instances(store, now),
+                    counts=counts)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), interpolated between the closest ranks."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low, high = math.floor(position), math.ceil(position)
+    if low == high:
+        return ordered[low]
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def iso_week(moment: datetime) -> str:
+    year, week, _ = moment.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def costs(store: Store, now: datetime, weeks: int = 12, top: int = 20) -> Costs:
+    """Core-hours of jobs that ended in the last ``weeks`` weeks, and per-target estimates."""
+    weeks = max(1, min(weeks, 520))
+    since = now - timedelta(weeks=weeks)
+    by_week: dict[str, list[float]] = defaultdict(list)
+    by_target: dict[str, list[float]] = defaultdict(list)
+    by_pr: dict[str, list[float]] = defaultdict(list)
+    with store.read() as s:
+        rows = s.execute(select(Job.repo, Job.pr, Job.target, Job.ended_at, Job.core_hours)
+                         .where(Job.ended_at >= since, Job.core_hours.is_not(None))).all()
+        samples = s.execute(
+            select(Job.target, Job.core_hours, Job.elapsed_seconds, Job.started_at,
+                   Job.ended_at)
+            .where(Job.state == JobState.SUCCEEDED.value, Job.ended_at.is_not(None))
+            .order_by(Job.ended_at.desc()).limit(50_000)).all()
+    for repo, pr, target, ended, hours in rows:
+        assert ended is not None and hours is not None  # filtered in the query
+        by_week[iso_week(_aware(ended))].append(hours)
+        by_target[target].append(hours)
+        by_pr[f"{repo}#{pr}" if pr is not None else f"{repo} (no PR)"].append(hours)
+    total = round(sum(h or 0.0 for _, _, _, _, h in rows), 6)
+    return Costs(
+        since=since, total_core_hours=total, jobs=len(rows),
+        by_week=_cost_rows(by_week, key=lambda r: r.key),
+        by_target=_cost_rows(by_target, key=lambda r: -r.core_hours),
+        by_pr=_cost_rows(by_pr, key=lambda r: -r.core_hours)[:top],
+        estimates=_estimates(samples))
+
+
+def _cost_rows(groups: dict[str, list[float]], key: Callable[[CostRow], Any]) -> list[CostRow]:
+    rows = [CostRow(key=k, jobs=len(v), core_hours=round(sum(v), 6)) for k, v in groups.items()]
+    return sorted(rows, key=key)
+
+
+def _estimates(samples: Iterable[Any]) -> list[Estimate]:
+    """Per target, from its latest successful jobs (newest first in ``samples``)."""
+    hours: dict[str, list[float]] = defaultdict(list)
+    durations: dict[str, list[float]] = defaultdict(list)
+    seen: dict[str, int] = defaultdict(int)
+    for target, core_hours, elapsed, started, ended in samples:
+        if seen[target] >= ESTIMATE_SAMPLES:
+            continue
+        seen[target] += 1
+        if core_hours is not None:
+            hours[target].append(core_hours)
+        if elapsed is not None:
+            durations[target].append(elapsed)
+        elif started is not None and ended is not None:
+            durations[target].append((_aware(ended) - _aware(started)).total_seconds())
+    out = []
+    for target in sorted(seen):
+        h, d = hours[target], durations[target]
+        out.append(Estimate(
+            target=target, samples=seen[target],
+            core_hours_median=round(percentile(h, 50), 6) if h else None,
+            core_hours_p90=round(percentile(h, 90), 6) if h else None,
+            duration_median_seconds=round(percentile(d, 50), 3) if d else None,
+            duration_p90_seconds=round(percentile(d, 90), 3) if d else None))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Actions
+# --------------------------------------------------------------------------------------------
+
+
+def job_scope(store: Store, job_id: int) -> tuple[str, int | None]:
+    """(repository, installation id) of a job: what an access decision about it needs."""
+    with store.read() as s:
+        row = s.execute(select(Job.repo, Build.installation_id)
+                        .join(Build, Build.id == Job.build_id).where(Job.id == job_id)).first()
+    if row is None:
+        raise ControlError(404, f"there is no job {job_id}")
+    return row.repo, row.installation_id
+
+
+def instance_scope(store: Store, config: Config) -> tuple[str, int | None]:
+    """The repository whose roles decide instance-wide actions, and its installation."""
+    with store.read() as s:
+        query = select(Build.repo, Build.installation_id).where(
+            Build.installation_id.is_not(None))
+        if config.web.repository:
+            query = query.where(Build.repo == config.web.repository)
+        row = s.execute(query.order_by(Build.id.desc()).limit(1)).first()
+    if row is not None:
+        return row.repo, row.installation_id
+    return config.web.repository, None
+
+
+def cancel_jobs(session: Session, config: Config, job_ids: Sequence[int], reason: str,
+                now: datetime) -> list[Job]:
+    """Queued jobs end at once; jobs in the backend are cancelled there by the reconciler.
+
+    Returns the jobs touched; their builds' reports are re-derived in the same transaction.
+    """
+    touched: dict[int, list[Job]] = {}
+    for job in session.scalars(select(Job).where(Job.id.in_(list(job_ids)))):
+        state = JobState(job.state)
+        if state is JobState.QUEUED:
+            jobstore.transition(session, job, JobState.CANCELLED, now, reason=reason)
+        elif state.active:
+            job.cancel_requested = True
+            job.reason = reason
+        else:
+            continue
+        touched.setdefault(job.build_id, []).append(job)
+    for build_id, jobs in touched.items():
+        build = session.get(Build, build_id)
+        if build is not None:
+            report_build(session, config, build, now, changed=jobs)
+    return [j for jobs in touched.values() for j in jobs]
+
+
+def _own_job(session: Session, config: Config, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise ControlError(404, f"there is no job {job_id}")
+    if job.instance != config.instance.name:
+        # Its backend and its job directories are that instance's: only it can act on them.
+        raise ControlError(409, f"job {job_id} belongs to instance {job.instance}; "
+                                f"act on it there")
+    return job
+
+
+def cancel(store: Store, config: Config, job_id: int, by: str, now: datetime) -> ActionResult:
+    with store.transaction() as s:
+        job = _own_job(s, config, job_id)
+        if JobState(job.state).terminal:
+            raise ControlError(409, f"job {job_id} has already ended ({job.state})")
+        if job.cancel_requested:
+            return ActionResult(message=f"job {job_id} is already being cancelled",
+                                jobs=[job_id])
+        cancel_jobs(s, config, [job_id], f"cancelled by @{by}", now)
+        state = job.state
+    done = "cancelled" if state == JobState.CANCELLED.value else "will be cancelled"
+    return ActionResult(message=f"job {job_id} {done}", jobs=[job_id])
+
+
+def redo(store: Store, config: Config, job_id: int, by: str, now: datetime,
+         head: PullHead | None = None) -> ActionResult:
+    """Build the job's target again: at its own commit, or at ``head`` (the PR's head now)."""
+    with store.transaction() as s:
+        job = _own_job(s, config, job_id)
+        build = s.get(Build, job.build_id)
+        if build is None:
+            raise ControlError(404, f"the build of job {job_id} is gone")
+        if JobState(job.state).active:
+            raise ControlError(409, f"job {job_id} is still {job.state}; cancel it first")
+        planned = planned_from_job(config, job)
+        if planned is None:
+            raise ControlError(409, f"job {job_id} built node type {job.node_type} and "
+                                    f"repository target {job.repo_target}, which this "
+                                    "instance no longer has")
+        exported = (job.facts or {}).get("exportvariables") or {}
+        where = head.sha if head is not None else job.head_sha
+        request = BuildRequest(
+            repo=build.repo, pr=build.pr, installation_id=build.installation_id,
+            head_sha=where, base_ref=head.base_ref if head else build.base_ref,
+            clone_url=head.clone_url if head else build.clone_url,
+            command=f"redo of job {job_id} at {where[:12]} (control center)",
+            requested_by=by, exportvariables=tuple(sorted(exported.items())))
+        new_build, jobs = record_build(s, config, request, [planned], now,
+                                       redo_of={0: job_id})
+        inst = s.get(Instance, config.instance.name)
+        if inst is not None and inst.paused:
+            new_build.note = PAUSED_NOTE
+        report_build(s, config, new_build, now, changed=jobs)
+        new_ids = [j.id for j in jobs]
+    return ActionResult(message=f"job {job_id} redone as job {new_ids[0]} at {where[:12]}",
+                        jobs=new_ids, build_id=new_build.id)
+
+
+class PullHead(Model):
+    sha: str
+    base_ref: str
+    clone_url: str
+    state: str
+
+
+def pull_of_job(store: Store, job_id: int) -> tuple[str, int, int]:
+    """(repository, PR number, installation id) of a job built for a PR."""
+    with store.read() as s:
+        row = s.execute(select(Job.repo, Job.pr, Build.installation_id)
+                        .join(Build, Build.id == Job.build_id).where(Job.id == job_id)).first()
+    if row is None:
+        raise ControlError(404, f"there is no job {job_id}")
+    if row.pr is None or row.installation_id is None:
+        raise ControlError(409, f"job {job_id} was not built for a pull request; "
+                                "redo it at its own commit")
+    return row.repo, row.pr, row.installation_id
+
+
+def parse_pull(config: Config, repo: str, data: dict[str, Any]) -> PullHead:
+    """The PR's head as GitHub answers ``GET /repos/{repo}/pulls/{n}``."""
+    clone_url = str(data["base"]["repo"]["clone_url"])
+    if config.build.clone_url:
+        clone_url = config.build.clone_url.format(repo=repo)
+    head = PullHead(sha=str(data["head"]["sha"]), base_ref=str(data["base"]["ref"]),
+                    clone_url=clone_url, state=str(data["state"]))
+    if head.state != "open":
+        raise ControlError(409, f"the pull request is {head.state}; nothing was built")
+    return head
+
+
+def deploy(store: Store, config: Config, job_id: int, by: str, now: datetime,
+           force: bool = False) -> ActionResult:
+    """Queue the job's artifacts for the deploy loop, as `bot: deploy` would.
+
+    Without ``force`` the deploy policy applies: ``latest`` deploys only the newest
+    successful job of a target on the PR, ``once`` only a target never deployed.
+    """
+    with store.transaction() as s:
+        job = _own_job(s, config, job_id)
+        if job.state != JobState.SUCCEEDED.value:
+            raise ControlError(409, f"job {job_id} is {job.state}; only succeeded jobs deploy")
+        artifacts = s.scalars(select(Artifact).where(Artifact.job_id == job_id)
+                              .order_by(Artifact.id)).all()
+        if not artifacts:
+            raise ControlError(409, f"job {job_id} has no artifacts to deploy")
+        if not force:
+            _check_policy(s, config, job)
+        existing = set(s.scalars(select(Deployment.artifact_id)
+                                 .where(Deployment.job_id == job_id)))
+        queued = [a for a in artifacts if a.id not in existing]
+        for a in queued:
+            s.add(Deployment(artifact_id=a.id, job_id=job.id, repo=job.repo, pr=job.pr,
+                             state="queued", requested_by=by, forced=force, created_at=now,
+                             updated_at=now))
+    if not queued:
+        return ActionResult(message=f"the artifacts of job {job_id} were already deployed",
+                            jobs=[job_id])
+    return ActionResult(message=f"{len(queued)} artifact(s) of job {job_id} queued for deploy",
+                        jobs=[job_id])
+
+
+def _check_policy(session: Session, config: Config, job: Job) -> None:
+    same_target = (Job.repo == job.repo, Job.pr == job.pr, Job.target == job.target,
+                   Job.repo_target == job.repo_target, Job.instance == job.instance)
+    policy = config.deploy.policy
+    if policy == "latest":
+        newer = session.scalar(select(Job.id).where(
+            *same_target, Job.state == JobState.SUCCEEDED.value, Job.id > job.id).limit(1))
+        if newer is not None:
+            raise ControlError(409, f"job {newer} is a newer successful build of this target; "
+                                    "the deploy policy (latest) deploys only that one")
+    elif policy == "once":
+        done = session.scalar(select(Deployment.id).join(Job, Job.id == Deployment.job_id)
+                              .where(*same_target).limit(1))
+        if done is not None:
+            raise ControlError(409, "this target of the pull request was deployed before; "
+                                    "the deploy policy (once) deploys it only once")
+
+
+def set_paused(store: Store, config: Config, name: str, paused: bool, now: datetime
+               ) -> ActionResult:
+    with store.transaction() as s:
+        inst = s.get(Instance, name)
+        if inst is None:
+            if name != config.instance.name:
+                raise ControlError(404, f"there is no instance {name}")
+            # Paused before its first heartbeat: the row is created here.
+            inst = Instance(name=name, version="", backend=config.backend.kind,
+                            started_at=now, heartbeat_at=now, paused=paused)
+            s.add(inst)
+        changed = inst.paused != paused
+        inst.paused = paused
+    word = "paused" if paused else "resumed"
+    if not changed:
+        return ActionResult(message=f"instance {name} was already {word}")
+    detail = (": it records builds but submits nothing new" if paused
+              else ": queued jobs are submitted again")
+    return ActionResult(message=f"instance {name} {word}{detail}")
+
+
+def queue_counts(store: Store, instance: str) -> dict[str, int]:
+    with store.read() as s:
+        return {state: n for state, n in s.execute(
+            select(Job.state, func.count(Job.id))
+            .where(Job.instance == instance, Job.state.in_(jobstore.ACTIVE))
+            .group_by(Job.state))}
+
+
+async def fetch_head(github: Any, config: Config, repo: str, pr: int,
+                     installation_id: int) -> PullHead:
+    """The PR's head now (through the GitHub App), for a redo at the current head."""
+    from layerbot.github.client import GitHubError
+
+    if github is None:
+        raise ControlError(409, "this instance has no GitHub App configured, so it cannot "
+                                "look up the pull request's head; redo at the same commit")
+    try:
+        data = await github.json(installation_id, "GET", f"/repos/{repo}/pulls/{pr}")
+    except GitHubError as exc:
+        raise ControlError(502, f"GitHub did not answer for {repo}#{pr}: {exc}") from None
+    return parse_pull(config, repo, data)
+
+
+class Controller:
+    """The actions for async callers (API, dashboard, CLI): store work in a thread, then
+    wake the loops that act on it (the submitter for new jobs, the sender for reports)."""
+
+    def __init__(self, config: Config, store: Store, github: Any = None,
+                 on_written: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self.store = store
+        self.github = github
+        self.on_written = on_written
+
+    async def redo(self, job_id: int, by: str, at: str = "same") -> ActionResult:
+        head = None
+        if at == "head":
+            repo, pr, installation = await asyncio.to_thread(pull_of_job, self.store, job_id)
+            head = await fetch_head(self.github, self.config, repo, pr, installation)
+        elif at != "same":
+            raise ControlError(422, f"redo at {at!r}: give 'same' or 'head'")
+        return await self._act(redo, job_id, by, head=head)
+
+    async def cancel(self, job_id: int, by: str) -> ActionResult:
+        return await self._act(cancel, job_id, by)
+
+    async def deploy(self, job_id: int, by: str, force: bool = False) -> ActionResult:
+        return await self._act(deploy, job_id, by, force=force)
+
+    async def set_paused(self, name: str, paused: bool) -> ActionResult:
+        result = await asyncio.to_thread(set_paused, self.store, self.config, name, paused,
+                                         clock.now())
+        self.on_written()
+        return result
+
+    async def _act(self, fn: Callable[..., ActionResult], job_id: int, by: str,
+                   **kwargs: Any) -> ActionResult:
+        result = await asyncio.to_thread(fn, self.store, self.config, job_id, by, clock.now(),
+                                         **kwargs)
+        self.on_written()
+        return result

@@ -1,0 +1,70 @@
+"""The examples build for real with `layerbot run`, as the README's quick start does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EB = Path(os.environ.get("LAYERBOT_EB", "/opt/layerbot-easybuild/bin/eb"))
+
+
+def run(args: list[str], data_dir: Path, config: Path | None = None) -> tuple[int, dict]:
+    if config is None:  # embedded defaults, but with the data kept in the test's tmp dir
+        config = data_dir / "layerbot.toml"
+        config.write_text(f'[instance]\ndata_dir = "{data_dir / "data"}"\n')
+    proc = subprocess.run([sys.executable, "-m", "layerbot", "run", *args, "--json",
+                           "--config", str(config)], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+    assert proc.stdout, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_the_software_layer_example_builds_its_tarball(tmp_path: Path) -> None:
+    code, result = run([str(ROOT / "examples" / "software-layer")], tmp_path)
+    assert code == 0 and result["succeeded"], result
+    (job,) = result["jobs"]
+    (artifact,) = job["artifacts"]
+    assert artifact["name"].startswith("hello-1.0-") and artifact["size"] > 0
+    tarballs = list((tmp_path / "data" / "jobs").rglob(artifact["name"]))
+    with tarfile.open(tarballs[0]) as tar:
+        assert "software/bin/hello" in tar.getnames()
+
+
+def test_a_plain_directory_is_snapshotted_again_when_it_changes(tmp_path: Path) -> None:
+    layer = tmp_path / "layer"
+    subprocess.run(["cp", "-r", str(ROOT / "examples" / "software-layer"), str(layer)],
+                   check=True)
+    _, first = run([str(layer)], tmp_path)
+    (layer / "src" / "hello.c").write_text("int main(void) { return 1; }\n")
+    code, second = run([str(layer)], tmp_path)
+    assert first["head_sha"] != second["head_sha"]
+    assert code == 1 and second["jobs"][0]["state"] == "failed"
+
+
+def test_a_missing_repository_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "layerbot", "run", str(tmp_path / "nope")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert "not a directory and not a git URL" in proc.stderr
+
+
+def test_the_easybuild_example_installs_a_module(tmp_path: Path) -> None:
+    if not EB.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{EB} is missing: scripts/easybuild.sh must run before the tests")
+        pytest.skip("EasyBuild is not installed (run scripts/easybuild.sh)")
+    config = tmp_path / "layerbot.toml"
+    example = ROOT / "examples" / "easybuild-layer"
+    text = (example / "layerbot.toml").read_text().replace(
+        '"../../var/easybuild-example"', f'"{tmp_path / "data"}"')
+    config.write_text(text)
+    code, result = run([str(example)], tmp_path, config)
+    assert code == 0, result
+    assert "module load hello/1.0" in result["jobs"][0]["summary"]
