@@ -26,21 +26,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_workspace as ws  # noqa: E402
-
-from layerbot import clock  # noqa: E402
-from layerbot.backends.base import SubmitRequest  # noqa: E402
-from layerbot.backends.local import LocalBackend  # noqa: E402
-from layerbot.config import LocalBackendConfig, load  # noqa: E402
-from layerbot.core.jobs import JobState  # noqa: E402
-from layerbot.jobs.planner import BuildRequest, PlannedTarget, record_build  # noqa: E402
-from layerbot.jobs.reconciler import Reconciler  # noqa: E402
-from layerbot.store import jobs as jobstore  # noqa: E402
-from layerbot.store.db import Store  # noqa: E402
-from layerbot.store.models import Job  # noqa: E402
-from tests.support.botproc import SECRET, BotProcess, free_port, write_config  # noqa: E402
-from tests.support.fakegithub import FakeGitHub, generate_app_key  # noqa: E402
-from tests.support.webhooks import (  # noqa: E402
+from tests.support.botproc import SECRET, BotProcess, free_port, write_config
+from tests.support.fakegithub import FakeGitHub, generate_app_key
+from tests.support.webhooks import (
     DEFAULT_APP_ID,
     DEFAULT_INSTALLATION_ID,
     DEFAULT_REPO,
@@ -48,6 +36,18 @@ from tests.support.webhooks import (  # noqa: E402
     encode,
     issue_comment_created,
 )
+
+import bench_workspace as ws
+from layerbot import clock
+from layerbot.backends.base import SubmitRequest
+from layerbot.backends.local import LocalBackend
+from layerbot.config import LocalBackendConfig, load
+from layerbot.core.jobs import JobState
+from layerbot.jobs.planner import BuildRequest, PlannedTarget, record_build
+from layerbot.jobs.reconciler import Reconciler
+from layerbot.store import jobs as jobstore
+from layerbot.store.db import Store
+from layerbot.store.models import Job
 
 OWNER, NAME = DEFAULT_REPO.split("/")
 NODE_TYPES = [{"name": "zen2", "cpu_target": "x86_64/amd/zen2"},
@@ -196,7 +196,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--job-seconds", type=float, default=15)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["submit", "requests", "reconcile"])
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["submit", "requests", "reconcile"])
     args = parser.parse_args()
     ws.ensure_origin()
     if "submit" not in args.skip:

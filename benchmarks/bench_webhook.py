@@ -22,9 +22,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.botproc import SECRET, BotProcess, free_port, write_config  # noqa: E402
-from tests.support.fakegithub import FakeGitHub, generate_app_key  # noqa: E402
-from tests.support.webhooks import (  # noqa: E402
+from tests.support.botproc import SECRET, BotProcess, free_port, write_config
+from tests.support.fakegithub import FakeGitHub, generate_app_key
+from tests.support.webhooks import (
     DEFAULT_APP_ID,
     DEFAULT_INSTALLATION_ID,
     DEFAULT_REPO,
@@ -76,7 +76,7 @@ async def send_all(url: str, items: list[tuple[bytes, dict[str, str], int]],
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:

@@ -49,7 +49,8 @@ echo '{"status": "success", "summary": "env printed", "artifacts": []}' > result
 
 VERSION_BUILD = """#!/usr/bin/env bash
 sleep 1
-echo "{\\"status\\": \\"success\\", \\"summary\\": \\"built version $(cat VERSION)\\"}" > result.json
+v=$(cat VERSION)
+echo "{\\"status\\": \\"success\\", \\"summary\\": \\"built version $v\\"}" > result.json
 """
 
 

@@ -11,6 +11,7 @@ People of the fake repository: ``alice`` may build (write), ``maint`` may deploy
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sqlite3
@@ -57,7 +58,8 @@ FAILING_BUILD = """#!/usr/bin/env bash
 set -euo pipefail
 mkdir -p _build/software && echo partial > _build/software/README
 tar -C _build -czf partial.tar.gz software
-echo '{"status": "failure", "summary": "tests failed", "artifacts": [{"path": "partial.tar.gz"}]}' > result.json
+echo '{"status": "failure", "summary": "tests failed",
+       "artifacts": [{"path": "partial.tar.gz"}]}' > result.json
 """
 
 BIG_BUILD = """#!/usr/bin/env bash
@@ -424,10 +426,8 @@ class ThrottledProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.close()
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self.closed = True

@@ -22,7 +22,7 @@ def delivery(n: int, key: str = "o/r#1", hook: str = "1") -> Delivery:
         action="created",
         ordering_key=key,
         installation_id=7,
-        payload='{"n": %d}' % n,
+        payload=f'{{"n": {n}}}',
     )
 
 

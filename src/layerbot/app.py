@@ -8,19 +8,19 @@ the job submitter and reconciler. Each loop stops on the same event.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
 
 from layerbot import log, metrics
-from layerbot.config import Config
 from layerbot.backends import make_backend
 from layerbot.backends.base import Backend
 from layerbot.build.workspace import Mirrors
+from layerbot.config import Config
 from layerbot.github import deliveries
 from layerbot.github.access import AccessChecker
 from layerbot.github.client import GitHubApp, RateLimitInfo
@@ -36,7 +36,7 @@ from layerbot.web.webhook import InboxWriter, webhook_router
 
 _log = log.get("app")
 
-Loop = Callable[[asyncio.Event], Awaitable[None]]
+Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @dataclass

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from layerbot import __version__, config as config_mod, log
+from layerbot import __version__, log
+from layerbot import config as config_mod
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="layerbot: builds and deploys scientific software from pull requests.")
@@ -18,7 +19,8 @@ err = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="layerbot.toml (default: $LAYERBOT_CONFIG, ./layerbot.toml)"),
+    typer.Option("--config", "-c",
+                 help="layerbot.toml (default: $LAYERBOT_CONFIG, ./layerbot.toml)"),
 ]
 
 
@@ -100,7 +102,8 @@ def run(
     ref: Annotated[str | None, typer.Option("--ref", help="build a branch, tag or SHA")] = None,
     base: Annotated[str | None, typer.Option("--base", help="merge onto this branch")] = None,
     for_arch: Annotated[str | None, typer.Option("--for", help="CPU target pattern")] = None,
-    repo_target: Annotated[str | None, typer.Option("--repo-target", help="repository target id")] = None,
+    repo_target: Annotated[str | None,
+                           typer.Option("--repo-target", help="repository target id")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
     config: ConfigOption = None,
 ) -> None:

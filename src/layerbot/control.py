@@ -634,58 +634,72 @@ def parse_pull(config: Config, repo: str, data: dict[str, Any]) -> PullHead:
         clone_url = config.build.clone_url.format(repo=repo)
     head = PullHead(sha=str(data["head"]["sha"]), base_ref=str(data["base"]["ref"]),
                     clone_url=clone_url, state=str(data["state"]))
-    if head.state != "open":
-        raise ControlError(409, f"the pull request is {head.state}; nothing was built")
     return head
 
 
 def deploy(store: Store, config: Config, job_id: int, by: str, now: datetime,
-           force: bool = False) -> ActionResult:
-    """Queue the job's artifacts for the deploy loop, as `bot: deploy` would.
+           head_sha: str, force: bool = False) -> ActionResult:
+    """Queue the job's artifacts for the uploader, as `bot: deploy` would.
 
-    Without ``force`` the deploy policy applies: ``latest`` deploys only the newest
-    successful job of a target on the PR, ``once`` only a target never deployed.
+    The same plan decides (``handlers.deploy.plan_deploy``): only jobs built from the PR's
+    head now (``head_sha``), and the deploy policy picks among them; ``force`` ships this
+    job even if the policy would not (as ``bot: deploy force job:ID``).
     """
+    # Imported here: the command handlers import this module (cancel), not the other way.
+    from layerbot.deploy.service import deploy_report_key, report_deployments
+    from layerbot.handlers.deploy import plan_deploy
+
     with store.transaction() as s:
         job = _own_job(s, config, job_id)
-        if job.state != JobState.SUCCEEDED.value:
-            raise ControlError(409, f"job {job_id} is {job.state}; only succeeded jobs deploy")
-        artifacts = s.scalars(select(Artifact).where(Artifact.job_id == job_id)
-                              .order_by(Artifact.id)).all()
-        if not artifacts:
-            raise ControlError(409, f"job {job_id} has no artifacts to deploy")
-        if not force:
-            _check_policy(s, config, job)
-        existing = set(s.scalars(select(Deployment.artifact_id)
-                                 .where(Deployment.job_id == job_id)))
-        queued = [a for a in artifacts if a.id not in existing]
-        for a in queued:
-            s.add(Deployment(artifact_id=a.id, job_id=job.id, repo=job.repo, pr=job.pr,
-                             state="queued", requested_by=by, forced=force, created_at=now,
-                             updated_at=now))
-    if not queued:
-        return ActionResult(message=f"the artifacts of job {job_id} were already deployed",
-                            jobs=[job_id])
-    return ActionResult(message=f"{len(queued)} artifact(s) of job {job_id} queued for deploy",
+        if job.pr is None:
+            raise ControlError(409, f"job {job_id} was not built for a pull request")
+        jobs, artifacts, deployments = _deploy_views(s, job)
+        plan = plan_deploy(jobs, artifacts, deployments, head_sha=head_sha,
+                           policy=config.deploy.policy, force_job=job_id if force else None)
+        if plan.refusal is not None:
+            raise ControlError(409, f"nothing deployed: {plan.refusal}")
+        picks = [p for p in plan.queued if p.job.id == job_id]
+        if not picks:
+            already = [state for pick, state in plan.already if pick.job.id == job_id]
+            if already:
+                return ActionResult(message=f"the artifacts of job {job_id} are deployed "
+                                            f"already ({', '.join(sorted(set(already)))})",
+                                    jobs=[job_id])
+            why = next((reason for j, reason in plan.left_out if j.id == job_id),
+                       "the deploy policy does not pick it")
+            raise ControlError(409, f"job {job_id} is not deployed: {why.replace('`', '')}")
+        key = deploy_report_key(config.instance.name, job.repo, job.pr)
+        for pick in picks:
+            existing = s.scalar(select(Deployment)
+                                .where(Deployment.artifact_id == pick.artifact.id))
+            if existing is None:
+                s.add(Deployment(artifact_id=pick.artifact.id, job_id=job_id, repo=job.repo,
+                                 pr=job.pr, state="queued", requested_by=by, forced=force,
+                                 created_at=now, updated_at=now, report_key=key))
+            elif existing.state == "failed":
+                existing.state, existing.error, existing.updated_at = "queued", None, now
+                existing.requested_by, existing.forced = by, force
+        s.flush()
+        report_deployments(s, config, job.repo, job.pr, now, [job_id])
+    return ActionResult(message=f"{len(picks)} artifact(s) of job {job_id} queued for deploy",
                         jobs=[job_id])
 
 
-def _check_policy(session: Session, config: Config, job: Job) -> None:
-    same_target = (Job.repo == job.repo, Job.pr == job.pr, Job.target == job.target,
-                   Job.repo_target == job.repo_target, Job.instance == job.instance)
-    policy = config.deploy.policy
-    if policy == "latest":
-        newer = session.scalar(select(Job.id).where(
-            *same_target, Job.state == JobState.SUCCEEDED.value, Job.id > job.id).limit(1))
-        if newer is not None:
-            raise ControlError(409, f"job {newer} is a newer successful build of this target; "
-                                    "the deploy policy (latest) deploys only that one")
-    elif policy == "once":
-        done = session.scalar(select(Deployment.id).join(Job, Job.id == Deployment.job_id)
-                              .where(*same_target).limit(1))
-        if done is not None:
-            raise ControlError(409, "this target of the pull request was deployed before; "
-                                    "the deploy policy (once) deploys it only once")
+def _deploy_views(session: Session, job: Job) -> tuple[list[Any], list[Any], list[Any]]:
+    """The PR's jobs, artifacts and deployments on this instance, as the planner sees them."""
+    from layerbot.deploy.service import job_target
+    from layerbot.handlers.deploy import ArtifactView, DeploymentView, JobView
+
+    assert job.pr is not None
+    jobs = list(jobstore.jobs_of_pr(session, job.repo, job.pr, job.instance))
+    ids = [j.id for j in jobs]
+    views = [JobView(j.id, j.state, j.head_sha, *job_target(j), j.repo_target, j.target)
+             for j in jobs]
+    artifacts = [ArtifactView(a.id, a.job_id, a.name, a.size)
+                 for a in session.scalars(select(Artifact).where(Artifact.job_id.in_(ids)))]
+    deployments = [DeploymentView(d.artifact_id, d.job_id, d.state) for d in
+                   session.scalars(select(Deployment).where(Deployment.job_id.in_(ids)))]
+    return views, artifacts, deployments
 
 
 def set_paused(store: Store, config: Config, name: str, paused: bool, now: datetime
@@ -748,6 +762,8 @@ class Controller:
         if at == "head":
             repo, pr, installation = await asyncio.to_thread(pull_of_job, self.store, job_id)
             head = await fetch_head(self.github, self.config, repo, pr, installation)
+            if head.state != "open":
+                raise ControlError(409, f"{repo}#{pr} is {head.state}; nothing was built")
         elif at != "same":
             raise ControlError(422, f"redo at {at!r}: give 'same' or 'head'")
         return await self._act(redo, job_id, by, head=head)
@@ -756,7 +772,10 @@ class Controller:
         return await self._act(cancel, job_id, by)
 
     async def deploy(self, job_id: int, by: str, force: bool = False) -> ActionResult:
-        return await self._act(deploy, job_id, by, force=force)
+        # Only what was built from the PR's head now is deployed: ask GitHub for it.
+        repo, pr, installation = await asyncio.to_thread(pull_of_job, self.store, job_id)
+        head = await fetch_head(self.github, self.config, repo, pr, installation)
+        return await self._act(deploy, job_id, by, head_sha=head.sha, force=force)
 
     async def set_paused(self, name: str, paused: bool) -> ActionResult:
         result = await asyncio.to_thread(set_paused, self.store, self.config, name, paused,

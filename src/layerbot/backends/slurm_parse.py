@@ -320,16 +320,20 @@ def _minutes_text(minutes: int | None) -> str:
 
 
 def parse_limit_minutes(text: str) -> int | None:
-    """sacct/sinfo limits: ``00:01:00``, ``1-00:00:00``, ``60``, ``UNLIMITED``."""
-    m = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?", text.strip())
+    """Slurm limits in minutes: ``60``, ``1:30`` (min:s), ``01:00:00``, ``1-00:00:00``,
+    ``2-12`` (days-hours); None for ``UNLIMITED``, ``Partition_Limit`` and the like."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
     if not m:
         return None
-    days, a, b, c = (int(g) if g else 0 for g in m.groups())
-    if m.group(4) is not None:  # [D-]HH:MM:SS
-        return days * 1440 + a * 60 + b + (1 if c else 0)
-    if m.group(2) is not None:  # MM:SS (or D-HH:MM)
-        return days * 1440 + a * 60 + b if m.group(1) else a + (1 if b else 0)
-    return days * 1440 + b
+    days = int(m.group(1) or 0)
+    nums = [int(x) for x in m.groups()[1:] if x is not None]
+    if m.group(1) is not None:
+        hours, minutes, seconds = (*nums, 0, 0)[:3]
+    elif len(nums) == 3:
+        hours, minutes, seconds = nums
+    else:
+        hours, minutes, seconds = 0, nums[0], nums[1] if len(nums) == 2 else 0
+    return days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
 
 
 def _signal_name(number: int) -> str:
@@ -384,7 +388,7 @@ def _queue_job(j: Mapping[str, Any]) -> QueueJob:
         submit=_epoch(j.get("submit_time")),
         start=_epoch(j.get("start_time")),
         end=_epoch(j.get("end_time")),
-        cpus=_int(j.get("cpus")),
+        cpus=_epoch(j.get("cpus")),
         node=node,
         time_limit_minutes=_epoch(j.get("time_limit")),
         stdout=stdout.replace("%%", "%") if stdout else None,
@@ -396,11 +400,6 @@ def _comment(value: Any) -> str:
     if isinstance(value, dict):  # sacct --json and later squeue: {"job": ..., ...}
         value = value.get("job")
     return str(value or "")
-
-
-def _int(value: Any) -> int | None:
-    number = _epoch(value)
-    return number
 
 
 def _wait_status(value: Any) -> int | None:
@@ -708,13 +707,12 @@ def parse_sinfo(text: str) -> tuple[Partition, ...]:
                                        "max_time": limit, "nodes": [0, 0, 0], "cpus": [0, 0],
                                        "features": []})
         a, i, o, _t = (_int_or_zero(x) for x in nodes.split("/"))
-        ca, ci, co, ct = (_int_or_zero(x) for x in cpus.split("/"))
+        _ca, ci, _co, ct = (_int_or_zero(x) for x in cpus.split("/"))
         entry["nodes"] = [entry["nodes"][0] + i, entry["nodes"][1] + a, entry["nodes"][2] + o]
         entry["cpus"] = [entry["cpus"][0] + ct, entry["cpus"][1] + ci]
         for feature in features.split(","):
             if feature and feature != "(null)" and feature not in entry["features"]:
                 entry["features"].append(feature)
-        del ca, co
     return tuple(
         Partition(name=key, state=v["state"], nodes_idle=v["nodes"][0],
                   nodes_allocated=v["nodes"][1], nodes_down=v["nodes"][2],

@@ -92,7 +92,8 @@ class Sender:
                     await asyncio.to_thread(self.outbox.sent, message.id, clock.now())
                     return
                 at = retry_at(exc, message.attempts, self.config, clock.now())
-                metrics.GITHUB_WRITES.labels(kind=message.kind, outcome="retry" if at else "failed").inc()
+                outcome = "retry" if at else "failed"
+                metrics.GITHUB_WRITES.labels(kind=message.kind, outcome=outcome).inc()
                 (_log.warning if at else _log.error)(
                     "GitHub write failed", status=exc.status, error=exc.message,
                     attempt=message.attempts, retry_at=at.isoformat() if at else None)

@@ -46,7 +46,7 @@ class Event:
         return str((self.payload.get("sender") or {}).get("login", ""))
 
 
-Write = Callable[[Session], None]
+Write = Callable[[Session], object]  # what it returns is ignored
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from layerbot.deploy.service import Uploader
+from layerbot import fleet
 from layerbot.handlers import checks, comments, deploy, pulls
 from layerbot.handlers.base import Router
 from layerbot.jobs.archiver import Archiver
@@ -44,7 +45,31 @@ def add_loops(bot: Bot) -> None:
     bot.processor.on_written = written
     archiver = Archiver(bot.config, bot.store, bot.mirrors)
     bot.loops += [submitter.run, reconciler.run, uploader.run, archiver.run]
+    # The fleet heartbeat: this instance's row in `instances` (alive, version, resources).
+    heartbeat = fleet.Heartbeat(bot.config, bot.store, bot.backend)
+    bot.services.extra["heartbeat"] = heartbeat
+    bot.loops.append(heartbeat.run)
 
 
 def add_web(bot: Bot, app: FastAPI) -> None:
     """HTTP routes beyond the webhook and health (API, dashboard) join here."""
+    from fastapi.staticfiles import StaticFiles
+
+    from layerbot.control import Controller
+    from layerbot.web import dashboard
+    from layerbot.web.api import api_router
+    from layerbot.web.auth import Auth
+    from layerbot.web.security import SecurityHeaders
+
+    # Actions wake the loops that carry them out (submitter, sender) without waiting a poll.
+    controller = Controller(bot.config, bot.store, bot.github,
+                            on_written=lambda: bot.processor.on_written())
+    auth = Auth(bot.config, bot.store, bot.services.access)
+    pages = dashboard.templates()
+    app.include_router(api_router(controller, auth, bot.inbox, bot.outbox))
+    app.include_router(auth.router())
+    app.include_router(dashboard.dashboard_router(controller, auth, pages))
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
+    for exc, handler in dashboard.error_handlers(pages, auth).items():
+        app.add_exception_handler(exc, handler)
+    app.add_middleware(SecurityHeaders, https=bot.config.web.base_url.startswith("https://"))

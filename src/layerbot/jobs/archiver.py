@@ -52,8 +52,8 @@ class Archiver:
         for job_id, directory in self.due():
             path = Path(directory)
             try:
-                if path.is_dir():
-                    target = await asyncio.to_thread(jobdir.archive, path, self.archive_root)
+                target = await asyncio.to_thread(self._archive, path)
+                if target is not None:
                     _log.info("job directory archived", job_id=job_id, archive=str(target))
             except OSError as exc:
                 _log.warning("archiving failed", job_id=job_id, error=str(exc))
@@ -66,6 +66,9 @@ class Archiver:
         if done:
             await self.mirrors.prune()
         return done
+
+    def _archive(self, path: Path) -> Path | None:
+        return jobdir.archive(path, self.archive_root) if path.is_dir() else None
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -151,9 +151,9 @@ class Submitter:
         _log.info("job submitted", backend_id=backend_id)
 
     async def _prepare(self, build: Build, job: Job, dest: Path) -> tuple[Mirror, Prepared]:
-        if dest.exists():  # left by an attempt that died before submitting
+        if await asyncio.to_thread(dest.exists):  # left by an attempt that died before submit
             await self.mirrors.remove(dest)
-            shutil.rmtree(dest, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, dest, True)
         refs = [build.base_ref] + ([f"refs/pull/{build.pr}/head"] if build.pr else [])
         mirror = await self.mirrors.fetch(build.clone_url, refs)
         return mirror, await self.mirrors.prepare(mirror, job.head_sha, build.base_ref, dest)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import fcntl
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,8 @@ class Store:
         self.engine = make_engine(url, writer=True)
         # SQLite: readers get their own engine with deferred transactions, so that reads
         # (dashboard, API) never wait for the write lock that writers take up front.
-        self.read_engine = make_engine(url, writer=False) if url.startswith("sqlite") else self.engine
+        self.read_engine = (make_engine(url, writer=False) if url.startswith("sqlite")
+                            else self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time; queueing writers on a lock here hands the database
         # over at once, where SQLite's own busy handler would sleep and retry (up to 100 ms).

@@ -8,10 +8,12 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from layerbot import clock, metrics
+from layerbot import clock, log, metrics
 from layerbot.store.db import Store
 from layerbot.store.inbox import Inbox
 from layerbot.store.outbox import Outbox
+
+_log = log.get("web")
 
 
 def health_router(store: Store, inbox: Inbox, outbox: Outbox, max_lag: float) -> APIRouter:
@@ -40,8 +42,8 @@ def health_router(store: Store, inbox: Inbox, outbox: Outbox, max_lag: float) ->
         try:
             metrics.INBOX_LAG.set(await asyncio.to_thread(inbox.lag_seconds, clock.now()))
             metrics.OUTBOX_BACKLOG.set(await asyncio.to_thread(outbox.backlog))
-        except Exception:  # metrics must still be served when the database is down
-            pass
+        except Exception as exc:  # metrics must still be served when the database is down
+            _log.warning("metrics: store unreachable", error=str(exc))
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return router
