@@ -9,6 +9,7 @@ scripts/s3.sh start
 scripts/slurm.sh install
 scripts/slurm.sh start
 scripts/easybuild.sh
+command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 mkdir -p test-artifacts
 uv run ruff check src tests benchmarks
 uv run mypy

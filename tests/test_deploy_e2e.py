@@ -265,6 +265,18 @@ def test_label_stages_signed_artifacts_and_ingest_puts_them_in_the_repository(en
     assert (env.cvmfs / REPOSITORY / "software" / "bin" / "hello").is_file()
     report = env.reply(1, "**layerbot ingest**")
     assert "✅ ingested" in report.body and REPOSITORY in report.body
+    # The App's report comment comes back as a webhook: the deployment becomes ingested.
+    # The same text by a person changes nothing.
+    forged = env.fake.add_comment(OWNER, NAME, 1, report.body, login="mallory")
+    env.send("issue_comment", issue_comment_created(report.body, "mallory", pr_number=1,
+                                                    comment_id=forged))
+    env.fake.wait_for(lambda: env.rows("SELECT status FROM inbox_events ORDER BY id DESC "
+                                       "LIMIT 1")[0]["status"] in ("handled", "ignored"))
+    assert env.deployments(1)[0]["state"] == "uploaded"
+    env.send("issue_comment", issue_comment_created(report.body, "layerbot[bot]", pr_number=1,
+                                                    comment_id=report.id, user_type="Bot"))
+    env.reply(1, "📦 ingested")
+    assert env.deployments(1)[0]["state"] == "ingested"
     # A second poll changes nothing and posts nothing.
     assert env.ingest(env.ingest_config("ingest-1", prefix)).stdout.strip() == ""
     assert len([c for c in env.replies(1) if "layerbot ingest" in c.body]) == 1
@@ -365,6 +377,30 @@ def test_ingest_waits_for_a_maintainers_approval_on_github(env: Env) -> None:
 
 
 # ----------------------------------------------------------------------------- failures
+
+
+def test_ingest_refuses_a_tampered_and_an_unsigned_artifact_and_says_why(env: Env) -> None:
+    for number in (8, 9):
+        env.build(number)
+        env.label(number, "maint")
+    [tampered] = env.wait_deployed(8, ("uploaded",))
+    [unsigned] = env.wait_deployed(9, ("uploaded",))
+    env.bucket.put_bytes(tampered["key"], b"not the tarball that was signed")
+    env.bucket.delete(unsigned["key"] + ".sig")
+    env.bucket.delete(unsigned["key"] + ".meta.json.sig")
+    before = sorted(p.name for p in env.cvmfs.rglob("*"))
+    for number in (8, 9):
+        proc = env.ingest(env.ingest_config(f"ingest-{number}", f"{DEFAULT_REPO}/pr-{number}/"))
+        assert "rejected" in proc.stdout
+    assert sorted(p.name for p in env.cvmfs.rglob("*")) == before  # nothing got in
+    report = env.reply(8, "**layerbot ingest**")
+    assert "⛔ rejected" in report.body and "checksum mismatch" in report.body
+    env.send("issue_comment", issue_comment_created(report.body, "layerbot[bot]", pr_number=8,
+                                                    comment_id=report.id, user_type="Bot"))
+    env.reply(8, "⛔ rejected | checksum mismatch")
+    unsigned_report = env.reply(9, "**layerbot ingest**")
+    assert "no valid signature" in unsigned_report.body
+    assert "did not verify" in unsigned_report.body  # its PR is only a claim
 
 
 def test_wrong_s3_credentials_give_a_clear_message_on_the_pr(env: Env) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -32,7 +32,7 @@ from layerbot.store.db import Store
 from layerbot.store.inbox import Inbox
 from layerbot.store.outbox import Outbox
 from layerbot.web.health import health_router
-from layerbot.web.webhook import InboxWriter, webhook_router
+from layerbot.web.webhook import InboxWriter, webhook_route
 
 _log = log.get("app")
 
@@ -90,31 +90,50 @@ class Bot:
             self.loops.append(lambda stop: deliveries.run(github, self.inbox,
                                                           config.deliveries, stop))
         routes.add_loops(self)
+        #: Set by `serve` when the loops run in a worker process: is it alive?
+        self.worker_alive: Callable[[], bool] | None = None
 
-    def app(self) -> FastAPI:
+    async def run_loops(self, stop: asyncio.Event) -> None:
+        """Every background loop until ``stop`` is set (the worker side of `serve`)."""
+        tasks = [asyncio.create_task(loop(stop)) for loop in self.loops]
+        _log.info("loops started", instance=self.config.instance.name, loops=len(tasks),
+                  github=bool(self.github))
+        await stop.wait()
+        await asyncio.wait(tasks, timeout=10)
+        if self.github:
+            await self.github.close()
+
+    def app(self, run_loops: bool = True,
+            side: Callable[[], AbstractAsyncContextManager[object]] | None = None) -> FastAPI:
+        """The HTTP app; with ``run_loops`` the loops run in its event loop too.
+
+        ``side`` is entered for the app's lifetime (`serve` uses it to supervise the
+        worker process that runs the loops instead).
+        """
         secret = self.config.github.webhook_secret
         stop = asyncio.Event()
 
         @asynccontextmanager
         async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
             self.writer.start()
-            tasks = [asyncio.create_task(loop(stop)) for loop in self.loops]
-            _log.info("layerbot started", instance=self.config.instance.name,
-                      loops=len(tasks), github=bool(self.github))
-            try:
-                yield
-            finally:
-                stop.set()
-                await self.writer.stop()
-                await asyncio.wait(tasks, timeout=10)
+            loops = asyncio.create_task(self.run_loops(stop)) if run_loops else None
+            async with side() if side else nullcontext():
+                try:
+                    yield
+                finally:
+                    stop.set()
+                    await self.writer.stop()
+                    if loops:
+                        await asyncio.wait([loops], timeout=15)
 
         app = FastAPI(title="layerbot", version=_version(), lifespan=lifespan,
                       openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None)
-        app.include_router(webhook_router(
+        app.router.routes.append(webhook_route(
             secret.get_secret_value().encode() if secret else None, self.writer,
             self.config.server.max_body_bytes))
         app.include_router(health_router(self.store, self.inbox, self.outbox,
-                                         self.config.health.max_inbox_lag_seconds))
+                                         self.config.health.max_inbox_lag_seconds,
+                                         self.worker_alive))
         routes.add_web(self, app)
         return app
 

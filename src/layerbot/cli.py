@@ -50,9 +50,18 @@ def serve(config: ConfigOption = None,
 
     from layerbot.app import Bot
 
+    from layerbot.supervisor import WorkerSupervisor
+
     cfg = load_config(config)
     bot = Bot(cfg)
-    uvicorn.run(bot.app(), host=host or cfg.server.host, port=port or cfg.server.port,
+    if cfg.server.worker_process:
+        supervisor = WorkerSupervisor(cfg)
+        bot.writer.on_accept = supervisor.nudge
+        bot.worker_alive = supervisor.alive
+        app = bot.app(run_loops=False, side=supervisor.running)
+    else:
+        app = bot.app()
+    uvicorn.run(app, host=host or cfg.server.host, port=port or cfg.server.port,
                 log_level="warning", access_log=False, timeout_graceful_shutdown=5)
 
 
@@ -133,7 +142,7 @@ def run(
 
 
 #: Modules that add commands of their own concern: each has ``register(app)``.
-COMMAND_MODULES: tuple[str, ...] = ("layerbot.cli_deploy",)
+COMMAND_MODULES: tuple[str, ...] = ("layerbot.cli_deploy", "layerbot.cli_ops")
 
 
 def _register_commands() -> None:

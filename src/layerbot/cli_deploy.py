@@ -15,8 +15,10 @@ retry never posts a second comment.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
+import json
 import signal
 import sqlite3
 from collections.abc import Sequence
@@ -24,9 +26,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
 from layerbot import log
-from layerbot.cli import ConfigOption, console, err, load_config
 from layerbot.config import Config
 from layerbot.deploy.ingest import (
     ApprovalPolicy,
@@ -40,6 +42,12 @@ from layerbot.deploy.staging import DirStaging, S3Staging, Staging, StagingError
 from layerbot.github.client import GitHubApp, GitHubError
 
 _log = log.get("ingest")
+console = Console()
+err = Console(stderr=True)
+
+# Not imported from layerbot.cli: that module imports this one while it is being loaded.
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="layerbot.toml (default: $LAYERBOT_CONFIG, ./layerbot.toml)")]
 
 #: How the source PR shows each ingest state.
 INGEST_ICONS = {"pending": "⏳", "ingested": "✅", "rejected": "⛔", "failed": "❌",
@@ -75,6 +83,20 @@ def ingest_comment(event: IngestEvent) -> str:
     return "\n".join(lines)
 
 
+def state_marker(event: IngestEvent) -> str:
+    """The outcome for the bot that staged the artifact (``handlers.deploy`` reads it from
+    the App's own comment and moves the deployment to ingested or rejected). Only for
+    verified metadata: an unverified claim must not change what the bot believes."""
+    info = event.metadata.layerbot if event.metadata else None
+    if info is None or not event.metadata_verified or event.state == "pending":
+        return ""
+    data = {"instance": info.instance, "key": event.key, "sha256":
+            event.metadata.payload.sha256sum if event.metadata else "", "state": event.state,
+            "reason": event.reason[-1000:]}
+    encoded = base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+    return f"<!-- layerbot-ingest-state:{encoded} -->\n"
+
+
 class PRReporter:
     """Posts (then edits) one comment per artifact on its source PR."""
 
@@ -98,7 +120,7 @@ class PRReporter:
         repo, pr = md.link2pr.repo, md.link2pr.pr
         slug = hashlib.sha256(event.item_id.encode()).hexdigest()[:20]
         marker = f"<!-- layerbot:ingest:{slug} -->"
-        body = f"{ingest_comment(event)}\n\n{marker}"
+        body = f"{ingest_comment(event)}\n\n{state_marker(event)}{marker}"
         for attempt in range(1, _REPORT_ATTEMPTS + 1):
             try:
                 await self._post(repo, pr, event.item_id, marker, body)
@@ -177,7 +199,8 @@ def make_approval(cfg: Config, github: GitHubApp | None, state_dir: Path) -> App
                           state_dir, installation_id=ingest.approval_installation_id)
 
 
-def make_ingestors(cfg: Config, github: GitHubApp | None) -> list[Ingestor]:
+def make_ingestors(cfg: Config, github: GitHubApp | None,
+                   approval: ApprovalPolicy | None = None) -> list[Ingestor]:
     """One ingestor per staging area; each keeps its own state (a subdirectory per bucket
     when there are several), and they run one after the other, never side by side."""
     ing = cfg.ingest
@@ -187,7 +210,7 @@ def make_ingestors(cfg: Config, github: GitHubApp | None) -> list[Ingestor]:
     areas = stagings(cfg)
     base = cfg.ingest_state_dir
     reporter = PRReporter(github, base) if github is not None else None
-    approval = make_approval(cfg, github, base)
+    approval = approval or make_approval(cfg, github, base)
     return [
         Ingestor(staging, ing.allowed_signers_file, approval, ing.command,
                  base / name if len(areas) > 1 else base, prefix=ing.prefix,
@@ -246,13 +269,35 @@ async def _ingest(cfg: Config, once: bool) -> list[Record]:
             await github.close()
 
 
+def load_config(path: Path | None) -> Config:
+    from layerbot.cli import load_config as load
+
+    return load(path)
+
+
+def _forget(cfg: Config, key: str) -> int:
+    # Only the outcome store is touched: no approval, no GitHub.
+    ingestors = make_ingestors(cfg, None, AutoApprove())
+    try:
+        return sum(i.forget(key) for i in ingestors)
+    finally:
+        for ingestor in ingestors:
+            ingestor.close()
+
+
 def ingest(
     config: ConfigOption = None,
     once: Annotated[bool, typer.Option("--once", help="one poll, then exit")] = False,
+    forget: Annotated[str | None, typer.Option(
+        "--forget", metavar="KEY",
+        help="make the artifact at KEY new again (retry after a failure), then exit")] = None,
 ) -> None:
     """Ingest staged artifacts into the repository (run on the repository server)."""
     cfg = load_config(config)
     try:
+        if forget is not None:
+            console.print(f"forgot {_forget(cfg, forget)} record(s) of {forget}")
+            return
         changed = asyncio.run(_ingest(cfg, once))
     except (IngestError, StagingError) as exc:
         err.print(f"[red]layerbot ingest: {exc}[/red]", highlight=False)

@@ -296,7 +296,7 @@ def list_pulls(store: Store, *, repo: str | None = None, limit: int = 50,
         query = query.where(Job.repo == repo)
     pulls: dict[tuple[str, int], PullSummary] = {}
     with store.read() as s:
-        for r, number, state, count, last, hours in s.execute(query).tuples():
+        for r, number, state, count, last, hours in s.execute(query):
             assert number is not None  # filtered above
             p = pulls.get((r, number))
             if p is None:
@@ -445,11 +445,19 @@ def costs(store: Store, now: datetime, weeks: int = 12, top: int = 20) -> Costs:
     with store.read() as s:
         rows = s.execute(select(Job.repo, Job.pr, Job.target, Job.ended_at, Job.core_hours)
                          .where(Job.ended_at >= since, Job.core_hours.is_not(None))).all()
+        # The latest successful builds of each target, ranked in the database: a window
+        # function reads ESTIMATE_SAMPLES rows per target instead of every success.
+        rank = func.row_number().over(partition_by=Job.target,
+                                      order_by=Job.ended_at.desc()).label("rank")
+        recent = (select(Job.target, Job.core_hours, Job.elapsed_seconds, Job.started_at,
+                         Job.ended_at, rank)
+                  .where(Job.state == JobState.SUCCEEDED.value, Job.ended_at.is_not(None))
+                  .subquery())
         samples = s.execute(
-            select(Job.target, Job.core_hours, Job.elapsed_seconds, Job.started_at,
-                   Job.ended_at)
-            .where(Job.state == JobState.SUCCEEDED.value, Job.ended_at.is_not(None))
-            .order_by(Job.ended_at.desc()).limit(50_000)).all()
+            select(recent.c.target, recent.c.core_hours, recent.c.elapsed_seconds,
+                   recent.c.started_at, recent.c.ended_at)
+            .where(recent.c.rank <= ESTIMATE_SAMPLES)
+            .order_by(recent.c.target, recent.c.ended_at.desc())).all()
     for repo, pr, target, ended, hours in rows:
         assert ended is not None and hours is not None  # filtered in the query
         by_week[iso_week(_aware(ended))].append(hours)

@@ -202,6 +202,9 @@ _UNAVAILABLE = (
     "slurm backup controller in standby mode",
     "transport endpoint is not connected",
     "unable to connect to database",
+    "unexpected message received",  # scontrol release with slurmctld down (22.05)
+    "can't be reached now",  # -M CLUSTER whose slurmctld is down
+
     "slurmdbd: connection",
     "munge",  # munged down or key wrong: nothing can be asked
 )
@@ -294,8 +297,9 @@ def parse_size(text: str, default_unit: str = "K") -> int | None:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
-def _epoch(value: Any) -> int | None:
-    """Epoch seconds from squeue (an int, or ``{"set", "number"}`` from 23.02); 0 is unset."""
+def _positive(value: Any) -> int | None:
+    """A count or epoch time from squeue: an int in 22.05, ``{"set", "number"}`` from
+    23.02 on; 0 and unset are None (a pending job's start_time is 0)."""
     if isinstance(value, dict):
         if not value.get("set", True) or value.get("infinite"):
             return None
@@ -368,9 +372,37 @@ class QueueJob:
 
 
 def parse_squeue_json(text: str) -> list[QueueJob]:
-    """Every job in ``squeue --json`` output (which ignores filters in 22.05)."""
-    data = json.loads(text)
-    return [_queue_job(j) for j in data.get("jobs") or []]
+    """Every job in ``squeue --json`` output (which ignores filters in 22.05).
+
+    With ``-M a,b`` the output may be one document per cluster, each after a
+    ``CLUSTER: name`` line; the documents are read one after the other.
+
+    Raises ValueError when a document carries errors: with slurmctld down, 22.05 exits 0
+    and prints ``"jobs": []`` with ``"errors": [{"description": "Failed while looking
+    for jobs", ...}]`` -- read as "no jobs", every job would look lost.
+    """
+    decoder = json.JSONDecoder()
+    jobs: list[QueueJob] = []
+    pos, found = 0, False
+    while True:
+        start = text.find("{", pos)
+        if start < 0:
+            break
+        data, pos = decoder.raw_decode(text, start)
+        found = True
+        if data.get("errors"):
+            raise ValueError("; ".join(_describe_error(e) for e in data["errors"]))
+        jobs.extend(_queue_job(j) for j in data.get("jobs") or [])
+    if not found:
+        raise ValueError(f"no JSON document in squeue's output: {text[:200]!r}")
+    return jobs
+
+
+def _describe_error(error: Any) -> str:
+    if not isinstance(error, dict):
+        return str(error)
+    parts = [error.get("source"), error.get("description"), error.get("error")]
+    return ": ".join(str(p) for p in parts if p)
 
 
 def _queue_job(j: Mapping[str, Any]) -> QueueJob:
@@ -385,12 +417,12 @@ def _queue_job(j: Mapping[str, Any]) -> QueueJob:
         state=_state_word(j.get("job_state")),
         reason=None if reason in ("", "None") else reason,
         wait_status=_wait_status(j.get("exit_code")),
-        submit=_epoch(j.get("submit_time")),
-        start=_epoch(j.get("start_time")),
-        end=_epoch(j.get("end_time")),
-        cpus=_epoch(j.get("cpus")),
+        submit=_positive(j.get("submit_time")),
+        start=_positive(j.get("start_time")),
+        end=_positive(j.get("end_time")),
+        cpus=_positive(j.get("cpus")),
         node=node,
-        time_limit_minutes=_epoch(j.get("time_limit")),
+        time_limit_minutes=_positive(j.get("time_limit")),
         stdout=stdout.replace("%%", "%") if stdout else None,
         memory_bytes=_tres_mem(str(j.get("tres_req_str") or "")),
     )
@@ -407,8 +439,8 @@ def _wait_status(value: Any) -> int | None:
     if isinstance(value, dict):
         sig = (value.get("signal") or {}).get("signal_id") if value.get("signal") else None
         if sig:
-            return int(_epoch(sig) or 0) & 0x7F
-        code = _epoch(value.get("return_code")) or 0
+            return int(_positive(sig) or 0) & 0x7F
+        code = _positive(value.get("return_code")) or 0
         return code << 8
     try:
         return int(value)
@@ -433,7 +465,7 @@ SACCT_FIELDS = ("JobIDRaw", "Cluster", "JobName", "State", "ExitCode", "ElapsedR
 
 #: Every state: with -S, sacct lists only jobs that were eligible in the window, which a
 #: held job cancelled before its release never was (measured: it is missing without -s).
-SACCT_ALL_STATES = "PD,R,S,CD,CA,F,TO,OOM,NF,PR,BF,DL,RQ,RS,RV,SE"
+SACCT_ALL_STATES = "PD,R,S,CD,CA,F,TO,OOM,NF,PR,BF,DL,RQ,RS,RV"  # SE: "not accounted"
 
 
 @dataclass(frozen=True)
@@ -500,9 +532,9 @@ def _acct_job(row: Mapping[str, str]) -> AcctJob:
         max_rss_bytes=parse_size(row["MaxRSS"]) if row["MaxRSS"] else None,
         node=None if node in ("", "None assigned") else node,
         reason=None if reason in ("", "None") else reason,
-        submit=_epoch(row["Submit"]) if row["Submit"].isdigit() else None,
-        start=_epoch(row["Start"]) if row["Start"].isdigit() else None,
-        end=_epoch(row["End"]) if row["End"].isdigit() else None,
+        submit=_positive(row["Submit"]) if row["Submit"].isdigit() else None,
+        start=_positive(row["Start"]) if row["Start"].isdigit() else None,
+        end=_positive(row["End"]) if row["End"].isdigit() else None,
         time_limit_minutes=parse_limit_minutes(row["Timelimit"]),
     )
 
@@ -646,13 +678,15 @@ def _out_of_memory(sig: int, q: QueueJob | None, a: AcctJob | None, log_says: bo
 def _final_reason(state: BackendState, word: str, code: int | None, sig: int,
                   q: QueueJob | None, a: AcctJob | None, limit: int | None,
                   seen: Observed) -> str | None:
+    """Slurm's side of the story. For the states the reconciler words itself ("hit its
+    time limit", "ran out of memory") this is the detail it adds in parentheses."""
     slurm_reason = (q.reason if q else None) or (a.reason if a else None)
     if state is BackendState.COMPLETED:
         return None
     if state is BackendState.OUT_OF_MEMORY:
         return _oom_reason(q, a)
     if state is BackendState.TIMEOUT:
-        return f"time limit of {_minutes_text(limit)} reached (Slurm: {word.split()[0]})"
+        return f"{_minutes_text(limit)}, Slurm: {word.split()[0]}"
     if state is BackendState.CANCELLED:
         return _cancel_reason(word, slurm_reason, seen)
     if state is BackendState.FAILED:
@@ -674,7 +708,7 @@ def _cancel_reason(word: str, slurm_reason: str | None, seen: Observed) -> str:
     if m:
         uid = int(m.group(1))
         user = seen.user_name(uid)
-        return f"by {user} (uid {uid})" if user else f"by uid {uid}"
+        return f"by {user}, uid {uid}" if user else f"by uid {uid}"
     return f"Slurm: {slurm_reason}" if slurm_reason else "Slurm: CANCELLED"
 
 
@@ -689,8 +723,12 @@ SINFO_FORMAT = "%P|%a|%l|%F|%C|%f"
 
 
 def parse_sinfo(text: str) -> tuple[Partition, ...]:
-    """Partitions from ``sinfo -h -o SINFO_FORMAT`` (``-M`` adds ``CLUSTER:`` headers;
-    partitions of named clusters come out as ``cluster:partition``)."""
+    """Partitions from ``sinfo -o SINFO_FORMAT``, one line per group of alike nodes.
+
+    ``-M`` adds a ``CLUSTER: name`` line before each cluster's lines (which ``-h`` would
+    hide, so the column header is skipped instead); their partitions are named
+    ``cluster:partition``.
+    """
     parts: dict[str, dict[str, Any]] = {}
     cluster = None
     for line in text.splitlines():
@@ -698,7 +736,7 @@ def parse_sinfo(text: str) -> tuple[Partition, ...]:
             cluster = line.split(":", 1)[1].strip()
             continue
         values = line.strip().split("|")
-        if len(values) != 6:
+        if len(values) != 6 or values[0] == "PARTITION":  # the column header
             continue
         raw, avail, limit, nodes, cpus, features = values
         name = raw.rstrip("*")

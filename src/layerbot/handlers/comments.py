@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from layerbot.core import commands
-from layerbot.handlers import builds, deploy
+from layerbot.handlers import builds, deploy, probe
 from layerbot.handlers.base import Context, Event, Router
 
 router = Router()
@@ -17,6 +17,7 @@ router = Router()
 #: Command name -> handler(command, event, context); other concerns register theirs here.
 COMMAND_HANDLERS: dict[str, Any] = dict(builds.HANDLERS)
 COMMAND_HANDLERS["deploy"] = deploy.on_deploy_command
+COMMAND_HANDLERS["probe"] = probe.on_probe
 
 
 def is_bot(user: dict[str, Any], bot_login: str) -> bool:

@@ -18,6 +18,10 @@ PR's jobs, their artifacts, the deployments so far, the PR's head *now* and the 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -31,7 +35,7 @@ from layerbot.deploy.service import STATE_ICONS, deploy_report_key, job_target, 
 from layerbot.handlers.base import Context, Event, Router
 from layerbot.handlers.builds import allowed, fetch_pull
 from layerbot.store import jobs as jobstore
-from layerbot.store.models import Artifact, Deployment
+from layerbot.store.models import Artifact, Deployment, Job
 
 router = Router()
 
@@ -339,4 +343,72 @@ def _record(session: Session, ctx: Context, request: _Request, plan: Plan) -> No
                        sorted({p.job.id for p in plan.queued}))
 
 
-__all__ = ["Plan", "on_deploy_command", "on_label", "plan_deploy", "router"]
+# ----------------------------------------------------------------------------- ingest outcomes
+
+
+#: What `layerbot ingest` writes into its comment on the source PR (see cli_deploy).
+_INGEST_STATE = re.compile(r"<!-- layerbot-ingest-state:([A-Za-z0-9_=-]+) -->")
+#: Ingest outcome -> deployment state.
+_INGESTED = {"ingested": "ingested", "duplicate": "ingested", "rejected": "rejected",
+             "failed": "rejected"}
+
+
+def ingest_outcome(body: str) -> dict[str, str] | None:
+    """The outcome hidden in an ingest report comment, if it carries one."""
+    m = _INGEST_STATE.search(body)
+    if m is None:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(m.group(1)))
+    except (ValueError, binascii.Error):
+        return None
+    fields = ("instance", "key", "sha256", "state")
+    if not isinstance(data, dict) or not all(isinstance(data.get(f), str) for f in fields):
+        return None
+    return {k: str(v) for k, v in data.items()}
+
+
+@router.on("issue_comment", "created")
+@router.on("issue_comment", "edited")
+async def on_ingest_report(event: Event, ctx: Context) -> str | None:
+    """The repository server reported an ingest outcome on the PR: record it.
+
+    Only the App's own comments count (nobody else can post as the App), so a person
+    cannot mark an artifact ingested by pasting the marker into a comment.
+    """
+    comment = event.payload.get("comment") or {}
+    user = comment.get("user") or {}
+    if user.get("login") != ctx.config.bot_login or user.get("type") != "Bot":
+        return None
+    outcome = ingest_outcome(str(comment.get("body") or ""))
+    if outcome is None or outcome["instance"] != ctx.instance:
+        return None
+    state = _INGESTED.get(outcome["state"])
+    if state is None:
+        return None
+    number = int(event.payload["issue"]["number"])
+    reason = outcome.get("reason", "") if state == "rejected" else None
+    if outcome["state"] == "failed":
+        reason = f"the ingest command failed: {reason}"
+    ctx.write(lambda s: _record_ingest(s, ctx, number, outcome["key"], outcome["sha256"],
+                                       state, reason))
+    return f"ingest outcome of {outcome['key']}: {state}"
+
+
+def _record_ingest(session: Session, ctx: Context, number: int, key: str, sha256: str,
+                   state: str, reason: str | None) -> None:
+    rows = session.scalars(
+        select(Deployment).join(Artifact, Deployment.artifact_id == Artifact.id)
+        .join(Job, Deployment.job_id == Job.id)
+        .where(Deployment.repo == ctx.event.repo, Deployment.pr == number,
+               Deployment.key == key, Artifact.sha256 == sha256,
+               Job.instance == ctx.instance,
+               Deployment.state.in_(("uploaded", "skipped", "ingested", "rejected")))).all()
+    for d in rows:
+        d.state, d.error, d.updated_at = state, reason, ctx.now
+    if rows:
+        report_deployments(session, ctx.config, ctx.event.repo, number, ctx.now,
+                           sorted({d.job_id for d in rows}))
+
+
+__all__ = ["Plan", "ingest_outcome", "on_deploy_command", "on_label", "plan_deploy", "router"]

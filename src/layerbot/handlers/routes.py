@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from layerbot.deploy.service import Uploader
 from layerbot import fleet
+from layerbot.deploy.service import Uploader
 from layerbot.handlers import checks, comments, deploy, pulls
 from layerbot.handlers.base import Router
 from layerbot.jobs.archiver import Archiver

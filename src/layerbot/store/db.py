@@ -19,9 +19,15 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 class Store:
     """The database: one engine, short transactions, migrations applied on open."""
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, migrate: bool = True, durable: bool = True) -> None:
+        """``durable=False`` (SQLite): commits reach the OS, not the disk, before returning.
+
+        They survive a crash of the process, not of the machine. The worker process uses it
+        for its bookkeeping: what GitHub sent is written durably by the receiver, and
+        everything after it can be derived again from the inbox.
+        """
         self.url = url
-        self.engine = make_engine(url, writer=True)
+        self.engine = make_engine(url, writer=True, durable=durable)
         # SQLite: readers get their own engine with deferred transactions, so that reads
         # (dashboard, API) never wait for the write lock that writers take up front.
         self.read_engine = (make_engine(url, writer=False) if url.startswith("sqlite")
@@ -90,13 +96,14 @@ class _SQLiteWriteLock:
         self._thread_lock.release()
 
 
-def make_engine(url: str, *, writer: bool = True) -> Engine:
+def make_engine(url: str, *, writer: bool = True, durable: bool = True) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        sync = "FULL" if durable else "NORMAL"
+        event.listen(engine, "connect", lambda conn, _rec: _sqlite_pragmas(conn, sync))
         # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that
         # writers take the lock up front (BEGIN IMMEDIATE) instead of failing on upgrade.
         begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
@@ -105,12 +112,12 @@ def make_engine(url: str, *, writer: bool = True) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, synchronous: str) -> None:
     dbapi_conn.isolation_level = None  # we send BEGIN ourselves (see make_engine)
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit is on disk before we answer GitHub (a power cut loses nothing).
-    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute(f"PRAGMA synchronous={synchronous}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()

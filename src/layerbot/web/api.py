@@ -4,8 +4,6 @@ Reads are public or need a login, as ``web.public_read`` says; every action need
 or a token, and is decided like the PR command it stands for (redo = ``build``).
 """
 
-from __future__ import annotations
-
 import asyncio
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -48,7 +46,7 @@ class Problem(BaseModel):
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    words = {401: "not logged in, or the token is unknown",
+    words = {400: "the body is not valid JSON", 401: "not logged in, or the token is unknown",
              403: "not allowed (or a missing CSRF token)", 404: "no such thing",
              409: "not possible in the current state", 502: "GitHub did not answer"}
     return {code: {"model": Problem, "description": words[code]} for code in codes}
@@ -120,19 +118,24 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
 
     Reader = Annotated[Principal, Depends(reader)]
     Actor = Annotated[Principal, Depends(actor)]
+    # Reads of a public instance need no credentials: say so (`{}`: no requirement).
+    optional: dict[str, Any] = {"security": [{}]}
+    public = optional if config.web.public_read else None
 
-    @router.get("/me", response_model=Me, responses=_errors(401))
+    @router.get("/me", response_model=Me, responses=_errors(401), openapi_extra=optional)
     async def me(principal: Annotated[Principal, Depends(who)]) -> Me:
         """Who the API takes the caller for."""
         return Me(kind=principal.kind, login=principal.login, scopes=sorted(principal.scopes),
                   csrf=principal.csrf)
 
-    @router.get("/overview", response_model=control.Overview, responses=READ)
+    @router.get("/overview", response_model=control.Overview, responses=READ,
+                openapi_extra=public)
     async def overview(_: Reader) -> control.Overview:
         """Running and queued jobs, failures of the last 24 hours, the instances."""
         return await asyncio.to_thread(control.overview, store, clock.now())
 
-    @router.get("/jobs", response_model=control.JobPage, responses=READ)
+    @router.get("/jobs", response_model=control.JobPage, responses=READ,
+                openapi_extra=public)
     async def jobs(_: Reader, state: Annotated[list[StateName], Query()] = [],  # noqa: B006
                    target: Filter = None, repo: Filter = None,
                    pr: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
@@ -144,20 +147,22 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
                                        offset=offset)
 
     @router.get("/jobs/{job_id}", response_model=control.JobDetail,
-                responses=_errors(401, 404))
+                responses=_errors(401, 404), openapi_extra=public)
     async def job(_: Reader, job_id: JobId,
                   lines: Annotated[int, Query(ge=1, le=5000)] = 100) -> control.JobDetail:
         """A job's facts, state history, result, log tail, artifacts and deployments."""
         return await asyncio.to_thread(control.job_detail, store, job_id, lines)
 
-    @router.get("/jobs/{job_id}/log", response_model=JobLog, responses=_errors(401, 404))
+    @router.get("/jobs/{job_id}/log", response_model=JobLog, responses=_errors(401, 404),
+                openapi_extra=public)
     async def job_log(_: Reader, job_id: JobId,
                       lines: Annotated[int, Query(ge=1, le=5000)] = 100) -> JobLog:
         """The last lines of the job's log (it grows while the job runs)."""
         state, text = await asyncio.to_thread(control.job_log, store, job_id, lines)
         return JobLog(job_id=job_id, state=state, log=text)
 
-    @router.get("/pulls", response_model=control.PullPage, responses=READ)
+    @router.get("/pulls", response_model=control.PullPage, responses=READ,
+                openapi_extra=public)
     async def pulls(_: Reader, repo: Filter = None, limit: Limit = 50,
                     offset: Offset = 0) -> control.PullPage:
         """Pull requests with jobs, most recently active first."""
@@ -165,18 +170,20 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
                                        offset=offset)
 
     @router.get("/pulls/{owner}/{name}/{number}", response_model=control.PullDetail,
-                responses=_errors(401, 404))
+                responses=_errors(401, 404), openapi_extra=public)
     async def pull(_: Reader, owner: Name, name: Name,
                    number: Annotated[int, Path(ge=1, le=MAX_INT)]) -> control.PullDetail:
         """One pull request's builds and their jobs."""
         return await asyncio.to_thread(control.pull_detail, store, f"{owner}/{name}", number)
 
-    @router.get("/instances", response_model=list[control.InstanceOut], responses=READ)
+    @router.get("/instances", response_model=list[control.InstanceOut], responses=READ,
+                openapi_extra=public)
     async def instances(_: Reader) -> list[control.InstanceOut]:
         """The bot instances sharing this store: version, heartbeat, paused, queue."""
         return await asyncio.to_thread(control.instances, store, clock.now())
 
-    @router.get("/resources", response_model=list[InstanceResources], responses=READ)
+    @router.get("/resources", response_model=list[InstanceResources], responses=READ,
+                openapi_extra=public)
     async def resources(_: Reader) -> list[InstanceResources]:
         """Partitions and nodes each instance's backend reported (refreshed every few
         minutes by its heartbeat)."""
@@ -184,20 +191,22 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
         return [InstanceResources(instance=r.name, alive=r.alive, resources=r.resources)
                 for r in rows]
 
-    @router.get("/costs", response_model=control.Costs, responses=READ)
+    @router.get("/costs", response_model=control.Costs, responses=READ,
+                openapi_extra=public)
     async def costs(_: Reader, weeks: Annotated[int, Query(ge=1, le=520)] = 12
                     ) -> control.Costs:
         """Core-hours per ISO week, target and PR; estimates of the next build per target
         (median and 90th percentile of its recent successful builds)."""
         return await asyncio.to_thread(control.costs, store, clock.now(), weeks)
 
-    @router.get("/health", response_model=Health, responses=READ)
+    @router.get("/health", response_model=Health, responses=READ,
+                openapi_extra=public)
     async def health(_: Reader) -> Health:
         """This instance: database, heartbeat, inbox lag, outbox backlog; and the fleet."""
         return await asyncio.to_thread(_health, controller, inbox, outbox)
 
     @router.post("/jobs/{job_id}/redo", response_model=control.ActionResult,
-                 responses=_errors(401, 403, 404, 409, 502))
+                 responses=_errors(400, 401, 403, 404, 409, 502))
     async def redo(principal: Actor, job_id: JobId,
                    body: Annotated[RedoIn | None, Body()] = None) -> control.ActionResult:
         """Build the job's target again, at the same commit or at the PR's current head
@@ -215,7 +224,7 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
         return await controller.cancel(job_id, principal.login)
 
     @router.post("/jobs/{job_id}/deploy", response_model=control.ActionResult,
-                 responses=ACTION)
+                 responses=_errors(400, 401, 403, 404, 409, 502))
     async def deploy(principal: Actor, job_id: JobId,
                      body: Annotated[DeployIn | None, Body()] = None) -> control.ActionResult:
         """Queue a succeeded job's artifacts for deployment (``deploy``; with force,

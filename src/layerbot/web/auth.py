@@ -223,8 +223,10 @@ class Auth:
 
     # --- login ---
 
-    def new_session(self, login: str) -> str:
-        return self._sessions.dumps({"login": login, "csrf": secrets.token_urlsafe(24)})
+    def issue(self, login: str) -> tuple[str, str]:
+        """A session cookie's value for ``login``, and its CSRF token."""
+        csrf = secrets.token_urlsafe(24)
+        return self._sessions.dumps({"login": login, "csrf": csrf}), csrf
 
     def _base(self, request: Request) -> str:
         return self.web.base_url or str(request.base_url).rstrip("/")
@@ -284,7 +286,7 @@ class Auth:
         return router
 
     def set_session(self, response: Response, login: str) -> None:
-        response.set_cookie(SESSION_COOKIE, self.new_session(login),
+        response.set_cookie(SESSION_COOKIE, self.issue(login)[0],
                             max_age=int(self.web.session_hours * 3600), httponly=True,
                             samesite="lax", secure=self.secure)
 

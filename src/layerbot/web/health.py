@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
@@ -16,7 +17,8 @@ from layerbot.store.outbox import Outbox
 _log = log.get("web")
 
 
-def health_router(store: Store, inbox: Inbox, outbox: Outbox, max_lag: float) -> APIRouter:
+def health_router(store: Store, inbox: Inbox, outbox: Outbox, max_lag: float,
+                  worker_alive: Callable[[], bool] | None = None) -> APIRouter:
     router = APIRouter(tags=["health"])
 
     @router.get("/healthz")
@@ -34,6 +36,8 @@ def health_router(store: Store, inbox: Inbox, outbox: Outbox, max_lag: float) ->
                                    "threshold": max_lag}
         except Exception as exc:
             checks["database"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        if worker_alive is not None:
+            checks["worker"] = {"ok": worker_alive()}
         ready = all(c["ok"] for c in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from layerbot import clock, log, metrics
 from layerbot.store.inbox import Delivery, Inbox
@@ -99,17 +100,25 @@ class InboxWriter:
                 self.on_accept()
 
 
-def _refuse(status: int, reason: str, message: str, delivery: str | None) -> JSONResponse:
+def _answer(status: int, message: str) -> Response:
+    return Response(orjson.dumps({"message": message}), status_code=status,
+                    media_type="application/json")
+
+
+_ACCEPTED = b'{"message": "accepted"}'
+_DUPLICATE = b'{"message": "already received"}'
+
+
+def _refuse(status: int, reason: str, message: str, delivery: str | None) -> Response:
     metrics.DELIVERIES.labels(outcome=f"rejected_{reason}").inc()
     _log.warning("delivery refused", reason=reason, status=status, delivery_id=delivery)
-    return JSONResponse({"message": message}, status_code=status)
+    return _answer(status, message)
 
 
-def webhook_router(secret: bytes | None, writer: InboxWriter, max_body: int) -> APIRouter:
-    router = APIRouter()
+def webhook_route(secret: bytes | None, writer: InboxWriter, max_body: int) -> Route:
+    """A plain Starlette route: the hot path skips FastAPI's request machinery."""
 
-    @router.post("/webhook", include_in_schema=False)
-    async def receive(request: Request) -> JSONResponse:
+    async def receive(request: Request) -> Response:
         started = time.perf_counter()
         delivery_id = request.headers.get("x-github-delivery")
         body = await _read_limited(request, max_body)
@@ -125,14 +134,14 @@ def webhook_router(secret: bytes | None, writer: InboxWriter, max_body: int) -> 
             return _refuse(400, "headers", "X-GitHub-Event and X-GitHub-Delivery are required",
                            delivery_id)
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
             return _refuse(400, "malformed", "the body is not JSON", delivery_id)
         if not isinstance(payload, dict):
             return _refuse(400, "malformed", "the body is not a JSON object", delivery_id)
         if event == "ping":
             metrics.DELIVERIES.labels(outcome="ping").inc()
-            return JSONResponse({"message": "pong", "zen": payload.get("zen")}, status_code=200)
+            return _answer(200, "pong")
         installation = payload.get("installation") or {}
         delivery = Delivery(
             hook_id=request.headers.get("x-github-hook-id", ""),
@@ -143,14 +152,18 @@ def webhook_router(secret: bytes | None, writer: InboxWriter, max_body: int) -> 
             payload=body.decode("utf-8"),
         )
         new = await writer.write(delivery)
-        metrics.DELIVERIES.labels(outcome="accepted" if new else "duplicate").inc()
-        metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
+        (_ACCEPTED_COUNT if new else _DUPLICATE_COUNT).inc()
+        _SECONDS.observe(time.perf_counter() - started)
         if new:
-            _log.debug("delivery accepted", delivery_id=delivery_id, github_event=event)
-            return JSONResponse({"message": "accepted"}, status_code=202)
-        return JSONResponse({"message": "already received"}, status_code=200)
+            return Response(_ACCEPTED, status_code=202, media_type="application/json")
+        return Response(_DUPLICATE, status_code=200, media_type="application/json")
 
-    return router
+    return Route("/webhook", receive, methods=["POST"], include_in_schema=False)
+
+
+_ACCEPTED_COUNT = metrics.DELIVERIES.labels(outcome="accepted")
+_DUPLICATE_COUNT = metrics.DELIVERIES.labels(outcome="duplicate")
+_SECONDS = metrics.WEBHOOK_SECONDS
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:

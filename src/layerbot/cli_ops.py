@@ -1,0 +1,322 @@
+"""Operating the bot from a terminal: `layerbot jobs|redo|cancel|pause|resume|costs|token`.
+
+By default the commands work on the local store (the machine `layerbot serve` runs on:
+having the database is the permission). With ``--remote URL --token TOKEN`` (or
+``LAYERBOT_API_URL`` / ``LAYERBOT_API_TOKEN``) they go through the REST API instead, where
+the token's scopes decide. Either way the answers are the same models (``--json``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import httpx
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from layerbot import clock, control
+from layerbot.core.jobs import JobState
+
+console = Console()
+err = Console(stderr=True)
+M = TypeVar("M", bound=BaseModel)
+
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="layerbot.toml (default: $LAYERBOT_CONFIG, ./layerbot.toml)")]
+RemoteOption = Annotated[str | None, typer.Option(
+    "--remote", envvar="LAYERBOT_API_URL", help="a bot's URL: use its API, not the local store")]
+TokenOption = Annotated[str | None, typer.Option(
+    "--token", envvar="LAYERBOT_API_TOKEN", help="API token for --remote")]
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
+AsOption = Annotated[str | None, typer.Option(
+    "--as", help="the GitHub login the PR shows as requester (local store; default: $USER)")]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]{message}[/red]", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+class Remote:
+    """The REST API of a running bot."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        self.url = url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def call(self, method: str, path: str, model: type[M], **kwargs: Any) -> M:
+        try:
+            response = httpx.request(method, self.url + path, headers=self.headers,
+                                     timeout=60, **kwargs)
+        except httpx.HTTPError as exc:
+            raise fail(f"cannot reach {self.url}: {exc}", 2) from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text[:300]
+            raise fail(f"{self.url} answered {response.status_code}: {detail}")
+        return model.model_validate(response.json())
+
+
+class Local:
+    """The store of this machine's bot, from its configuration."""
+
+    def __init__(self, config: Path | None) -> None:
+        from layerbot.cli import load_config
+        from layerbot.store.db import Store
+
+        self.config = load_config(config)
+        self.store = Store(self.config.store_url)
+
+    def controller(self) -> control.Controller:
+        from layerbot.github.client import GitHubApp
+
+        cfg = self.config
+        github = (GitHubApp(cfg.github) if cfg.github.app_id and cfg.github.private_key
+                  else None)
+        return control.Controller(cfg, self.store, github)
+
+    def act(self, coro: Any) -> control.ActionResult:
+        try:
+            result: control.ActionResult = asyncio.run(coro)
+        except control.ControlError as exc:
+            raise fail(exc.message) from None
+        return result
+
+
+def _target(remote: str | None, token: str | None, config: Path | None) -> Remote | Local:
+    if remote:
+        if not token:
+            raise fail("--remote needs --token (or LAYERBOT_API_TOKEN)", 2)
+        return Remote(remote, token)
+    return Local(config)
+
+
+def _who(login: str | None) -> str:
+    return login or getpass.getuser()
+
+
+def _print(model: BaseModel, as_json: bool, table: Any) -> None:
+    if as_json:
+        print(model.model_dump_json(indent=2))
+    else:
+        table()
+
+
+def _action(result: control.ActionResult, as_json: bool) -> None:
+    _print(result, as_json, lambda: console.print(result.message, highlight=False))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def jobs(state: Annotated[list[str] | None, typer.Option(
+                 "--state", help="only jobs in this state (repeatable)")] = None,
+             target: Annotated[str | None, typer.Option(help="part of the target")] = None,
+             repo: Annotated[str | None, typer.Option(help="owner/name")] = None,
+             pr: Annotated[int | None, typer.Option(help="pull request number")] = None,
+             instance: Annotated[str | None, typer.Option(help="bot instance")] = None,
+             limit: Annotated[int, typer.Option(min=1, max=control.MAX_PAGE)] = 50,
+             offset: Annotated[int, typer.Option(min=0)] = 0,
+             as_json: JsonOption = False, remote: RemoteOption = None,
+             token: TokenOption = None, config: ConfigOption = None) -> None:
+        """List jobs, newest first."""
+        states = state or []
+        known = {s.value for s in JobState}
+        if bad := [s for s in states if s not in known]:
+            raise fail(f"unknown state(s) {', '.join(bad)}; states are "
+                       + ", ".join(sorted(known)), 2)
+        where = _target(remote, token, config)
+        if isinstance(where, Remote):
+            params: dict[str, Any] = {"state": states, "target": target, "repo": repo,
+                                      "pr": pr, "instance": instance, "limit": limit,
+                                      "offset": offset}
+            page = where.call("GET", "/api/jobs", control.JobPage,
+                              params={k: v for k, v in params.items() if v is not None})
+        else:
+            page = control.list_jobs(where.store, state=states, target=target, repo=repo,
+                                     pr=pr, instance=instance, limit=limit, offset=offset)
+        _print(page, as_json, lambda: _jobs_table(page))
+
+    @app.command()
+    def redo(job: int, head: Annotated[bool, typer.Option(
+                 "--head", help="at the PR's current head (default: the job's own commit)")
+             ] = False, login: AsOption = None, as_json: JsonOption = False,
+             remote: RemoteOption = None, token: TokenOption = None,
+             config: ConfigOption = None) -> None:
+        """Build a job's target again."""
+        where = _target(remote, token, config)
+        at = "head" if head else "same"
+        if isinstance(where, Remote):
+            result = where.call("POST", f"/api/jobs/{job}/redo", control.ActionResult,
+                                json={"at": at})
+        else:
+            result = where.act(where.controller().redo(job, _who(login), at))
+        _action(result, as_json)
+
+    @app.command()
+    def cancel(job: int, login: AsOption = None, as_json: JsonOption = False,
+               remote: RemoteOption = None, token: TokenOption = None,
+               config: ConfigOption = None) -> None:
+        """Cancel a waiting or running job."""
+        where = _target(remote, token, config)
+        if isinstance(where, Remote):
+            result = where.call("POST", f"/api/jobs/{job}/cancel", control.ActionResult)
+        else:
+            result = where.act(where.controller().cancel(job, _who(login)))
+        _action(result, as_json)
+
+    def _pause(name: str | None, paused: bool, as_json: bool, remote: str | None,
+               token: str | None, config: Path | None) -> None:
+        where = _target(remote, token, config)
+        verb = "pause" if paused else "resume"
+        if isinstance(where, Remote):
+            if not name:
+                raise fail(f"name the instance to {verb} (with --remote)", 2)
+            result = where.call("POST", f"/api/instances/{name}/{verb}", control.ActionResult)
+        else:
+            result = where.act(where.controller().set_paused(
+                name or where.config.instance.name, paused))
+        _action(result, as_json)
+
+    @app.command()
+    def pause(instance: Annotated[str | None, typer.Argument(
+                  help="instance name (default: this one)")] = None,
+              as_json: JsonOption = False, remote: RemoteOption = None,
+              token: TokenOption = None, config: ConfigOption = None) -> None:
+        """Stop submitting new jobs (builds are still recorded, and PRs are told)."""
+        _pause(instance, True, as_json, remote, token, config)
+
+    @app.command()
+    def resume(instance: Annotated[str | None, typer.Argument(
+                   help="instance name (default: this one)")] = None,
+               as_json: JsonOption = False, remote: RemoteOption = None,
+               token: TokenOption = None, config: ConfigOption = None) -> None:
+        """Submit queued jobs again."""
+        _pause(instance, False, as_json, remote, token, config)
+
+    @app.command()
+    def costs(weeks: Annotated[int, typer.Option(min=1, max=520)] = 12,
+              as_json: JsonOption = False, remote: RemoteOption = None,
+              token: TokenOption = None, config: ConfigOption = None) -> None:
+        """Core-hours per week, target and PR, and the estimate of each target's next build."""
+        where = _target(remote, token, config)
+        if isinstance(where, Remote):
+            data = where.call("GET", "/api/costs", control.Costs, params={"weeks": weeks})
+        else:
+            data = control.costs(where.store, clock.now(), weeks)
+        _print(data, as_json, lambda: _costs_tables(data))
+
+    tokens = typer.Typer(no_args_is_help=True,
+                         help="API tokens for scripts (on this machine's store).")
+    app.add_typer(tokens, name="token")
+
+    @tokens.command("create")
+    def token_create(name: str, scope: Annotated[list[str] | None, typer.Option(
+                         "--scope", help="an action it may take: build (redo), cancel, "
+                                         "deploy, force_deploy, pause (repeatable)")] = None,
+                     login: Annotated[str | None, typer.Option(
+                         "--login", help="the GitHub login its actions are made as "
+                                         "(default: the token's name)")] = None,
+                     days: Annotated[float | None, typer.Option(
+                         "--days", min=0.001, help="expires after this many days")] = None,
+                     config: ConfigOption = None) -> None:
+        """Create a token; its secret is printed once."""
+        from layerbot.web.auth import create_token
+
+        local = Local(config)
+        now = clock.now()
+        try:
+            created, secret = create_token(local.store, name, scope or [], login or name, now,
+                                           now + timedelta(days=days) if days else None)
+        except ValueError as exc:
+            raise fail(str(exc), 2) from None
+        err.print(f"token {created.id} ({created.name}, scopes: "
+                  f"{', '.join(created.scopes) or 'read only'}); keep the secret, it is not "
+                  "shown again:", highlight=False)
+        print(secret)
+
+    @tokens.command("list")
+    def token_list(as_json: JsonOption = False, config: ConfigOption = None) -> None:
+        """The tokens (never their secrets)."""
+        from layerbot.web.auth import list_tokens
+
+        rows = list_tokens(Local(config).store)
+        if as_json:
+            print(json.dumps([{
+                "id": t.id, "name": t.name, "prefix": t.prefix, "scopes": t.scopes,
+                "login": t.created_by, "created_at": t.created_at.isoformat(),
+                "expires_at": t.expires_at.isoformat() if t.expires_at else None,
+                "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+                "revoked": t.revoked_at is not None} for t in rows], indent=2))
+            return
+        table = Table(title="API tokens")
+        for column in ("id", "name", "prefix", "scopes", "login", "last used", "status"):
+            table.add_column(column)
+        for t in rows:
+            status = ("revoked" if t.revoked_at else
+                      "expired" if t.expires_at and t.expires_at <= clock.now() else "active")
+            table.add_row(str(t.id), t.name, t.prefix + "…", ", ".join(t.scopes) or "read",
+                          t.created_by, _when(t.last_used_at), status)
+        console.print(table)
+
+    @tokens.command("revoke")
+    def token_revoke(token: Annotated[str, typer.Argument(help="id or name")],
+                     config: ConfigOption = None) -> None:
+        """Revoke a token at once."""
+        from layerbot.web.auth import revoke_token
+
+        count = revoke_token(Local(config).store, token, clock.now())
+        if not count:
+            raise fail(f"no active token {token!r}")
+        console.print(f"revoked {count} token(s)")
+
+
+def _when(moment: Any) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "–"
+
+
+def _jobs_table(page: control.JobPage) -> None:
+    table = Table(title=f"jobs {page.offset + 1}–{page.offset + len(page.jobs)} of {page.total}"
+                  if page.jobs else f"no jobs (of {page.total})")
+    for column in ("job", "state", "PR", "target", "repository", "instance", "updated",
+                   "core-h"):
+        table.add_column(column, overflow="fold")
+    for j in page.jobs:
+        table.add_row(str(j.id), j.state, f"{j.repo}#{j.pr}" if j.pr is not None else j.repo,
+                      j.target, j.repo_target, j.instance, _when(j.updated_at),
+                      f"{j.core_hours:.3f}" if j.core_hours is not None else "–")
+    console.print(table)
+
+
+def _costs_tables(data: control.Costs) -> None:
+    console.print(f"{data.total_core_hours:,.3f} core-hours in {data.jobs} jobs since "
+                  f"{_when(data.since)}", highlight=False)
+    for title, rows in (("per week", data.by_week), ("per target", data.by_target),
+                        ("most expensive PRs", data.by_pr)):
+        table = Table(title=title)
+        for column in ("", "jobs", "core-h"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(r.key, str(r.jobs), f"{r.core_hours:,.3f}")
+        console.print(table)
+    table = Table(title="estimate of the next build (recent successful builds)")
+    for column in ("target", "builds", "core-h median", "core-h p90", "time median",
+                   "time p90"):
+        table.add_column(column)
+
+    def num(v: float | None, fmt: str = "{:,.3f}") -> str:
+        return fmt.format(v) if v is not None else "–"
+
+    for e in data.estimates:
+        table.add_row(e.target, str(e.samples), num(e.core_hours_median),
+                      num(e.core_hours_p90), num(e.duration_median_seconds, "{:,.0f} s"),
+                      num(e.duration_p90_seconds, "{:,.0f} s"))
+    console.print(table)
