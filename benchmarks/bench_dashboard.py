@@ -22,11 +22,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from layerbot import clock  # noqa: E402
-from layerbot.app import Bot  # noqa: E402
-from layerbot.store.db import Store  # noqa: E402
-from tests.web.conftest import REPO, make_config  # noqa: E402
-from tests.web.seed import TARGETS, seed  # noqa: E402
+from tests.web.conftest import REPO, make_config
+from tests.web.seed import TARGETS, seed
+
+from layerbot import clock
+from layerbot.app import Bot
+from layerbot.store.db import Store
 
 PAGES = {
     "overview (HTML)": "/",

@@ -119,6 +119,11 @@ def test_eyes_on_commands_and_help_reply_generated_from_the_grammar(
     reply = fake_github.comments(OWNER, NAME, 7)[-1].body
     for spec in commands.COMMANDS:
         assert f"bot: {spec.name}" in reply
+    # structured logs: every line about the event carries its delivery id; no secrets
+    lines = [json.loads(line) for line in bot.log().splitlines() if line.startswith("{")]
+    about_event = [line for line in lines if line.get("github_event")]
+    assert about_event and all(line.get("delivery_id") for line in about_event)
+    assert SECRET not in bot.log() and "PRIVATE KEY" not in bot.log()
 
 
 def test_comments_without_commands_or_by_bots_are_left_alone(

@@ -103,7 +103,8 @@ def _job(rng: random.Random, job_id: int, build_id: int, pr: int, repo: str, ins
     terminal = state not in ("queued", "submitted", "running")
     if terminal and ended > now:
         ended = now - timedelta(seconds=rng.uniform(0, 3600))
-    accounted = terminal and state != "cancelled" or state == "cancelled" and rng.random() < .5
+    # Cancelled jobs have accounting only if they ran for a while.
+    accounted = (terminal and state != "cancelled") or (state == "cancelled" and rng.random() < .5)
     return dict(
         id=job_id, build_id=build_id, instance=instance, repo=repo, pr=pr,
         target=cpu, node_type=node, repo_target=rt, head_sha=head, base_ref="main",

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 from githubkit import AppAuthStrategy, GitHub, TokenAuthStrategy
-from githubkit.exception import RequestFailed
+from githubkit.exception import RequestError, RequestFailed
 
 from layerbot import log
 from layerbot.config import GitHubConfig
@@ -154,7 +154,7 @@ class GitHubApp:
             self._note_rate_limit(raw.headers)
             raise GitHubError(method, url, raw.status_code, _error_message(raw),
                               raw.headers) from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, RequestError) as exc:  # no answer at all
             raise GitHubError(method, url, 0, f"{type(exc).__name__}: {exc}") from None
         self._note_rate_limit(response.raw_response.headers)
         return response.raw_response
