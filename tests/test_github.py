@@ -89,6 +89,11 @@ def test_sender_retries_5xx_and_coalesces_edits(fake_github: FakeGitHub,
     (reply,) = [c for c in fake_github.comments(OWNER, NAME, 3) if c.user == "layerbot[bot]"]
     assert reply.history[0].startswith("done")  # three edits, one request
     assert fake_github.count("issues/create-comment") == 1
+    from layerbot.store.models import RateLimit
+
+    with outbox.store.read() as s:
+        (core,) = s.query(RateLimit).all()
+        assert 0 < core.remaining < core.limit  # the headers GitHub sent were recorded
 
 
 def test_rate_limit_answers_are_honoured(fake_github: FakeGitHub,

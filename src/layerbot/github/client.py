@@ -68,8 +68,10 @@ class GitHubApp:
         self._tokens: dict[int, _Token] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._clients: dict[str, GitHub[Any]] = {}
-        self._on_rate_limit = on_rate_limit
+        self._on_rate_limit = on_rate_limit or (lambda _info: None)
         self.requests = 0  # count of requests made (metrics, benchmarks)
+        #: The newest rate-limit headers per resource (the sender stores them).
+        self.rate_limits: dict[str, RateLimitInfo] = {}
 
     async def installation_token(self, installation_id: int) -> str:
         token = self._tokens.get(installation_id)
@@ -160,7 +162,7 @@ class GitHubApp:
         return response.raw_response
 
     def _note_rate_limit(self, headers: httpx.Headers) -> None:
-        if self._on_rate_limit is None or "x-ratelimit-remaining" not in headers:
+        if "x-ratelimit-remaining" not in headers:
             return
         try:
             info = RateLimitInfo(
@@ -171,6 +173,7 @@ class GitHubApp:
             )
         except ValueError:
             return
+        self.rate_limits[info.resource] = info
         self._on_rate_limit(info)
 
 

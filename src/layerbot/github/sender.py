@@ -80,8 +80,16 @@ class Sender:
         messages = await asyncio.to_thread(self.outbox.claim, clock.now(), self.config.senders)
         if messages:
             await asyncio.gather(*(self._send(m) for m in messages))
+            await asyncio.to_thread(self._store_rate_limits)
         metrics.OUTBOX_BACKLOG.set(await asyncio.to_thread(self.outbox.backlog))
         return len(messages)
+
+    def _store_rate_limits(self) -> None:
+        """Keep GitHub's latest rate-limit headers where the control center can read them."""
+        now = clock.now()
+        for info in list(self.performer.github.rate_limits.values()):
+            self.outbox.record_rate_limit(info.resource, info.limit, info.remaining,
+                                          info.reset_at, now)
 
     async def _send(self, message: Message) -> None:
         with log.bound(outbox_id=message.id, kind=message.kind, repo=message.repo):
