@@ -13,6 +13,10 @@ PR's jobs, their artifacts, the deployments so far, the PR's head *now* and the 
   job even if it failed, still only at the current head);
 * ``all``: every such job; ``latest``: the newest such job per (target, repository
   target); ``once``: like latest, but never again for a target deployed before.
+
+The way back: ``layerbot ingest`` reports each outcome in a comment of the App on the PR,
+with the outcome hidden in it; GitHub delivers that comment to the bot, and
+:func:`on_ingest_report` moves the deployment to ingested or rejected (see docs/deploy.md).
 """
 
 from __future__ import annotations

@@ -1,0 +1,74 @@
+"""Reports are derived from job rows: the reply table, check-run fields, `bot: status`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from layerbot.core.jobs import JobState
+from layerbot.core.report import (
+    BuildHeader,
+    JobRow,
+    build_comment,
+    check_run_fields,
+    size,
+    status_comment,
+)
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+HEAD = "1234567890abcdef" * 2 + "12345678"
+
+
+def row(job_id: int, state: JobState, **kw: object) -> JobRow:
+    defaults: dict[str, object] = {"target": "x86_64/amd/zen2", "repo_target": "eessi-2023.06",
+                                   "head_sha": HEAD}
+    return JobRow(id=job_id, state=state, **{**defaults, **kw})  # type: ignore[arg-type]
+
+
+def test_the_reply_table_counts_and_describes_each_job() -> None:
+    header = BuildHeader("cluster-a", "alice", "bot: build", HEAD, "main", note="a note")
+    rows = [
+        row(1, JobState.SUCCEEDED, summary="built 3 packages\nmore", artifacts=[("a.tar.gz", 2048)],
+            started_at=T0, ended_at=T0 + timedelta(minutes=3, seconds=5)),
+        row(2, JobState.FAILED, reason="exit code 3", summary="no result file",
+            target="x86_64/amd/zen3"),
+        row(3, JobState.RUNNING, started_at=T0),
+    ]
+    text = build_comment(header, rows)
+    assert "(2/3 done, 1 succeeded)" in text and "`1234567890ab`" in text
+    assert "> a note" in text
+    assert "| built 3 packages |" in text  # first line of the summary only
+    assert "exit code 3" in text and "no result file" not in text  # why it failed, first
+    assert "`a.tar.gz` 2.0 KiB" in text and "3m05s" in text and "running" in text
+
+
+def test_pipes_in_user_text_cannot_break_the_table() -> None:
+    text = build_comment(BuildHeader("a", "b", "c", HEAD, "main"),
+                         [row(1, JobState.FAILED, reason="a | b")])
+    assert "a \\| b" in text
+
+
+def test_check_run_fields_follow_the_state() -> None:
+    queued = check_run_fields("cluster-a", row(1, JobState.SUBMITTED))
+    assert queued["status"] == "queued" and "conclusion" not in queued
+    assert queued["external_id"] == "1" and queued["head_sha"] == HEAD
+    failed = check_run_fields("cluster-a", row(2, JobState.FAILED, reason="boom", ended_at=T0,
+                                               log_tail="\n".join(f"l{i}" for i in range(100))),
+                              log_lines=5)
+    assert (failed["status"], failed["conclusion"]) == ("completed", "failure")
+    assert failed["completed_at"] == "2026-11-27T12:00:00Z"
+    assert "l99" in failed["output"]["text"] and "l94" not in failed["output"]["text"]
+    timed_out = check_run_fields("a", row(3, JobState.TIMED_OUT))
+    assert timed_out["conclusion"] == "timed_out"
+
+
+def test_status_shows_the_latest_job_per_target_of_the_current_head() -> None:
+    rows = [row(1, JobState.FAILED), row(2, JobState.SUCCEEDED),
+            row(3, JobState.FAILED, head_sha="f" * 40)]
+    text = status_comment("a", HEAD, rows)
+    assert "| 2 |" in text and "| 1 |" not in text and "| 3 |" not in text
+    assert "no builds yet" in status_comment("a", "e" * 40, rows)
+
+
+def test_sizes() -> None:
+    assert [size(5), size(2300), size(5 << 20), size(3 << 30)] == [
+        "5 B", "2.2 KiB", "5.0 MiB", "3.0 GiB"]
