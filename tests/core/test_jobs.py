@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from layerbot.core.jobs import TERMINAL, TRANSITIONS, JobState, TransitionError, check_transition
@@ -20,7 +22,7 @@ def test_an_ended_job_never_moves_again(ended: JobState) -> None:
 
 def test_the_usual_path_and_the_shortcuts() -> None:
     path = [JobState.QUEUED, JobState.SUBMITTED, JobState.RUNNING, JobState.SUCCEEDED]
-    for current, new in zip(path, path[1:], strict=False):
+    for current, new in itertools.pairwise(path):
         check_transition(current, new)
     check_transition(JobState.QUEUED, JobState.FAILED)  # preparing the job failed
     check_transition(JobState.SUBMITTED, JobState.TIMED_OUT)  # ended between two polls
