@@ -261,7 +261,8 @@ async def _ingest(cfg: Config, once: bool) -> list[Record]:
     finally:
         for ingestor in ingestors:
             ingestor.close()
-        for part in {id(i.approval): i.approval for i in ingestors[:1]}.values():
+        # The approval policy and the reporter are shared by the ingestors: close once.
+        for part in (ingestors[0].approval, ingestors[0].on_event) if ingestors else ():
             close = getattr(part, "close", None)
             if close is not None:
                 close()

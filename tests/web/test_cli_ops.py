@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
-from layerbot import clock
+from layerbot import clock, log
 from layerbot.cli import app
 from layerbot.store.db import Store
 from layerbot.store.models import Instance, Job
@@ -22,6 +22,14 @@ from tests.web.conftest import INSTANCE, REPO, REPO_TARGETS, Web
 from tests.web.seed import TARGETS, seed
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI configures logging onto the runner's stderr, which closes after each run:
+    point it back at the real one, so later tests can log."""
+    yield
+    log.configure()
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select
+
 from layerbot import clock, log, metrics
 from layerbot.backends.base import Backend, BackendState, BackendUnavailable, JobStatus
 from layerbot.build import results
@@ -85,6 +87,15 @@ def _result_json(res: results.JobResult) -> dict[str, object]:
                 "passed": res.tests.passed, "failed": res.tests.failed}}
 
 
+@dataclass(frozen=True)
+class ActiveJob:
+    id: int
+    backend_id: str
+    job_dir: str | None
+    state: JobState
+    cancel_requested: bool
+
+
 class Reconciler:
     def __init__(self, config: Config, store: Store, backend: Backend,
                  on_written: Callable[[], None] = lambda: None) -> None:
@@ -119,37 +130,49 @@ class Reconciler:
     async def cycle(self) -> int:
         """One pass over all active jobs; returns how many changed state."""
         self.cycles += 1
-        with self.store.read() as s:
-            jobs = jobstore.active_jobs(s, self.config.instance.name)
-            active = [(j.id, j.backend_id, j.job_dir, j.state) for j in jobs]
-            to_cancel = [j.backend_id for j in jobs
-                         if j.cancel_requested and j.backend_id
-                         and j.backend_id not in self._cancel_sent]
+        active = await asyncio.to_thread(self._active)
+        to_cancel = [j.backend_id for j in active
+                     if j.cancel_requested and j.backend_id not in self._cancel_sent]
         if to_cancel:
-            ids_to_cancel = [b for b in to_cancel if b]
-            await asyncio.gather(*(self.backend.cancel(b) for b in ids_to_cancel))
-            self._cancel_sent.update(ids_to_cancel)
-        ids = [b for _, b, _, st in active if b and st != JobState.QUEUED.value]
+            await asyncio.gather(*(self.backend.cancel(b) for b in to_cancel))
+            self._cancel_sent.update(to_cancel)
+        ids = [j.backend_id for j in active]
         if not ids:
             return 0
         statuses = await self.backend.poll(ids)
         metrics.BACKEND_CALLS.labels(backend=self.backend.name).inc()
-        tail = self.config.reporting.log_tail_lines
-        outcomes: dict[int, tuple[JobStatus, Outcome]] = {}
-        for job_id, backend_id, job_dir, _state in active:
-            status = statuses.get(backend_id or "")
-            if status is None:
-                continue
-            outcome = await asyncio.to_thread(decide, status, Path(job_dir) if job_dir else None,
-                                              tail)
-            if outcome is not None:
-                outcomes[job_id] = (status, outcome)
+        outcomes = await asyncio.to_thread(self._decide_all, active, statuses)
         if not outcomes:
             return 0
         changed = await asyncio.to_thread(self._apply, outcomes)
         if changed:
             self.on_written()
         return changed
+
+    def _active(self) -> list[ActiveJob]:
+        """The jobs the backend has, as the few columns a cycle needs (no ORM objects)."""
+        with self.store.read() as s:
+            rows = s.execute(
+                select(Job.id, Job.backend_id, Job.job_dir, Job.state, Job.cancel_requested)
+                .where(Job.instance == self.config.instance.name,
+                       Job.state.in_([JobState.SUBMITTED.value, JobState.RUNNING.value]),
+                       Job.backend_id.is_not(None))
+            ).all()
+        return [ActiveJob(r.id, r.backend_id, r.job_dir, JobState(r.state),
+                          bool(r.cancel_requested)) for r in rows]
+
+    def _decide_all(self, active: list[ActiveJob], statuses: Mapping[str, JobStatus]
+                    ) -> dict[int, tuple[JobStatus, Outcome]]:
+        tail = self.config.reporting.log_tail_lines
+        outcomes: dict[int, tuple[JobStatus, Outcome]] = {}
+        for job in active:
+            status = statuses.get(job.backend_id)
+            if status is None:
+                continue
+            outcome = decide(status, Path(job.job_dir) if job.job_dir else None, tail)
+            if outcome is not None and outcome.state is not job.state:
+                outcomes[job.id] = (status, outcome)
+        return outcomes
 
     def _apply(self, outcomes: Mapping[int, tuple[JobStatus, Outcome]]) -> int:
         now = clock.now()
