@@ -49,7 +49,6 @@ def serve(config: ConfigOption = None,
     import uvicorn
 
     from layerbot.app import Bot
-
     from layerbot.supervisor import WorkerSupervisor
 
     cfg = load_config(config)

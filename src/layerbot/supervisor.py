@@ -44,7 +44,6 @@ def worker_main(config: Config, nudges: Connection) -> None:
     _die_with_parent()
     log.configure(config.logging.format, config.logging.level, config.logging.levels)
     from layerbot.app import Bot
-
     from layerbot.store.db import Store
 
     async def main() -> None:

@@ -71,4 +71,5 @@ def test_api_answers_match_the_openapi(api_web: Web) -> None:
             except Exception as exc:  # collect them all: one report for the whole API
                 failures.append(f"{operation.label} ({mode.value}): {exc}")
     assert not failures, "\n\n".join(failures)
+    print(f"schemathesis: {calls} requests to {len(operations)} operations")
     assert calls >= 200
