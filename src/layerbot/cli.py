@@ -141,7 +141,7 @@ def run(
 
 
 #: Modules that add commands of their own concern: each has ``register(app)``.
-COMMAND_MODULES: tuple[str, ...] = ("layerbot.cli_deploy", "layerbot.cli_ops")
+COMMAND_MODULES: tuple[str, ...] = ("layerbot.cli_deploy", "layerbot.cli_ops", "layerbot.cli_init")
 
 
 def _register_commands() -> None:

@@ -16,6 +16,7 @@ from datetime import timedelta
 from layerbot import clock, log, metrics
 from layerbot.config import Config
 from layerbot.handlers.base import Context, Event, Router
+from layerbot.loops import pause
 from layerbot.store.db import Store
 from layerbot.store.inbox import ClaimedEvent, Inbox
 
@@ -54,11 +55,7 @@ class Processor:
         while not stop.is_set():
             claimed = await asyncio.to_thread(self.inbox.claim, self.owner, clock.now(), lease)
             if not claimed:
-                self.wakeup.clear()
-                try:
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=0.5)
-                except TimeoutError:
-                    pass
+                await pause(stop, 0.5, self.wakeup)
                 continue
             for item in claimed:
                 await self.process(item)

@@ -93,6 +93,48 @@ class _SingleFlight(Generic[T]):
         return await asyncio.shield(self._task)
 
 
+class _Batch:
+    """Names asked for within ``window`` seconds of each other are looked up in accounting
+    with one sacct call (the submitter looks up every job of a build at once).
+
+    The call starts after the last name joined, so its answer is never older than a
+    caller's question. The result maps each name to the sacct lines that carry it.
+    """
+
+    def __init__(self, fetch: Callable[[list[str]], Awaitable[list[sp.AcctJob] | None]],
+                 window: float = 0.01) -> None:
+        self._fetch = fetch
+        self._window = window
+        self._pending: dict[str, asyncio.Future[list[sp.AcctJob] | None]] | None = None
+        self._flushes: set[asyncio.Task[None]] = set()  # held: the loop keeps weak refs
+
+    async def get(self, name: str) -> list[sp.AcctJob] | None:
+        if self._pending is None:
+            self._pending = {}
+            task = asyncio.ensure_future(self._flush())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        future = self._pending.get(name)
+        if future is None:
+            future = self._pending[name] = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(self._window)
+        pending, self._pending = self._pending or {}, None
+        try:
+            jobs = await self._fetch(sorted(pending))
+        except BaseException as exc:  # every waiter gets the failure
+            for future in pending.values():
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: a waiter that gave up does not warn
+            return
+        for name, future in pending.items():
+            if not future.done():
+                future.set_result(None if jobs is None else [j for j in jobs if j.name == name])
+
+
 class SlurmBackend:
     """layerbot's port to Slurm (22.05 JSON shapes; later ones tolerated)."""
 
@@ -115,6 +157,7 @@ class SlurmBackend:
         self.calls = 0
         self._env = _command_env(os.environ)
         self._queue = _SingleFlight(self._squeue)
+        self._by_name = _Batch(self._sacct_by_names)
         #: Slurm ids this process submitted: released without looking them up first.
         self._submitted: set[str] = set()
         #: Releases that could not reach slurmctld, retried at the next poll.
@@ -288,32 +331,41 @@ class SlurmBackend:
                                      lambda: self._find(job_id, instance))
 
     async def _find(self, job_id: int, instance: str, *, fresh: bool = False) -> str | None:
-        """``fresh``: a new squeue, not one shared with concurrent callers (after an sbatch
-        whose fate is unknown, an answer from before it would miss the job)."""
+        """The queue and accounting are asked side by side (the common answer, "never
+        submitted", needs both). ``fresh``: a new squeue, not one shared with concurrent
+        callers (after an sbatch whose fate is unknown, an older answer would miss it)."""
         tag, name = sp.job_tag(instance, job_id), sp.job_name(instance, job_id)
-        queue = await (self._squeue() if fresh else self._queue.get())
+        queue, accounted = await asyncio.gather(
+            self._squeue() if fresh else self._queue.get(), self._by_name.get(name))
         queued = [j for j in queue if j.comment == tag or j.name == name]
         if queued:
             latest = max(queued, key=lambda j: j.submit or 0)
             return str(sp.SlurmId(latest.job_id, self._cluster_of(latest.cluster), job_id))
-        try:
-            out = await self._query(
-                "sacct", *self._cluster_args(), "-P", "-n", "-X", "-D",
-                f"--name={name}", "-s", sp.SACCT_ALL_STATES,
-                "-S", f"now-{FIND_LOOKBACK_DAYS}days", "-E", "now",
-                "-o", ",".join(sp.SACCT_FIELDS), env={"SLURM_TIME_FORMAT": "%s"})
-        except _Refused as exc:  # e.g. no accounting at this site: the queue was all
-            _log.warning("sacct refused the lookup; trusting squeue alone", error=str(exc))
-            return None
         # Only a job that ended counts: one gone from the queue but not finished in
         # accounting was lost by slurmctld and must be submitted again.
-        ended = [j for j in sp.parse_sacct(out)
+        ended = [j for j in accounted or []
                  if sp.names_job(j.name, j.comment, job_id)
                  and sp.map_state(j.state) in sp.FINAL_STATES]
         if not ended:
             return None
         latest_acct = max(ended, key=lambda j: j.submit or 0)
         return str(sp.SlurmId(latest_acct.job_id, self._cluster_of(latest_acct.cluster), job_id))
+
+    async def _sacct_by_names(self, names: list[str]) -> list[sp.AcctJob] | None:
+        """Jobs of these names in accounting (None: it cannot be asked at this site).
+
+        With -S, sacct lists only jobs eligible in the window, which a held job cancelled
+        before its release never was: hence every state named with -s (measured)."""
+        try:
+            out = await self._query(
+                "sacct", *self._cluster_args(), "-P", "-n", "-X", "-D",
+                f"--name={','.join(names)}", "-s", sp.SACCT_ALL_STATES,
+                "-S", f"now-{FIND_LOOKBACK_DAYS}days", "-E", "now",
+                "-o", ",".join(sp.SACCT_FIELDS), env={"SLURM_TIME_FORMAT": "%s"})
+        except _Refused as exc:  # e.g. no accounting at this site: the queue is all
+            _log.warning("sacct refused the lookup; trusting squeue alone", error=str(exc))
+            return None
+        return sp.parse_sacct(out)
 
     def _cluster_of(self, cluster: str | None) -> str | None:
         """Backend ids name the cluster only where several may be asked."""

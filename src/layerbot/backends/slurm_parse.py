@@ -463,8 +463,9 @@ SACCT_FIELDS = ("JobIDRaw", "Cluster", "JobName", "State", "ExitCode", "ElapsedR
                 "AllocCPUS", "ReqMem", "MaxRSS", "NodeList", "Reason", "Submit", "Start",
                 "End", "Timelimit", "Comment")
 
-#: Every state: with -S, sacct lists only jobs that were eligible in the window, which a
-#: held job cancelled before its release never was (measured: it is missing without -s).
+#: Every state sacct accepts: with -S, sacct lists only jobs that were eligible in the
+#: window, which a held job cancelled before its release never was (measured: it is
+#: missing without -s).
 SACCT_ALL_STATES = "PD,R,S,CD,CA,F,TO,OOM,NF,PR,BF,DL,RQ,RS,RV"  # SE: "not accounted"
 
 

@@ -17,7 +17,6 @@ skips an object already stored with the same sha256, so nothing is sent twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from layerbot.deploy.staging import (
     staging_for,
 )
 from layerbot.github import writes
+from layerbot.loops import pause
 from layerbot.reporting import report_build
 from layerbot.store.db import Store
 from layerbot.store.models import Artifact, Build, Deployment, GitHubObject, Job
@@ -250,9 +250,7 @@ class Uploader:
                 resume = False
             except Exception:  # the store may be briefly unavailable; never stop the loop
                 _log.exception("deploy loop failed; trying again")
-            self.wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), timeout=self.poll_seconds)
+            await pause(stop, self.poll_seconds, self.wakeup)
 
     async def upload_pending(self, resume: bool = False) -> int:
         """Upload every due deployment of this instance; returns how many were tried."""

@@ -14,6 +14,7 @@ from layerbot import clock, log, metrics
 from layerbot.config import OutboxConfig
 from layerbot.github.client import GitHubError
 from layerbot.github.writes import Performer
+from layerbot.loops import pause
 from layerbot.store.outbox import Message, Outbox
 
 _log = log.get("github")
@@ -67,13 +68,8 @@ class Sender:
         if recovered:
             _log.info("outbox messages recovered after a restart", count=len(recovered))
         while not stop.is_set():
-            sent = await self.send_due()
-            if sent == 0:
-                self.wakeup.clear()
-                try:
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=0.5)
-                except TimeoutError:
-                    pass
+            if await self.send_due() == 0:
+                await pause(stop, 0.5, self.wakeup)
 
     async def send_due(self) -> int:
         """Send every due message once (concurrently); returns how many were tried."""

@@ -30,6 +30,7 @@ from layerbot.build.workspace import (
 from layerbot.config import Config
 from layerbot.core.facts import JobFacts
 from layerbot.core.jobs import JobState
+from layerbot.loops import pause
 from layerbot.reporting import report_build
 from layerbot.store import jobs as jobstore
 from layerbot.store.db import Store
@@ -57,11 +58,7 @@ class Submitter:
         await self._release_recorded()
         while not stop.is_set():
             await self.submit_queued()
-            self.wakeup.clear()
-            try:
-                await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
+            await pause(stop, 1.0, self.wakeup)
 
     async def _release_recorded(self) -> None:
         """Jobs recorded as submitted by a run that died before releasing them."""
