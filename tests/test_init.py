@@ -72,12 +72,12 @@ def test_cpu_kind_of_this_host_from_cpuinfo(cpuinfo: str, arch: str, target: str
     assert target_from_cpuinfo(cpuinfo, arch) == target
 
 
-def probe(**extra: object) -> Probe:
+def probe(notes: tuple[str, ...] = ()) -> Probe:
     nodes = nodes_from(parse_scontrol_records(SCONTROL_NODE))
     partitions = partitions_from(parse_scontrol_records(SCONTROL_PARTITIONS))
     return Probe(cluster="layerbot", partitions=tuple(partitions), nodes=tuple(nodes),
                  accounts=("layerbot", "root"), default_account="layerbot",
-                 local_host="vm", local_target="x86_64/intel/sapphirerapids", **extra)  # type: ignore[arg-type]
+                 local_host="vm", local_target="x86_64/intel/sapphirerapids", notes=notes)
 
 
 def test_scontrol_records_are_read() -> None:

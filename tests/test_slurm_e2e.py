@@ -110,17 +110,17 @@ class Env:
                                 (number,)).fetchall()
 
     def wait_jobs(self, number: int, state: str, count: int, timeout: float = 60) -> list[Any]:
-        def ready() -> list[Any] | None:
+        def ready() -> list[Any]:
             jobs = self.jobs(number)
             ok = len(jobs) == count and all(j["state"] == state for j in jobs)
-            return jobs if ok else None
+            return list(jobs) if ok else []
         return self.fake.wait_for(ready, timeout=timeout,
                                   message=f"PR {number}: not {count} jobs {state}")
 
 
 def _all_done(body: str) -> bool:
     m = re.search(r"\((\d+)/(\d+) done", body)
-    return bool(m) and m.group(1) == m.group(2)
+    return m is not None and m.group(1) == m.group(2)
 
 
 def slurm_id(backend_id: str) -> str:
@@ -204,7 +204,7 @@ def test_an_sbatch_refusal_is_shown_with_slurms_message(env: Env) -> None:
 def test_show_config_lists_the_slurm_partitions(env: Env) -> None:
     env.pr(8)
     env.comment(8, "bot: show_config")
-    reply = env.fake.wait_for(lambda: next(iter(env.replies(8)), None), timeout=30)
+    reply: Any = env.fake.wait_for(lambda: next(iter(env.replies(8)), None), timeout=30)
     assert "(slurm backend)" in reply.body and "**Partitions**" in reply.body
     assert "| `debug` (default) | up |" in reply.body and "| `build` | up |" in reply.body
     assert "zen2" in reply.body

@@ -32,7 +32,7 @@ from layerbot.store.db import Store
 from layerbot.store.inbox import Inbox
 from layerbot.store.outbox import Outbox
 from layerbot.web.health import health_router
-from layerbot.web.webhook import InboxWriter, webhook_route
+from layerbot.web.webhook import InboxWriter, WebhookFirst, webhook_route
 
 _log = log.get("app")
 
@@ -128,14 +128,19 @@ class Bot:
 
         app = FastAPI(title="layerbot", version=_version(), lifespan=lifespan,
                       openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None)
-        app.router.routes.append(webhook_route(
-            secret.get_secret_value().encode() if secret else None, self.writer,
-            self.config.server.max_body_bytes))
+        self.webhook = webhook_route(secret.get_secret_value().encode() if secret else None,
+                                     self.writer, self.config.server.max_body_bytes)
+        app.router.routes.insert(0, self.webhook)
         app.include_router(health_router(self.store, self.inbox, self.outbox,
                                          self.config.health.max_inbox_lag_seconds,
                                          self.worker_alive))
         routes.add_web(self, app)
         return app
+
+
+def asgi(app: FastAPI, bot: Bot) -> WebhookFirst:
+    """What `serve` runs: the app behind a front that takes /webhook by the shortest way."""
+    return WebhookFirst(app, bot.webhook)
 
 
 def _version() -> str:

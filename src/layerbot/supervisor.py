@@ -28,6 +28,7 @@ from layerbot.config import Config
 _log = log.get("app")
 
 RESTART_DELAY_SECONDS = 1.0
+WORKER_NICENESS = 10
 PR_SET_PDEATHSIG = 1
 
 
@@ -42,6 +43,9 @@ def _die_with_parent() -> None:
 def worker_main(config: Config, nudges: Connection) -> None:
     """The worker process: every background loop of the bot."""
     _die_with_parent()
+    # Handling is throughput work; answering GitHub is latency work: on a busy machine the
+    # web process goes first.
+    os.nice(WORKER_NICENESS)
     log.configure(config.logging.format, config.logging.level, config.logging.levels)
     from layerbot.app import Bot
     from layerbot.store.db import Store

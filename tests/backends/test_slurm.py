@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from layerbot.backends import slurm_parse as sp
 from layerbot.backends.base import (
     BackendState,
     BackendUnavailable,
@@ -26,7 +25,7 @@ from layerbot.backends.slurm import SlurmBackend
 from layerbot.config import NodeType, SlurmBackendConfig
 from tests.backends.conftest import SlurmCluster
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 
 T = TypeVar("T")
 PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -243,6 +242,23 @@ def test_sbatch_refusals_carry_slurms_own_message(tmp_path: Path, instance: str)
     run(main())
 
 
+def test_with_clusters_every_command_names_them(tmp_path: Path, instance: str) -> None:
+    async def main() -> None:
+        b = backend(clusters=["layerbot"])  # the only cluster here; -M all the same
+        backend_id = await b.submit(job(tmp_path, instance, 12, "true\n"))
+        assert backend_id.endswith(";layerbot/12")
+        assert await b.find(12, instance) == backend_id
+        await b.release([backend_id])
+        assert (await wait_for(b, backend_id, *FINAL)).state is BackendState.COMPLETED
+        other = await b.submit(job(tmp_path, instance, 13, "true\n"))
+        await b.cancel(other)
+        assert (await wait_for(b, other, *FINAL)).state is BackendState.CANCELLED
+        names = [p.name for p in (await b.resources()).partitions]
+        assert "layerbot:debug" in names
+
+    run(main())
+
+
 # --- monitoring cost -----------------------------------------------------------------------
 
 
@@ -313,11 +329,13 @@ def test_slurmctld_killed_then_started_again(tmp_path: Path, instance: str,
         patient = SlurmBackend(SlurmBackendConfig(), unavailable_wait_seconds=120)
         try:
             waiting = asyncio.create_task(patient.submit(job(tmp_path, instance, 32, "true\n")))
-            polled, resources, refused, _ = await asyncio.gather(
+            outcomes: tuple[Any, ...] = await asyncio.gather(
                 b.poll([held]), b.resources(),
                 impatient.submit(job(tmp_path, instance, 31, "true\n")),
                 b.release([held]),  # deferred, not raised
                 return_exceptions=True)
+            polled, resources, refused, released = outcomes
+            assert released is None
             assert isinstance(polled, BackendUnavailable), polled
             assert "Failed while looking for jobs" in str(polled)
             assert isinstance(resources, BackendUnavailable)
@@ -333,7 +351,3 @@ def test_slurmctld_killed_then_started_again(tmp_path: Path, instance: str,
         assert (await wait_for(b, late, *FINAL)).state is BackendState.COMPLETED
 
     run(main())
-
-
-def test_ids_are_parsed_as_sbatch_prints_them() -> None:
-    assert sp.parse_backend_id("12;layerbot/3") == sp.SlurmId("12", "layerbot", 3)

@@ -248,6 +248,18 @@ def test_squeue_json_of_later_versions_is_tolerated() -> None:
         "FAILED", 768, 1795792623, "layerbot:cap:1")
 
 
+def test_squeue_by_name_gives_tagged_jobs() -> None:
+    # SLURM_TIME_FORMAT=%s squeue [-M layerbot] -t all --name=... -o "%i|%j|%V|%k"
+    text = ("CLUSTER: layerbot\nJOBID|NAME|SUBMIT_TIME|COMMENT\n"
+            "71|layerbot-try-1001|1795792614|layerbot:try:1001\n"
+            "73|layerbot-cap-1|1795792623|layerbot:cap:1\n")
+    assert sp.parse_squeue_tagged(text) == [
+        sp.TaggedJob("71", "layerbot", "layerbot-try-1001", "layerbot:try:1001", 1795792614),
+        sp.TaggedJob("73", "layerbot", "layerbot-cap-1", "layerbot:cap:1", 1795792623)]
+    plain = "JOBID|NAME|SUBMIT_TIME|COMMENT\n34|wrap|1795791325|(null)\n"
+    assert sp.parse_squeue_tagged(plain) == [sp.TaggedJob("34", None, "wrap", "", 1795791325)]
+
+
 def test_sacct_lines_are_grouped_per_incarnation_with_max_rss_from_steps() -> None:
     jobs = acct()
     assert [j.job_id for j in jobs] == ["29", "29", "44", "46", "51", "59", "60", "64", "73",
@@ -281,6 +293,11 @@ def test_sinfo_gives_partitions_with_nodes_cpus_and_features() -> None:
     assert build.name == "build" and not build.default and build.max_time is None
     assert [p.name for p in sp.parse_sinfo(SINFO_CLUSTERS)] == ["layerbot:debug",
                                                                 "layerbot:build"]
+
+
+def test_clusters_named_in_the_configuration_and_options() -> None:
+    assert sp.clusters_of([], [{"partition": "a"}]) == []
+    assert sp.clusters_of(["a"], [{"cluster": "b"}, {"clusters": "a,c"}]) == ["a", "b", "c"]
 
 
 def test_partitions_named_in_options() -> None:

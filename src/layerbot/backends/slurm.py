@@ -93,46 +93,40 @@ class _SingleFlight(Generic[T]):
         return await asyncio.shield(self._task)
 
 
-class _Batch:
-    """Names asked for within ``window`` seconds of each other are looked up in accounting
-    with one sacct call (the submitter looks up every job of a build at once).
+class _Batch(Generic[T]):
+    """Names asked for within ``window`` seconds of each other are looked up with one
+    call (the submitter looks up every job of a build at once); every caller gets the
+    whole answer and picks its own.
 
     The call starts after the last name joined, so its answer is never older than a
-    caller's question. The result maps each name to the sacct lines that carry it.
+    caller's question.
     """
 
-    def __init__(self, fetch: Callable[[list[str]], Awaitable[list[sp.AcctJob] | None]],
-                 window: float = 0.01) -> None:
+    def __init__(self, fetch: Callable[[list[str]], Awaitable[T]], window: float = 0.01) -> None:
         self._fetch = fetch
         self._window = window
-        self._pending: dict[str, asyncio.Future[list[sp.AcctJob] | None]] | None = None
+        self._pending: tuple[set[str], asyncio.Future[T]] | None = None
         self._flushes: set[asyncio.Task[None]] = set()  # held: the loop keeps weak refs
 
-    async def get(self, name: str) -> list[sp.AcctJob] | None:
+    async def get(self, name: str) -> T:
         if self._pending is None:
-            self._pending = {}
+            self._pending = (set(), asyncio.get_running_loop().create_future())
             task = asyncio.ensure_future(self._flush())
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
-        future = self._pending.get(name)
-        if future is None:
-            future = self._pending[name] = asyncio.get_running_loop().create_future()
+        names, future = self._pending
+        names.add(name)
         return await asyncio.shield(future)
 
     async def _flush(self) -> None:
         await asyncio.sleep(self._window)
-        pending, self._pending = self._pending or {}, None
+        assert self._pending is not None
+        (names, future), self._pending = self._pending, None
         try:
-            jobs = await self._fetch(sorted(pending))
+            future.set_result(await self._fetch(sorted(names)))
         except BaseException as exc:  # every waiter gets the failure
-            for future in pending.values():
-                if not future.done():
-                    future.set_exception(exc)
-                    future.exception()  # retrieved: a waiter that gave up does not warn
-            return
-        for name, future in pending.items():
-            if not future.done():
-                future.set_result(None if jobs is None else [j for j in jobs if j.name == name])
+            future.set_exception(exc)
+            future.exception()  # retrieved: a waiter that gave up does not warn
 
 
 class SlurmBackend:
@@ -155,11 +149,15 @@ class SlurmBackend:
         #: How long submit and find wait for an unreachable slurmctld before giving up.
         self.unavailable_wait_seconds = unavailable_wait_seconds
         self.calls = 0
+        #: Every cluster a job may go to: queries ask them all (-M a,b).
+        self._clusters = sp.clusters_of(config.clusters,
+                                        [config.defaults, *(n.options for n in self.node_types)])
         self._env = _command_env(os.environ)
         self._queue = _SingleFlight(self._squeue)
-        self._by_name = _Batch(self._sacct_by_names)
-        #: Slurm ids this process submitted: released without looking them up first.
-        self._submitted: set[str] = set()
+        self._queued_by_name = _Batch(self._squeue_by_names)
+        self._accounted_by_name = _Batch(self._sacct_by_names)
+        #: (Slurm id, cluster) of jobs this process submitted: released without a lookup.
+        self._submitted: set[tuple[str, str | None]] = set()
         #: Releases that could not reach slurmctld, retried at the next poll.
         self._unreleased: set[str] = set()
 
@@ -171,7 +169,7 @@ class SlurmBackend:
     def _cluster_args(self, cluster: str | None = None) -> list[str]:
         if cluster:
             return ["-M", cluster]
-        return ["-M", ",".join(self.config.clusters)] if self.config.clusters else []
+        return ["-M", ",".join(self._clusters)] if self._clusters else []
 
     async def _run(self, tool: str, *args: str, stdin: str | None = None,
                    cwd: Path | None = None, env: Mapping[str, str] | None = None) -> _Result:
@@ -256,7 +254,7 @@ class SlurmBackend:
                 job, cluster = sp.parse_parsable(result.stdout)
             except ValueError as exc:
                 raise SubmitError(str(exc)) from None
-            self._submitted.add(job)
+            self._submitted.add((job, cluster))
             return str(sp.SlurmId(job, cluster, request.job_id))
         message = sp.clean_error(result.stderr)
         if sp.is_unavailable(result.stderr):
@@ -269,7 +267,7 @@ class SlurmBackend:
         if "time" not in options and request.time_limit_seconds:
             options["time"] = sp.time_minutes(request.time_limit_seconds)
         if "clusters" not in options and self.config.clusters:
-            options["clusters"] = ",".join(self.config.clusters)
+            options["clusters"] = ",".join(self.config.clusters)  # sbatch picks one
         log_file = Path(os.path.abspath(request.job_dir / (request.log_file or DEFAULT_LOG_NAME)))
         script = request.job_dir / request.script  # an absolute script stays as it is
         tag = sp.job_tag(request.instance, request.job_id)
@@ -295,7 +293,7 @@ class SlurmBackend:
         if self.config.handover != "hold_release" or not backend_ids:
             return
         sids = [s for s in map(sp.parse_backend_id, backend_ids) if s is not None]
-        unknown = [s for s in sids if s.job not in self._submitted]
+        unknown = [s for s in sids if (s.job, s.cluster) not in self._submitted]
         if unknown:  # recorded by an earlier run: release only what is still our held job
             try:
                 queue = await self._queue.get()
@@ -303,10 +301,12 @@ class SlurmBackend:
                 self._unreleased.update(map(str, sids))
                 return
             held = {str(s) for s in unknown if _held(sp.pick_queued(queue, s))}
-            sids = [s for s in sids if s.job in self._submitted or str(s) in held]
+            sids = [s for s in sids if (s.job, s.cluster) in self._submitted or str(s) in held]
         await self._release(sids)
 
-    async def _release(self, sids: Sequence[sp.SlurmId]) -> None:
+    async def _release(self, sids: Sequence[sp.SlurmId]) -> bool:
+        """Release, one scontrol call per cluster; False if slurmctld could not be reached."""
+        reached = True
         by_cluster: dict[str | None, list[sp.SlurmId]] = {}
         for sid in sids:
             by_cluster.setdefault(sid.cluster, []).append(sid)
@@ -319,10 +319,12 @@ class SlurmBackend:
             if not result.ok and sp.is_unavailable(result.stderr):
                 _log.warning("release deferred: slurm unavailable", jobs=ids)
                 self._unreleased.update(str(s) for s in group)
+                reached = False
                 continue
             self._unreleased.difference_update(str(s) for s in group)
             if not result.ok:  # e.g. "Job has already finished": nothing left to release
                 _log.info("scontrol release", jobs=ids, error=sp.clean_error(result.stderr))
+        return reached
 
     # --- find ------------------------------------------------------------------------------
 
@@ -332,24 +334,32 @@ class SlurmBackend:
 
     async def _find(self, job_id: int, instance: str, *, fresh: bool = False) -> str | None:
         """The queue and accounting are asked side by side (the common answer, "never
-        submitted", needs both). ``fresh``: a new squeue, not one shared with concurrent
-        callers (after an sbatch whose fate is unknown, an older answer would miss it)."""
-        tag, name = sp.job_tag(instance, job_id), sp.job_name(instance, job_id)
-        queue, accounted = await asyncio.gather(
-            self._squeue() if fresh else self._queue.get(), self._by_name.get(name))
-        queued = [j for j in queue if j.comment == tag or j.name == name]
-        if queued:
-            latest = max(queued, key=lambda j: j.submit or 0)
-            return str(sp.SlurmId(latest.job_id, self._cluster_of(latest.cluster), job_id))
+        submitted", needs both), by job name. ``fresh``: a call of its own, not one shared
+        with concurrent callers (after an sbatch whose fate is unknown, an answer that
+        started before it could miss the job)."""
+        name = sp.job_name(instance, job_id)
+        queued, accounted = await asyncio.gather(
+            self._squeue_by_names([name]) if fresh else self._queued_by_name.get(name),
+            self._accounted_by_name.get(name))
+        ours = [j for j in queued if j.name == name]
         # Only a job that ended counts: one gone from the queue but not finished in
         # accounting was lost by slurmctld and must be submitted again.
-        ended = [j for j in accounted or []
-                 if sp.names_job(j.name, j.comment, job_id)
-                 and sp.map_state(j.state) in sp.FINAL_STATES]
-        if not ended:
+        ours += [sp.TaggedJob(j.job_id, j.cluster, j.name, j.comment, j.submit)
+                 for j in accounted or []
+                 if j.name == name and sp.map_state(j.state) in sp.FINAL_STATES]
+        ours = [j for j in ours if sp.names_job(j.name, j.comment, job_id)]
+        if not ours:
             return None
-        latest_acct = max(ended, key=lambda j: j.submit or 0)
-        return str(sp.SlurmId(latest_acct.job_id, self._cluster_of(latest_acct.cluster), job_id))
+        latest = max(ours, key=lambda j: j.submit or 0)
+        return str(sp.SlurmId(latest.job_id, self._cluster_of(latest.cluster), job_id))
+
+    async def _squeue_by_names(self, names: list[str]) -> list[sp.TaggedJob]:
+        """Jobs of these names slurmctld knows. Plain squeue honours --name (--json does
+        not filter at all in 22.05) and prints a few lines instead of every job's JSON."""
+        out = await self._query("squeue", *self._cluster_args(), "-t", "all",
+                                f"--name={','.join(names)}", "-o", sp.SQUEUE_TAG_FORMAT,
+                                env={"SLURM_TIME_FORMAT": "%s"})
+        return sp.parse_squeue_tagged(out)
 
     async def _sacct_by_names(self, names: list[str]) -> list[sp.AcctJob] | None:
         """Jobs of these names in accounting (None: it cannot be asked at this site).
@@ -369,14 +379,15 @@ class SlurmBackend:
 
     def _cluster_of(self, cluster: str | None) -> str | None:
         """Backend ids name the cluster only where several may be asked."""
-        return cluster if self.config.clusters else None
+        return cluster if self._clusters else None
 
     # --- poll ------------------------------------------------------------------------------
 
     async def poll(self, backend_ids: Sequence[str]) -> Mapping[str, JobStatus]:
         """One squeue for every job, plus one sacct for those that ended or left the queue."""
-        if self._unreleased:
-            await self._release([s for s in map(sp.parse_backend_id, self._unreleased) if s])
+        if self._unreleased and not await self._release(
+                [s for s in map(sp.parse_backend_id, self._unreleased) if s]):
+            raise BackendUnavailable("slurmctld cannot be reached (scontrol release failed)")
         queue = await self._squeue()
         sids = {b: sp.parse_backend_id(b) for b in backend_ids}
         queued = {b: sp.pick_queued(queue, s) for b, s in sids.items() if s is not None}
@@ -434,7 +445,9 @@ class SlurmBackend:
         sid = sp.parse_backend_id(backend_id)
         if sid is None:
             return
-        if sid.layerbot_job is not None:
+        # A job this process submitted is ours; one recorded earlier is checked first (a
+        # shared squeue is fine for it: it cannot be younger than the call).
+        if sid.layerbot_job is not None and (sid.job, sid.cluster) not in self._submitted:
             job = sp.pick_queued(await self._queue.get(), sid)
             if job is None or _final(job):
                 return  # gone, ended, or the id now names a job that is not ours

@@ -456,6 +456,41 @@ def _tres_mem(tres: str) -> int | None:
     return None
 
 
+# --- squeue --name (find) ------------------------------------------------------------------
+
+#: Plain squeue for find: id, name, submit time (with SLURM_TIME_FORMAT=%s), comment last.
+SQUEUE_TAG_FORMAT = "%i|%j|%V|%k"
+
+
+@dataclass(frozen=True)
+class TaggedJob:
+    """A job found by its name: enough to tell whether it is ours and which is newest."""
+
+    job_id: str
+    cluster: str | None
+    name: str
+    comment: str
+    submit: int | None
+
+
+def parse_squeue_tagged(text: str) -> list[TaggedJob]:
+    """``squeue -t all --name=... -o SQUEUE_TAG_FORMAT`` (``-M`` adds ``CLUSTER:`` lines;
+    the column header is skipped rather than hidden with -h, which would hide those)."""
+    jobs: list[TaggedJob] = []
+    cluster = None
+    for line in text.splitlines():
+        if line.startswith("CLUSTER:"):
+            cluster = line.split(":", 1)[1].strip()
+            continue
+        values = line.strip().split("|", 3)
+        if len(values) != 4 or not values[0].isdigit():  # the header, or noise
+            continue
+        job_id, name, submit, comment = values
+        jobs.append(TaggedJob(job_id, cluster, name, "" if comment == "(null)" else comment,
+                              int(submit) if submit.isdigit() else None))
+    return jobs
+
+
 # --- sacct -P ------------------------------------------------------------------------------
 
 #: The fields asked of sacct; Comment last, since it is the one that may hold a ``|``.
@@ -764,6 +799,16 @@ def parse_sinfo(text: str) -> tuple[Partition, ...]:
 
 def _int_or_zero(text: str) -> int:
     return int(text) if text.strip().isdigit() else 0
+
+
+def clusters_of(configured: Sequence[str], options: Iterable[Mapping[str, str]]) -> list[str]:
+    """The configured clusters plus any a node type sends jobs to (``cluster = "b"``)."""
+    names = list(configured)
+    for opts in options:
+        for key, value in opts.items():
+            if normalize_key(key) == "clusters":
+                names += [c.strip() for c in value.split(",") if c.strip() not in names]
+    return [n for n in names if n]
 
 
 def partitions_of(options: Iterable[Mapping[str, str]]) -> set[str]:

@@ -19,15 +19,19 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 class Store:
     """The database: one engine, short transactions, migrations applied on open."""
 
-    def __init__(self, url: str, *, migrate: bool = True, durable: bool = True) -> None:
+    def __init__(self, url: str, *, migrate: bool = True, durable: bool = True,
+                 checkpoints: bool = True) -> None:
         """``durable=False`` (SQLite): commits reach the OS, not the disk, before returning.
 
         They survive a crash of the process, not of the machine. The worker process uses it
         for its bookkeeping: what GitHub sent is written durably by the receiver, and
         everything after it can be derived again from the inbox.
+
+        ``checkpoints=False`` (SQLite): this process's commits never copy the WAL back into
+        the database file (a stall of 100 ms or more); the worker process's commits do it.
         """
         self.url = url
-        self.engine = make_engine(url, writer=True, durable=durable)
+        self.engine = make_engine(url, writer=True, durable=durable, checkpoints=checkpoints)
         # SQLite: readers get their own engine with deferred transactions, so that reads
         # (dashboard, API) never wait for the write lock that writers take up front.
         self.read_engine = (make_engine(url, writer=False) if url.startswith("sqlite")
@@ -96,14 +100,16 @@ class _SQLiteWriteLock:
         self._thread_lock.release()
 
 
-def make_engine(url: str, *, writer: bool = True, durable: bool = True) -> Engine:
+def make_engine(url: str, *, writer: bool = True, durable: bool = True,
+                checkpoints: bool = True) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         sync = "FULL" if durable else "NORMAL"
-        event.listen(engine, "connect", lambda conn, _rec: _sqlite_pragmas(conn, sync))
+        every = 1000 if checkpoints else 0  # WAL pages between automatic checkpoints
+        event.listen(engine, "connect", lambda conn, _rec: _sqlite_pragmas(conn, sync, every))
         # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that
         # writers take the lock up front (BEGIN IMMEDIATE) instead of failing on upgrade.
         begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
@@ -112,13 +118,14 @@ def make_engine(url: str, *, writer: bool = True, durable: bool = True) -> Engin
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, synchronous: str) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, synchronous: str, autocheckpoint: int) -> None:
     dbapi_conn.isolation_level = None  # we send BEGIN ourselves (see make_engine)
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit is on disk before we answer GitHub (a power cut loses nothing).
     cur.execute(f"PRAGMA synchronous={synchronous}")
     cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint}")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
 

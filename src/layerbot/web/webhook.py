@@ -16,9 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from layerbot import clock, log, metrics
 from layerbot.store.inbox import Delivery, Inbox
@@ -100,36 +99,70 @@ class InboxWriter:
                 self.on_accept()
 
 
-def _answer(status: int, message: str) -> Response:
-    return Response(orjson.dumps({"message": message}), status_code=status,
-                    media_type="application/json")
-
-
 _ACCEPTED = b'{"message": "accepted"}'
 _DUPLICATE = b'{"message": "already received"}'
+_ACCEPTED_COUNT = metrics.DELIVERIES.labels(outcome="accepted")
+_DUPLICATE_COUNT = metrics.DELIVERIES.labels(outcome="duplicate")
+_SECONDS = metrics.WEBHOOK_SECONDS
 
 
-def _refuse(status: int, reason: str, message: str, delivery: str | None) -> Response:
+def _refuse(status: int, reason: str, message: str, delivery: str | None) -> tuple[int, bytes]:
     metrics.DELIVERIES.labels(outcome=f"rejected_{reason}").inc()
     _log.warning("delivery refused", reason=reason, status=status, delivery_id=delivery)
-    return _answer(status, message)
+    return status, orjson.dumps({"message": message})
 
 
-def webhook_route(secret: bytes | None, writer: InboxWriter, max_body: int) -> Route:
-    """A plain Starlette route: the hot path skips FastAPI's request machinery."""
+class WebhookReceiver:
+    """The receiver as a bare ASGI app: the hot path is the signature, the parse, the inbox.
 
-    async def receive(request: Request) -> Response:
+    No request or response objects, no middleware: per delivery it costs little more than
+    the HTTP parsing that uvicorn does anyway.
+    """
+
+    def __init__(self, secret: bytes | None, writer: InboxWriter, max_body: int) -> None:
+        self.secret = secret
+        self.writer = writer
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            status, body = 405, b'{"message": "POST only"}'
+        else:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            status, body = await self.handle(headers, await self._body(receive, headers))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
+        """The body, or None when it is over the limit (checked before and while reading)."""
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    async def handle(self, headers: dict[str, str], body: bytes | None) -> tuple[int, bytes]:
         started = time.perf_counter()
-        delivery_id = request.headers.get("x-github-delivery")
-        body = await _read_limited(request, max_body)
+        delivery_id = headers.get("x-github-delivery")
         if body is None:
-            return _refuse(413, "too_large", f"body over {max_body} bytes", delivery_id)
-        if secret is None:
+            return _refuse(413, "too_large", f"body over {self.max_body} bytes", delivery_id)
+        if self.secret is None:
             return _refuse(401, "no_secret", "this bot has no webhook secret configured",
                            delivery_id)
-        if not verify_signature(body, secret, request.headers.get("x-hub-signature-256")):
+        if not verify_signature(body, self.secret, headers.get("x-hub-signature-256")):
             return _refuse(401, "signature", "missing or wrong X-Hub-Signature-256", delivery_id)
-        event = request.headers.get("x-github-event")
+        event = headers.get("x-github-event")
         if not event or not delivery_id:
             return _refuse(400, "headers", "X-GitHub-Event and X-GitHub-Delivery are required",
                            delivery_id)
@@ -141,41 +174,41 @@ def webhook_route(secret: bytes | None, writer: InboxWriter, max_body: int) -> R
             return _refuse(400, "malformed", "the body is not a JSON object", delivery_id)
         if event == "ping":
             metrics.DELIVERIES.labels(outcome="ping").inc()
-            return _answer(200, "pong")
+            return 200, b'{"message": "pong"}'
         installation = payload.get("installation") or {}
-        delivery = Delivery(
-            hook_id=request.headers.get("x-github-hook-id", ""),
-            delivery_id=delivery_id, event=event,
-            action=payload.get("action") if isinstance(payload.get("action"), str) else None,
+        action = payload.get("action")
+        new = await self.writer.write(Delivery(
+            hook_id=headers.get("x-github-hook-id", ""), delivery_id=delivery_id, event=event,
+            action=action if isinstance(action, str) else None,
             ordering_key=ordering_key(event, payload, delivery_id),
             installation_id=installation.get("id") if isinstance(installation, dict) else None,
             payload=body.decode("utf-8"),
-        )
-        new = await writer.write(delivery)
+        ))
         (_ACCEPTED_COUNT if new else _DUPLICATE_COUNT).inc()
         _SECONDS.observe(time.perf_counter() - started)
-        if new:
-            return Response(_ACCEPTED, status_code=202, media_type="application/json")
-        return Response(_DUPLICATE, status_code=200, media_type="application/json")
-
-    return Route("/webhook", receive, methods=["POST"], include_in_schema=False)
+        return (202, _ACCEPTED) if new else (200, _DUPLICATE)
 
 
-_ACCEPTED_COUNT = metrics.DELIVERIES.labels(outcome="accepted")
-_DUPLICATE_COUNT = metrics.DELIVERIES.labels(outcome="duplicate")
-_SECONDS = metrics.WEBHOOK_SECONDS
+def webhook_route(secret: bytes | None, writer: InboxWriter, max_body: int) -> Route:
+    """POST /webhook as a route of the app (the receiver is a bare ASGI app)."""
+    return Route("/webhook", WebhookReceiver(secret, writer, max_body), methods=["POST"],
+                 include_in_schema=False)
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The body, or None when it is over the limit (checked before and while reading)."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+class WebhookFirst:
+    """An ASGI front for `serve`: /webhook goes straight to its route, the rest to the app.
+
+    The webhook's answers carry no HTML, cookies or CORS, so they need none of the app's
+    middleware (security headers, sessions, error pages); skipping it keeps the hot path
+    to the signature, the parse and the inbox.
+    """
+
+    def __init__(self, app: ASGIApp, route: Route) -> None:
+        self.app = app
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/webhook":
+            await self.route.handle(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
