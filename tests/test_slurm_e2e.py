@@ -246,10 +246,9 @@ def test_slurmctld_down_then_back_everything_resumes(env: Env) -> None:
     env.pr(6, files={"bot/build.sh": SLOW_BUILD})
     env.comment(6, "bot: build for:arch=x86_64/amd/zen2 exportvariable:SLEEP=8")
     job = env.wait_jobs(6, "running", 1, timeout=90)[0]
-    submitted = time.monotonic()
     env.pr(7)
-    # slurmctld saves its state every ~5 s: kill it later than that after the last submit
-    time.sleep(max(0.0, 6.5 - (time.monotonic() - submitted)))
+    # Killed before it saved its state, slurmctld would lose the job (docs/slurm.md §6).
+    env.slurm.wait_saved(env.slurm.job(job["backend_id"])["start_time"])
     env.slurm.kill_ctld()
     down = time.monotonic()
     try:

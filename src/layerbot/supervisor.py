@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ctypes
 import multiprocessing
 import os
@@ -52,6 +53,8 @@ def worker_main(config: Config, nudges: Connection) -> None:
 
     async def main() -> None:
         bot = Bot(config, Store(config.store_url, durable=False))
+        gc.collect()
+        gc.freeze()  # long-lived objects out of full collections (they stall held locks)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)

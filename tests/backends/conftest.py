@@ -5,6 +5,7 @@ Skips (FAILS under CI) when it does not answer. Also used by tests/test_slurm_e2
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -57,6 +58,21 @@ class SlurmCluster:
 
     def ctld_pid(self) -> int:
         return int((self.base / "run" / "slurmctld.pid").read_text().strip())
+
+    def wait_saved(self, since: float, settle: float = 8.0) -> None:
+        """Wait until slurmctld has most likely saved the jobs it knew at ``since``
+        (time.time(), at whole-second precision like Slurm's own times).
+
+        It saves at most every ~5 s; killed before that, it loses the jobs submitted since
+        (docs/slurm.md §6). Done when its job_state file is written a second after
+        ``since``, or, as nothing may change to make it save again, ``settle`` s after it.
+        """
+        state = self.base / "state" / "job_state"
+        while time.time() < since + settle:
+            with contextlib.suppress(OSError):
+                if state.stat().st_mtime > since + 1:
+                    return
+            time.sleep(0.2)
 
     def kill_ctld(self) -> None:
         """SIGKILL slurmctld by its pid and wait until it is really gone (it lingers as a

@@ -321,9 +321,10 @@ def test_slurmctld_killed_then_started_again(tmp_path: Path, instance: str,
     # so the calls that must fail run side by side.
     async def main() -> None:
         b = backend()
+        submitted = time.time()
         held = await b.submit(job(tmp_path, instance, 30, "sleep 2\n"))
-        # slurmctld saves its state every ~5 s: a younger job would be lost with it.
-        await asyncio.sleep(6.5)
+        # Killed before it saved its state, slurmctld would lose the job.
+        await asyncio.to_thread(slurm.wait_saved, submitted)
         slurm.kill_ctld()
         impatient = SlurmBackend(SlurmBackendConfig(), unavailable_wait_seconds=0.5)
         patient = SlurmBackend(SlurmBackendConfig(), unavailable_wait_seconds=120)

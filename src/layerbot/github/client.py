@@ -60,11 +60,11 @@ class GitHubApp:
         if config.app_id is None or config.private_key is None:
             raise ValueError("github.app_id and github.private_key_file are needed to reach GitHub")
         self.config = config
-        self._app = GitHub(
-            AppAuthStrategy(str(config.app_id), config.private_key.get_secret_value()),
-            base_url=config.api_url, auto_retry=False, timeout=30.0,
-        )
-        self._app_open = False
+        # githubkit makes an httpx client (and a TLS context) per request unless the calling
+        # task entered its context; one shared transport keeps connections and TLS setup.
+        self._transport = _SharedTransport()
+        self._app = self._client(
+            AppAuthStrategy(str(config.app_id), config.private_key.get_secret_value()))
         self._tokens: dict[int, _Token] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._clients: dict[str, GitHub[Any]] = {}
@@ -95,26 +95,24 @@ class GitHubApp:
 
     async def app_request(self, method: str, url: str, **kwargs: Any) -> Any:
         """A request as the App itself (JWT)."""
-        return (await self._send(await self._app_client(), method, url, **kwargs)).json() or {}
+        return (await self._send(self._app, method, url, **kwargs)).json() or {}
 
     async def app_request_raw(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        return await self._send(await self._app_client(), method, url, **kwargs)
+        return await self._send(self._app, method, url, **kwargs)
 
     async def request(self, installation_id: int, method: str, url: str,
                       **kwargs: Any) -> httpx.Response:
         """A request as an installation; a 401 renews the token once and tries again."""
         for attempt in (1, 2):
             token = await self.installation_token(installation_id)
-            client = await self._client_for(token)
+            client = self._client_for(token)
             try:
                 return await self._send(client, method, url, **kwargs)
             except GitHubError as exc:
                 if exc.status == 401 and attempt == 1:
                     _log.info("token refused; renewing", installation_id=installation_id)
                     self.forget_token(installation_id)
-                    stale = self._clients.pop(token, None)
-                    if stale is not None:
-                        await stale.__aexit__(None, None, None)
+                    self._clients.pop(token, None)
                     continue
                 raise
         raise AssertionError("unreachable")
@@ -123,28 +121,22 @@ class GitHubApp:
         response = await self.request(installation_id, method, url, **kwargs)
         return response.json() if response.content else None
 
-    async def _client_for(self, token: str) -> GitHub[Any]:
-        """One client per token, kept open: a new client per request costs a TLS setup."""
+    def _client(self, auth: Any) -> GitHub[Any]:
+        return GitHub(auth, base_url=self.config.api_url, auto_retry=False, timeout=30.0,
+                      http_cache=False, async_transport=self._transport)
+
+    def _client_for(self, token: str) -> GitHub[Any]:
+        """One client per installation token (they only differ in their auth)."""
         client = self._clients.get(token)
         if client is None:
             if len(self._clients) > 64:
-                await self.close()
-            client = GitHub(TokenAuthStrategy(token), base_url=self.config.api_url,
-                            auto_retry=False, timeout=30.0)
-            await client.__aenter__()
-            self._clients[token] = client
+                self._clients.clear()
+            client = self._clients[token] = self._client(TokenAuthStrategy(token))
         return client
 
-    async def _app_client(self) -> GitHub[Any]:
-        if not self._app_open:
-            await self._app.__aenter__()
-            self._app_open = True
-        return self._app
-
     async def close(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.__aexit__(None, None, None)
+        self._clients.clear()
+        await self._transport.close_for_good()
 
     async def _send(self, client: GitHub[Any], method: str, url: str,
                     **kwargs: Any) -> httpx.Response:
@@ -175,6 +167,16 @@ class GitHubApp:
             return
         self.rate_limits[info.resource] = info
         self._on_rate_limit(info)
+
+
+class _SharedTransport(httpx.AsyncHTTPTransport):
+    """A transport shared by every client: closing one client must not close it."""
+
+    async def aclose(self) -> None:
+        return None
+
+    async def close_for_good(self) -> None:
+        await super().aclose()
 
 
 def _error_message(response: httpx.Response) -> str:
