@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 from pathlib import Path
 
 from sqlalchemy import select
 
 from layerbot import clock, log
-from layerbot.backends.base import Backend, SubmitError, SubmitRequest
+from layerbot.backends.base import Backend, BackendUnavailable, SubmitError, SubmitRequest
 from layerbot.build import jobdir
 from layerbot.build.workspace import (
     FetchError,
@@ -38,6 +39,9 @@ from layerbot.store.models import Build, Instance, Job
 
 _log = log.get("jobs")
 
+#: How long to leave the backend alone after it was unavailable.
+UNAVAILABLE_RETRY_SECONDS = 30.0
+
 #: The job's stdout and stderr, in its directory.
 LOG_NAME = "layerbot-job.log"
 
@@ -53,6 +57,7 @@ class Submitter:
         self.wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self._busy: set[int] = set()
+        self._paused_until = 0.0  # monotonic time before which the backend is not asked
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._release_recorded()
@@ -78,7 +83,7 @@ class Submitter:
 
     async def submit_queued(self) -> int:
         """Prepare and submit every queued job of this instance; returns how many."""
-        if await asyncio.to_thread(self._paused):
+        if time.monotonic() < self._paused_until or await asyncio.to_thread(self._paused):
             return 0
         with self.store.read() as s:
             ids = list(s.scalars(select(Job.id).where(
@@ -136,6 +141,11 @@ class Submitter:
             return await asyncio.to_thread(self._fail, job_id, str(exc))
         except WorkspaceError as exc:
             return await asyncio.to_thread(self._fail, job_id, f"preparing the job failed: {exc}")
+        except BackendUnavailable as exc:
+            # The scheduler is down: the job stays queued and is submitted when it is back.
+            self._paused_until = time.monotonic() + UNAVAILABLE_RETRY_SECONDS
+            _log.warning("backend unavailable; job stays queued", error=str(exc))
+            return None
         except SubmitError as exc:
             return await asyncio.to_thread(
                 self._fail, job_id, f"{self.backend.name} refused the job: {exc}")

@@ -1,0 +1,96 @@
+"""The submitter keeps jobs queued while the batch system cannot be asked."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from layerbot import clock
+from layerbot.backends.base import (
+    BackendUnavailable,
+    Check,
+    JobStatus,
+    Resources,
+    SubmitRequest,
+)
+from layerbot.build.workspace import Mirrors
+from layerbot.config import load
+from layerbot.core.jobs import JobState
+from layerbot.jobs.planner import BuildRequest, PlannedTarget, record_build
+from layerbot.jobs.submitter import Submitter
+from layerbot.store.db import Store
+from layerbot.store.models import Job
+from tests.support.origin import Origin
+
+
+class DownThenUpBackend:
+    """A batch system that is down for the first ``down`` calls (a port double)."""
+
+    name = "test"
+
+    def __init__(self, down: int) -> None:
+        self.down = down
+        self.calls = 0
+        self.submitted: list[SubmitRequest] = []
+
+    def _ask(self) -> None:
+        self.calls += 1
+        if self.calls <= self.down:
+            raise BackendUnavailable("slurmctld is not answering")
+
+    async def submit(self, request: SubmitRequest) -> str:
+        self._ask()
+        self.submitted.append(request)
+        return f"b{request.job_id}"
+
+    async def release(self, backend_ids: Sequence[str]) -> None:
+        return None
+
+    async def find(self, job_id: int, instance: str) -> str | None:
+        self._ask()
+        return None
+
+    async def poll(self, backend_ids: Sequence[str]) -> Mapping[str, JobStatus]:
+        return {}
+
+    async def cancel(self, backend_id: str) -> None:
+        return None
+
+    async def resources(self) -> Resources:
+        return Resources("test", ())
+
+    async def check(self) -> list[Check]:
+        return []
+
+
+def test_jobs_wait_queued_while_the_backend_is_down(tmp_path: Path) -> None:
+    origin = Origin(tmp_path / "origin", "o/r")
+    head = origin.git("rev-parse", "HEAD")
+    config = load(None, overrides={"instance": {"data_dir": str(tmp_path / "data")}})
+    store = Store(config.store_url)
+    node, repo = config.node_types[0], config.repo_targets[0]
+    request = BuildRequest(repo="o/r", pr=None, installation_id=None, head_sha=head,
+                           base_ref="main", clone_url=str(origin.path), command="test",
+                           requested_by="alice")
+    with store.transaction() as s:
+        _, (job,) = record_build(s, config, request,
+                                 [PlannedTarget(node, repo, node.cpu_target, None, "x")],
+                                 clock.now())
+        job_id = job.id
+    backend = DownThenUpBackend(down=1)
+    submitter = Submitter(config, store, backend, Mirrors(tmp_path / "mirrors"))
+
+    def state() -> str:
+        with store.read() as s:
+            found = s.get(Job, job_id)
+            assert found is not None
+            return found.state
+
+    asyncio.run(submitter.submit_queued())
+    assert state() == JobState.QUEUED.value  # not failed: the scheduler was only away
+    assert asyncio.run(submitter.submit_queued()) == 0  # it is left alone for a while
+    submitter._paused_until = 0.0  # the while has passed
+    asyncio.run(submitter.submit_queued())
+    assert state() == JobState.SUBMITTED.value
+    assert [r.job_id for r in backend.submitted] == [job_id]
