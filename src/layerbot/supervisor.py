@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import ctypes
+import gc
 import multiprocessing
 import os
 import signal
