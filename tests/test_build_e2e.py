@@ -190,6 +190,14 @@ def test_a_commenter_who_may_not_build_is_refused_and_nothing_runs(env: Env) -> 
     assert env.jobs(3) == []
 
 
+def test_batch_options_are_refused_where_the_backend_allows_none(env: Env) -> None:
+    env.pr(15)
+    env.comment(15, "bot: build batch:time=08:00:00")
+    reply = env.fake.wait_for(lambda: next(iter(env.replies(15)), None), timeout=30)
+    assert "batch option `time` may not be set" in reply.body and "local backend" in reply.body
+    assert env.jobs(15) == []
+
+
 def test_a_push_after_the_command_does_not_change_what_is_built(env: Env) -> None:
     first = env.pr(4, files={"VERSION": "1\n", "bot/build.sh": VERSION_BUILD})
     env.comment(4, "bot: build for:arch=x86_64/amd/zen2 repo:eessi-2023.06")

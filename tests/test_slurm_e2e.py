@@ -146,7 +146,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                                         "time_limit_minutes": 1},
                               "backend": {"kind": "slurm", "poll_seconds": 0.3,
                                           "slurm": {"handover": "hold_release",
-                                                    "defaults": {"qos": "normal"}}},
+                                                    "defaults": {"qos": "normal"},
+                                                    "overridable": ["time"]}},
                               "reporting": {"min_edit_interval_seconds": 0},
                               "node_types": NODE_TYPES,
                               "repo_targets": [{"id": "eessi-2023.06",
@@ -199,6 +200,21 @@ def test_an_sbatch_refusal_is_shown_with_slurms_message(env: Env) -> None:
     assert "1/1 done, 0 succeeded" in reply.body
     assert "slurm refused the job" in reply.body
     assert "Invalid partition name specified" in reply.body
+
+
+def test_a_command_may_set_the_options_the_site_allows(env: Env) -> None:
+    env.pr(9)
+    env.comment(9, "bot: build for:arch=x86_64/amd/zen2 batch:time=00:07:00")
+    reply = env.build_reply(9)
+    assert "1/1 done, 1 succeeded" in reply.body, reply.body
+    (job,) = env.jobs(9)
+    tagged = {str(s["job_id"]): s for s in env.slurm.tagged(env.instance)}
+    info = tagged[slurm_id(job["backend_id"])]
+    assert info["time_limit"] == 7  # minutes: the command's value, not the node type's
+    env.comment(9, "bot: build for:arch=x86_64/amd/zen2 batch:partition=debug")
+    refusal = env.fake.wait_for(lambda: next((c for c in env.replies(9)
+                                              if "may not be set" in c.body), None), timeout=30)
+    assert "`partition`" in refusal.body and "`time`" in refusal.body
 
 
 def test_show_config_lists_the_slurm_partitions(env: Env) -> None:

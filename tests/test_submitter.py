@@ -64,22 +64,45 @@ class DownThenUpBackend:
         return []
 
 
-def test_jobs_wait_queued_while_the_backend_is_down(tmp_path: Path) -> None:
+def queued_job(tmp_path: Path, batch: tuple[tuple[str, str], ...] = ()) -> tuple[Store, int]:
     origin = Origin(tmp_path / "origin", "o/r")
     head = origin.git("rev-parse", "HEAD")
-    config = load(None, overrides={"instance": {"data_dir": str(tmp_path / "data")}})
+    config = load(None, overrides={
+        "instance": {"data_dir": str(tmp_path / "data")},
+        "node_types": [{"name": "n", "cpu_target": "x86_64/generic",
+                        "options": {"partition": "build", "time": "01:00:00"}}]})
     store = Store(config.store_url)
     node, repo = config.node_types[0], config.repo_targets[0]
     request = BuildRequest(repo="o/r", pr=None, installation_id=None, head_sha=head,
                            base_ref="main", clone_url=str(origin.path), command="test",
-                           requested_by="alice")
+                           requested_by="alice", batch_options=batch)
     with store.transaction() as s:
         _, (job,) = record_build(s, config, request,
                                  [PlannedTarget(node, repo, node.cpu_target, None, "x")],
                                  clock.now())
-        job_id = job.id
+        return store, job.id
+
+
+def submitter_for(tmp_path: Path, store: Store, backend: DownThenUpBackend) -> Submitter:
+    config = load(None, overrides={
+        "instance": {"data_dir": str(tmp_path / "data")},
+        "node_types": [{"name": "n", "cpu_target": "x86_64/generic",
+                        "options": {"partition": "build", "time": "01:00:00"}}]})
+    return Submitter(config, store, backend, Mirrors(tmp_path / "mirrors"))
+
+
+def test_a_commands_batch_options_come_after_the_node_types(tmp_path: Path) -> None:
+    store, _ = queued_job(tmp_path, batch=(("time", "04:00:00"),))
+    backend = DownThenUpBackend(down=0)
+    asyncio.run(submitter_for(tmp_path, store, backend).submit_queued())
+    (request,) = backend.submitted
+    assert request.options == {"partition": "build", "time": "04:00:00"}
+
+
+def test_jobs_wait_queued_while_the_backend_is_down(tmp_path: Path) -> None:
+    store, job_id = queued_job(tmp_path)
     backend = DownThenUpBackend(down=1)
-    submitter = Submitter(config, store, backend, Mirrors(tmp_path / "mirrors"))
+    submitter = submitter_for(tmp_path, store, backend)
 
     def state() -> str:
         with store.read() as s:

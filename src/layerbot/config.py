@@ -216,6 +216,8 @@ class SlurmBackendConfig(Section):
     #: Options every job gets, e.g. { account = "eessi", time = "04:00:00" }.
     defaults: dict[str, str] = {}
     #: Options a command may override (by ``exportvariable``-like syntax), e.g. ["time"].
+    #: Options a command may set with ``batch:OPTION=value`` (e.g. ["time", "mem"]);
+    #: they come last: site defaults, then the node type, then the command.
     overridable: list[str] = []
     #: hold_release: submit held, release once recorded; delayed_begin: --begin=now+N.
     handover: Literal["hold_release", "delayed_begin"] = "hold_release"

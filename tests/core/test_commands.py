@@ -344,3 +344,18 @@ def test_valid_builds_parse_and_round_trip(
     assert result.filters.for_arch == arch.replace("-", "/")
     assert result.filters.exportvars == exports
     _assert_round_trip([result])
+
+
+def test_batch_options_parse_render_and_validate() -> None:
+    from layerbot.core.commands import Command, parse_comment
+    from layerbot.core.targets import validate_batch_options
+
+    (cmd,) = parse_comment("bot: build for:arch=x86_64/amd/zen2 batch:time=04:00:00 batch:mem=8G")
+    assert isinstance(cmd, Command)
+    assert cmd.filters.batch_options == (("time", "04:00:00"), ("mem", "8G"))
+    assert parse_comment(cmd.render()) == [cmd]
+    assert validate_batch_options(cmd.filters.batch_options, ["time", "mem"], "slurm") == []
+    (problem,) = validate_batch_options(cmd.filters.batch_options, ["time"], "slurm")
+    assert "`mem`" in problem and "allowed: `time`" in problem
+    assert "none on this instance (local backend)" in validate_batch_options(
+        cmd.filters.batch_options, [], "local")[0]

@@ -174,6 +174,14 @@ _EXPORT = ArgSpec(
     "set a variable in the job's environment (only those the instance allows; may repeat)",
     repeatable=True,
 )
+_BATCH = ArgSpec(
+    "batch",
+    ArgKind.FILTER,
+    "batch:OPTION=value",
+    "a batch-system option for the jobs, e.g. batch:time=04:00:00 (only the options the "
+    "instance allows; may repeat)",
+    repeatable=True,
+)
 
 
 def _job(description: str) -> ArgSpec:
@@ -189,7 +197,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "build",
         "Build this PR's head for the targets the filters select; without filters, "
         "every target of every instance.",
-        (_FOR, _ON, _REPO, _INST, _EXPORT, _ARCH, _ACCEL),
+        (_FOR, _ON, _REPO, _INST, _EXPORT, _BATCH, _ARCH, _ACCEL),
         (
             "bot: build",
             "bot: build for:arch=x86_64/amd/zen2",
@@ -197,6 +205,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
             "bot: build for:arch=x86_64/amd/zen3,accel=nvidia/cc80 on:arch=x86_64/amd/zen3",
             "bot: build for:arch=aarch64/neoverse_v1 exportvariable:SKIP_TESTS=yes",
             "bot: build arch:zen2 repo:eessi-2023.06",
+            "bot: build for:arch=x86_64/amd/zen4 batch:time=08:00:00",
         ),
     ),
     CommandSpec("help", "Show this help.", examples=("bot: help",)),
@@ -283,6 +292,8 @@ class BuildFilters:
     inst: str | None = None
     #: In the order written; names are unique.
     exportvariables: tuple[tuple[str, str], ...] = ()
+    #: Batch-system options (``batch:time=04:00:00``), in the order written; names unique.
+    batch_options: tuple[tuple[str, str], ...] = ()
     #: Written with the older ``arch:``/``accel:``. It changes the meaning: there an absent
     #: ``accel:`` means any accelerator, while ``for:arch=X`` alone means a CPU-only target.
     legacy: bool = False
@@ -317,6 +328,7 @@ class BuildFilters:
         out += [f"repo:{self.repo}"] if self.repo is not None else []
         out += [f"inst:{self.inst}"] if self.inst is not None else []
         out += [f"exportvariable:{name}={value}" for name, value in self.exportvariables]
+        out += [f"batch:{name}={value}" for name, value in self.batch_options]
         return out
 
     def render(self) -> str:
@@ -513,6 +525,7 @@ class _Acc:
 
     values: dict[str, str | None] = field(default_factory=dict)
     exports: list[tuple[str, str]] = field(default_factory=list)
+    batch: list[tuple[str, str]] = field(default_factory=list)
     job_id: int | None = None
     flags: set[str] = field(default_factory=set)
     #: Token index of each argument key given, for messages and fixes.
@@ -529,6 +542,7 @@ class _Acc:
             repo=v.get("repo"),
             inst=v.get("inst"),
             exportvariables=tuple(self.exports),
+            batch_options=tuple(self.batch),
             legacy=legacy,
         )
 
@@ -806,6 +820,29 @@ def _parse_export(acc: _Acc, i: int, value: str) -> _Problem | None:
     return None
 
 
+_OPTION_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+
+
+def _parse_batch(acc: _Acc, i: int, value: str) -> _Problem | None:
+    name, sep, option_value = value.partition("=")
+    if not sep or not option_value or any(c.isspace() for c in option_value):
+        return _Problem(
+            f"{_code('batch:')} needs {_code('OPTION=value')} (got {_code(value)})",
+            (i, (f"batch:{name or '<option>'}=<value>",)),
+            placeholder=True,
+        )
+    if not _OPTION_NAME.fullmatch(name):
+        return _Problem(
+            f"{_code(name)} is not a batch option name (lower-case letters, digits, - and _)",
+            (i, (f"batch:<option>={option_value}",)),
+            placeholder=True,
+        )
+    if any(existing == name for existing, _ in acc.batch):
+        return _Problem(f"batch option {_code(name)} is set twice", (i, ()))
+    acc.batch.append((name, option_value))
+    return None
+
+
 _VALUE_PARSERS: dict[str, _ValueParser] = {
     "job": _parse_job,
     "for": _parse_for,
@@ -815,6 +852,7 @@ _VALUE_PARSERS: dict[str, _ValueParser] = {
     "repository": _pattern_parser("repo"),
     "instance": _pattern_parser("inst"),
     "exportvariable": _parse_export,
+    "batch": _parse_batch,
 }
 
 

@@ -38,6 +38,8 @@ class JobFacts:
     comment_id: int | None = None
     exportvariables: dict[str, str] = field(default_factory=dict)
     build_id: int | None = None
+    #: Batch-system options a command set (allowed by backend.slurm.overridable).
+    batch_options: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -31,6 +31,7 @@ __all__ = [
     "Target",
     "describe_capabilities",
     "select_targets",
+    "validate_batch_options",
     "validate_exportvariables",
 ]
 
@@ -213,3 +214,16 @@ def _not_allowed(name: str, allowed: Sequence[str]) -> str:
         )
     names = ", ".join(code_span(a) for a in allowed)
     return f"{code_span(name)} may not be set; this instance allows {names}"
+
+
+def validate_batch_options(options: Sequence[tuple[str, str]], allowed: Sequence[str],
+                           backend: str) -> list[str]:
+    """Problems with ``batch:`` options: each must be one the configuration lets commands set."""
+    problems = []
+    for name, _value in options:
+        if name not in allowed:
+            may = (", ".join(code_span(a) for a in allowed) if allowed
+                   else f"none on this instance ({backend} backend)")
+            problems.append(f"batch option {code_span(name)} may not be set by a command; "
+                            f"allowed: {may}")
+    return problems

@@ -16,7 +16,12 @@ from layerbot import control
 from layerbot.core import commands, report
 from layerbot.core.commands import Command
 from layerbot.core.jobs import JobState
-from layerbot.core.targets import describe_capabilities, select_targets, validate_exportvariables
+from layerbot.core.targets import (
+    describe_capabilities,
+    select_targets,
+    validate_batch_options,
+    validate_exportvariables,
+)
 from layerbot.handlers.base import Context, Event
 from layerbot.jobs.planner import BuildRequest, PlannedTarget, planned_from_job, record_build
 from layerbot.reporting import report_build
@@ -84,8 +89,11 @@ async def on_build(cmd: Command, event: Event, ctx: Context) -> str | None:
                   f"> {cmd.line.strip()}\n\n**layerbot `{ctx.instance}`**: "
                   f"{selection.message}")
         return "build selected nothing"
+    backend = ctx.config.backend
+    overridable = backend.slurm.overridable if backend.kind == "slurm" else []
     problems = validate_exportvariables(cmd.filters.exportvars,
                                         ctx.config.build.allowed_exportvars)
+    problems += validate_batch_options(cmd.filters.batch_options, overridable, backend.kind)
     if problems:
         ctx.reply(number, f"exportvars:{event.delivery_id}:{cmd.lineno}",
                   f"> {cmd.line.strip()}\n\n**layerbot `{ctx.instance}`**: "
@@ -99,21 +107,23 @@ async def on_build(cmd: Command, event: Event, ctx: Context) -> str | None:
         return "build refused: PR not open"
     targets = [PlannedTarget(t.node_type, t.repo_target, t.cpu_target, t.accelerator,
                              t.build_on) for t in selection.targets]
-    request = _request(ctx, pull, cmd.line.strip() or cmd.render(), cmd.filters.exportvariables)
+    request = _request(ctx, pull, cmd.line.strip() or cmd.render(), cmd.filters.exportvariables,
+                       cmd.filters.batch_options)
     note = await asyncio.to_thread(_paused_note, ctx)
     _record(ctx, request, targets, note)
     return f"build of {len(targets)} target(s) at {pull.head_sha[:12]}"
 
 
 def _request(ctx: Context, pull: PullRequest, command: str,
-             exportvariables: tuple[tuple[str, str], ...] = ()) -> BuildRequest:
+             exportvariables: tuple[tuple[str, str], ...] = (),
+             batch_options: tuple[tuple[str, str], ...] = ()) -> BuildRequest:
     comment = ctx.event.payload.get("comment") or {}
     return BuildRequest(
         repo=ctx.event.repo, pr=pull.number, installation_id=ctx.event.installation_id,
         head_sha=pull.head_sha, base_ref=pull.base_ref, clone_url=pull.clone_url,
         command=command, requested_by=ctx.event.sender_login,
         comment_id=comment.get("id"), delivery_id=ctx.event.delivery_id,
-        exportvariables=exportvariables)
+        exportvariables=exportvariables, batch_options=batch_options)
 
 
 def _record(ctx: Context, request: BuildRequest, targets: list[PlannedTarget],

@@ -40,6 +40,7 @@ class BuildRequest:
     comment_id: int | None = None
     delivery_id: str | None = None
     exportvariables: tuple[tuple[str, str], ...] = ()
+    batch_options: tuple[tuple[str, str], ...] = ()
 
 
 def target_label(cpu_target: str, accelerator: str | None) -> str:
@@ -76,7 +77,7 @@ def record_build(session: Session, config: Config, request: BuildRequest,
                                         dict(t.repo_target.facts)),
             requested_by=request.requested_by, command=request.command,
             comment_id=request.comment_id, exportvariables=dict(request.exportvariables),
-            build_id=build.id,
+            build_id=build.id, batch_options=dict(request.batch_options),
         ).to_json()
         jobs.append(job)
     return build, jobs

@@ -170,9 +170,11 @@ class Submitter:
         path = Path(script) if os.path.isabs(script) else dest / script
         node = next((n for n in self.config.node_types if n.name == job.node_type), None)
         limit = int(self.config.build.time_limit_minutes * 60)
+        # Site defaults (in the backend), then the node type, then what the command set.
+        options = {**(node.options if node else {}), **facts.batch_options}
         return SubmitRequest(job_id=job.id, instance=self.config.instance.name, job_dir=dest,
                              script=path, env=self._env(env), time_limit_seconds=limit,
-                             options=dict(node.options) if node else {},
+                             options=options,
                              log_file=dest / LOG_NAME)
 
     def _env(self, job_env: dict[str, str]) -> dict[str, str]:
