@@ -147,7 +147,7 @@ def test_dashboard_forms_need_a_login_and_the_csrf_token(setup: Setup) -> None:
     refused = bob.post(f"/jobs/{setup.failed}/redo", data={"csrf": bob_csrf})
     assert refused.status_code == 403 and "not allowed" in refused.text
     done = alice.post(f"/jobs/{setup.failed}/redo", data={"csrf": csrf})
-    assert done.status_code == 303
+    assert done.status_code == 303, done.text[:2000]
     new = int(done.headers["location"].rsplit("/", 1)[1])
     page = alice.get(done.headers["location"])
     assert f"redone as job {new}" in page.text  # the flash message

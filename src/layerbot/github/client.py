@@ -62,9 +62,13 @@ class GitHubApp:
         self.config = config
         # githubkit makes an httpx client (and a TLS context) per request unless the calling
         # task entered its context; one shared transport keeps connections and TLS setup.
+        # Connections belong to an event loop: a new loop (a test client, `asyncio.run` in
+        # the CLI) gets a new transport and clients.
+        self._app_auth = AppAuthStrategy(str(config.app_id),
+                                         config.private_key.get_secret_value())
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._transport = _SharedTransport()
-        self._app = self._client(
-            AppAuthStrategy(str(config.app_id), config.private_key.get_secret_value()))
+        self._app = self._client(self._app_auth)
         self._tokens: dict[int, _Token] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._clients: dict[str, GitHub[Any]] = {}
@@ -95,10 +99,10 @@ class GitHubApp:
 
     async def app_request(self, method: str, url: str, **kwargs: Any) -> Any:
         """A request as the App itself (JWT)."""
-        return (await self._send(self._app, method, url, **kwargs)).json() or {}
+        return (await self._send(self._app_client(), method, url, **kwargs)).json() or {}
 
     async def app_request_raw(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        return await self._send(self._app, method, url, **kwargs)
+        return await self._send(self._app_client(), method, url, **kwargs)
 
     async def request(self, installation_id: int, method: str, url: str,
                       **kwargs: Any) -> httpx.Response:
@@ -121,12 +125,25 @@ class GitHubApp:
         response = await self.request(installation_id, method, url, **kwargs)
         return response.json() if response.content else None
 
+    def _on_this_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._transport = _SharedTransport()
+            self._clients.clear()
+            self._app = self._client(self._app_auth)
+
+    def _app_client(self) -> GitHub[Any]:
+        self._on_this_loop()
+        return self._app
+
     def _client(self, auth: Any) -> GitHub[Any]:
         return GitHub(auth, base_url=self.config.api_url, auto_retry=False, timeout=30.0,
                       http_cache=False, async_transport=self._transport)
 
     def _client_for(self, token: str) -> GitHub[Any]:
         """One client per installation token (they only differ in their auth)."""
+        self._on_this_loop()
         client = self._clients.get(token)
         if client is None:
             if len(self._clients) > 64:
