@@ -12,8 +12,6 @@ its command is sent when the bot starts and its reply is checked by the last tes
 
 from __future__ import annotations
 
-import re
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,16 +21,14 @@ import httpx
 import pytest
 
 from tests.backends.conftest import SlurmCluster, discover
-from tests.support.botproc import SECRET, BotProcess, free_port, write_config
+from tests.support.botproc import BotProcess, free_port, write_config
+from tests.support.e2e import Session
 from tests.support.fakegithub import FakeGitHub, generate_app_key
 from tests.support.origin import Origin
 from tests.support.webhooks import (
     DEFAULT_APP_ID,
     DEFAULT_INSTALLATION_ID,
     DEFAULT_REPO,
-    delivery_headers,
-    encode,
-    issue_comment_created,
 )
 
 pytestmark = pytest.mark.slurm
@@ -64,63 +60,15 @@ NODE_TYPES = [
 ]
 
 
-class Env:
+class Env(Session):
     def __init__(self, fake: FakeGitHub, origin: Origin, bot: BotProcess, slurm: SlurmCluster,
                  instance: str) -> None:
-        self.fake = fake
-        self.origin = origin
-        self.bot = bot
+        super().__init__(fake, origin, bot)
         self.slurm = slurm
         self.instance = instance
 
-    def send(self, event: str, payload: dict[str, Any]) -> None:
-        body = encode(payload)
-        response = httpx.post(self.bot.url + "/webhook", content=body,
-                              headers=delivery_headers(event, body, SECRET), timeout=10)
-        assert response.status_code == 202, response.text
-
-    def comment(self, number: int, body: str, login: str = "alice") -> int:
-        comment_id = self.fake.add_comment(OWNER, NAME, number, body, login=login)
-        self.send("issue_comment", issue_comment_created(body, login, pr_number=number,
-                                                         comment_id=comment_id))
-        return comment_id
-
-    def pr(self, number: int, **kwargs: Any) -> str:
-        sha = self.origin.open_pr(number, **kwargs)
-        self.fake.add_pull(OWNER, NAME, number, head_sha=sha)
-        return sha
-
-    def replies(self, number: int) -> list[Any]:
-        return [c for c in self.fake.comments(OWNER, NAME, number) if c.user == "layerbot[bot]"]
-
-    def build_reply(self, number: int, timeout: float = 90) -> Any:
-        def find() -> Any:
-            for c in self.replies(number):
-                if "build requested by" in c.body and _all_done(c.body):
-                    return c
-            return None
-        return self.fake.wait_for(find, timeout=timeout,
-                                  message=f"no finished build reply on PR {number}; jobs: "
-                                          f"{[dict(j) for j in self.jobs(number)]}")
-
-    def jobs(self, number: int) -> list[sqlite3.Row]:
-        with sqlite3.connect(self.bot.config.parent / "layerbot.db") as conn:
-            conn.row_factory = sqlite3.Row
-            return conn.execute("SELECT * FROM jobs WHERE pr = ? ORDER BY id",
-                                (number,)).fetchall()
-
-    def wait_jobs(self, number: int, state: str, count: int, timeout: float = 60) -> list[Any]:
-        def ready() -> list[Any]:
-            jobs = self.jobs(number)
-            ok = len(jobs) == count and all(j["state"] == state for j in jobs)
-            return list(jobs) if ok else []
-        return self.fake.wait_for(ready, timeout=timeout,
-                                  message=f"PR {number}: not {count} jobs {state}")
-
-
-def _all_done(body: str) -> bool:
-    m = re.search(r"\((\d+)/(\d+) done", body)
-    return m is not None and m.group(1) == m.group(2)
+    def build_reply(self, number: int, timeout: float = 90, done: bool = True) -> Any:
+        return super().build_reply(number, timeout, done)
 
 
 def slurm_id(backend_id: str) -> str:

@@ -184,8 +184,9 @@ def test_crash_in_a_burst_loses_nothing_and_repeats_nothing(
         # GitHub redelivers what failed (the recovery loop asks it to); do it here directly
         for delivery, body, _ in deliveries:
             if answered.get(delivery) not in (200, 202):
+                # 200: it was stored before the kill, though its answer never arrived
                 assert post(BotProcess(config, port), "issue_comment", body,
-                            delivery=delivery).status_code == 202
+                            delivery=delivery).status_code in (200, 202)
         fake_github.wait_for(
             lambda: all(fake_github.reactions(c) == ["eyes"] for _, _, c in deliveries),
             timeout=60)
