@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 
 from layerbot.config import Config
 from layerbot.core import report
-from layerbot.core.jobs import JobState
 from layerbot.github import writes
 from layerbot.store import jobs as jobstore
 from layerbot.store.models import Build, Job
@@ -48,6 +47,3 @@ def report_build(session: Session, config: Config, build: Build, now: datetime,
                                                config.reporting.log_tail_lines),
                 now=now)
 
-
-def terminal(job: Job) -> bool:
-    return JobState(job.state).terminal

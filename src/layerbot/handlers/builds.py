@@ -63,7 +63,7 @@ async def allowed(ctx: Context, action: str, number: int, cmd: Command | None) -
     return False
 
 
-def _paused_note(ctx: Context) -> str | None:
+def paused_note(ctx: Context) -> str | None:
     with ctx.services.store.read() as s:
         inst = s.get(Instance, ctx.instance)
     if inst is not None and inst.paused:
@@ -109,8 +109,8 @@ async def on_build(cmd: Command, event: Event, ctx: Context) -> str | None:
                              t.build_on) for t in selection.targets]
     request = _request(ctx, pull, cmd.line.strip() or cmd.render(), cmd.filters.exportvariables,
                        cmd.filters.batch_options)
-    note = await asyncio.to_thread(_paused_note, ctx)
-    _record(ctx, request, targets, note)
+    note = await asyncio.to_thread(paused_note, ctx)
+    record_and_report(ctx, request, targets, note)
     return f"build of {len(targets)} target(s) at {pull.head_sha[:12]}"
 
 
@@ -126,7 +126,7 @@ def _request(ctx: Context, pull: PullRequest, command: str,
         exportvariables=exportvariables, batch_options=batch_options)
 
 
-def _record(ctx: Context, request: BuildRequest, targets: list[PlannedTarget],
+def record_and_report(ctx: Context, request: BuildRequest, targets: list[PlannedTarget],
             note: str | None, redo_of: dict[int, int] | None = None) -> None:
     def write(session: Session) -> None:
         build, jobs = record_build(session, ctx.config, request, targets, ctx.now, redo_of)
@@ -168,8 +168,8 @@ async def on_rebuild(cmd: Command, event: Event, ctx: Context) -> str | None:
     if not targets:
         return None
     pull = await fetch_pull(ctx, number)
-    _record(ctx, _request(ctx, pull, cmd.line.strip() or cmd.render()), targets,
-            await asyncio.to_thread(_paused_note, ctx), redo)
+    record_and_report(ctx, _request(ctx, pull, cmd.line.strip() or cmd.render()), targets,
+            await asyncio.to_thread(paused_note, ctx), redo)
     return f"rebuild of {len(targets)} job(s)"
 
 

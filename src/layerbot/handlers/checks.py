@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from layerbot.handlers.base import Context, Event, Router
-from layerbot.handlers.builds import _paused_note, _record, fetch_pull
+from layerbot.handlers.builds import fetch_pull, paused_note, record_and_report
 from layerbot.jobs.planner import BuildRequest, planned_from_job
 from layerbot.store.models import Build, Job
 
@@ -42,6 +42,7 @@ async def on_rerun(event: Event, ctx: Context) -> str | None:
         head_sha=pull.head_sha, base_ref=pull.base_ref, clone_url=pull.clone_url,
         command=f"Re-run of job {job.id} (check run)", requested_by=event.sender_login,
         delivery_id=event.delivery_id)
-    _record(ctx, request, [planned], await asyncio.to_thread(_paused_note, ctx), {0: job.id})
+    note = await asyncio.to_thread(paused_note, ctx)
+    record_and_report(ctx, request, [planned], note, {0: job.id})
     return f"re-run of job {job.id} at {pull.head_sha[:12]}"
 
