@@ -168,8 +168,9 @@ async def on_rebuild(cmd: Command, event: Event, ctx: Context) -> str | None:
     if not targets:
         return None
     pull = await fetch_pull(ctx, number)
+    note = await asyncio.to_thread(paused_note, ctx)
     record_and_report(ctx, _request(ctx, pull, cmd.line.strip() or cmd.render()), targets,
-            await asyncio.to_thread(paused_note, ctx), redo)
+                      note, redo)
     return f"rebuild of {len(targets)} job(s)"
 
 
