@@ -32,14 +32,10 @@ from layerbot.core.report import size as human_size
 from layerbot.deploy.metadata import LayerbotInfo, Link2PR, file_sha256
 from layerbot.deploy.signing import Signer
 from layerbot.deploy.staging import (
-    RetryPolicy,
-    S3Staging,
     StagedArtifact,
     Staging,
     StagingError,
-    TransferSettings,
     artifact_key,
-    bucket_for,
     is_transient,
     stage_artifact,
     staging_for,
@@ -179,25 +175,9 @@ def report_deployments(session: Session, config: Config, repo: str, pr: int, now
 
 
 def make_staging(config: Config, repo_target: str) -> Staging:
-    """The staging area of a repository target, with every deploy.* transfer setting.
-
-    ``staging_for`` covers the directory case; for S3 the retry and concurrency settings
-    (``deploy.upload_*``) and the checksum mode are applied here too.
-    """
-    deploy = config.deploy
-    if deploy.staging == "dir":
-        return staging_for(deploy, repo_target, staging_dir=config.staging_dir,
-                           state_dir=config.uploads_dir)
-    transfer = TransferSettings(
-        multipart_threshold=deploy.multipart_threshold_bytes,
-        part_size=deploy.part_size_bytes,
-        concurrency=deploy.upload_concurrency,
-        checksum=deploy.s3.checksum,
-    )
-    retry = RetryPolicy(attempts=deploy.upload_retry_attempts,
-                        deadline_seconds=deploy.upload_retry_deadline_seconds)
-    return S3Staging(deploy.s3, bucket_for(deploy.s3, repo_target),
-                     state_dir=config.uploads_dir, transfer=transfer, retry=retry)
+    """The staging area of a repository target, with every deploy.* transfer setting."""
+    return staging_for(config.deploy, repo_target, staging_dir=config.staging_dir,
+                       state_dir=config.uploads_dir)
 
 
 @dataclass(frozen=True)

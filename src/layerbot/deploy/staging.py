@@ -1026,10 +1026,15 @@ def staging_for(
     if deploy.staging == "dir":
         return DirStaging(staging_dir)
     transfer = TransferSettings(
-        multipart_threshold=deploy.multipart_threshold_bytes, part_size=deploy.part_size_bytes
+        multipart_threshold=deploy.multipart_threshold_bytes,
+        part_size=deploy.part_size_bytes,
+        concurrency=deploy.upload_concurrency,
+        checksum=deploy.s3.checksum,
     )
+    retry = RetryPolicy(attempts=deploy.upload_retry_attempts,
+                        deadline_seconds=deploy.upload_retry_deadline_seconds)
     bucket = bucket_for(deploy.s3, repo_target)
-    return S3Staging(deploy.s3, bucket, state_dir=state_dir, transfer=transfer)
+    return S3Staging(deploy.s3, bucket, state_dir=state_dir, transfer=transfer, retry=retry)
 
 
 def bucket_for(settings: S3Config, repo_target: str) -> str:
