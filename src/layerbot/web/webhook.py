@@ -72,6 +72,7 @@ class InboxWriter:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
+        self._thread.shutdown(wait=False)
 
     async def write(self, delivery: Delivery) -> bool:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -177,13 +178,19 @@ class WebhookReceiver:
             return 200, b'{"message": "pong"}'
         installation = payload.get("installation") or {}
         action = payload.get("action")
-        new = await self.writer.write(Delivery(
-            hook_id=headers.get("x-github-hook-id", ""), delivery_id=delivery_id, event=event,
-            action=action if isinstance(action, str) else None,
-            ordering_key=ordering_key(event, payload, delivery_id),
-            installation_id=installation.get("id") if isinstance(installation, dict) else None,
-            payload=body.decode("utf-8"),
-        ))
+        try:
+            new = await self.writer.write(Delivery(
+                hook_id=headers.get("x-github-hook-id", ""), delivery_id=delivery_id,
+                event=event, action=action if isinstance(action, str) else None,
+                ordering_key=ordering_key(event, payload, delivery_id),
+                installation_id=(installation.get("id") if isinstance(installation, dict)
+                                 else None),
+                payload=body.decode("utf-8"),
+            ))
+        except Exception as exc:  # the store is down: say so; recovery asks for a redelivery
+            _log.error("delivery not stored", delivery_id=delivery_id, error=str(exc))
+            return _refuse(503, "store", "the delivery could not be stored; it will be "
+                           "asked for again", delivery_id)
         (_ACCEPTED_COUNT if new else _DUPLICATE_COUNT).inc()
         _SECONDS.observe(time.perf_counter() - started)
         return (202, _ACCEPTED) if new else (200, _DUPLICATE)

@@ -1,0 +1,36 @@
+"""The receiver in-process: a store that cannot take the delivery gets a clear 503."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sqlalchemy import text
+
+from layerbot.store.db import Store
+from layerbot.store.inbox import Inbox
+from layerbot.web.webhook import InboxWriter, WebhookReceiver, signature_of
+
+SECRET = b"s3cret"
+
+
+def test_a_delivery_the_store_cannot_take_is_answered_503(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db'}")
+    body = b'{"action": "created", "repository": {"full_name": "o/r"}}'
+    headers = {"x-hub-signature-256": signature_of(body, SECRET), "x-github-event": "push",
+               "x-github-delivery": "d-1", "x-github-hook-id": "1"}
+
+    async def scenario() -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+        writer = InboxWriter(Inbox(store, "a"), on_accept=lambda: None)
+        writer.start()
+        receiver = WebhookReceiver(SECRET, writer, 1_000_000)
+        stored = await receiver.handle(headers, body)
+        with store.transaction() as s:  # the store breaks
+            s.execute(text("DROP TABLE inbox_events"))
+        refused = await receiver.handle({**headers, "x-github-delivery": "d-2"}, body)
+        await writer.stop()
+        return stored, refused
+
+    stored, refused = asyncio.run(scenario())
+    assert stored[0] == 202
+    assert refused[0] == 503 and b"could not be stored" in refused[1]
