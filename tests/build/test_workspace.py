@@ -339,8 +339,7 @@ def test_merge_conflict_lists_files_and_leaves_nothing(
     assert sorted(caught.value.files) == ["README", "src/a.txt"]
     assert "src/a.txt" in str(caught.value)
     assert not dest.exists()
-    mirror = mirrors.mirror(origin.path)
-    assert worktrees(mirror.path) == [str(mirror.path)]
+    assert not (tmp_path / "jobs").exists() or not any((tmp_path / "jobs").iterdir())
 
 
 def test_head_missing_from_the_mirror_raises_ref_not_found(
@@ -399,7 +398,8 @@ def test_parallel_prepares_from_one_mirror(
         assert prepared.head_sha == head
         assert (prepared.path / f"pr{n}.txt").read_text() == f"{n}\n"
         assert (prepared.path / "src/b.txt").read_text() == "base moved\n"
-    assert len(worktrees(mirrors.mirror(origin.path).path)) == 5
+    mirror = mirrors.mirror(origin.path).path
+    assert worktrees(mirror) == [str(mirror)]  # nothing of the jobs is recorded in the mirror
 
 
 def test_working_tree_holds_no_secret_and_no_remote(
@@ -411,7 +411,12 @@ def test_working_tree_holds_no_secret_and_no_remote(
     assert "extraheader" not in config.lower()
     remotes = git(prepared.path, "remote", "-v").splitlines()
     assert remotes == [f"origin\t{origin.path} (fetch)", f"origin\t{origin.path} (push)"]
-    assert (prepared.path / ".git").is_file()  # a link, not a copy of the objects
+    # A repository of its own that borrows the mirror's objects: no copy, no link back.
+    git_dir = prepared.path / ".git"
+    assert git_dir.is_dir() and not (git_dir / "hooks").exists()
+    alternates = (git_dir / "objects/info/alternates").read_text().split()
+    assert alternates == [f"{mirrors.mirror(origin.path).path}/objects"]
+    assert not list((git_dir / "objects/pack").iterdir())
 
 
 def test_diff_is_what_the_pr_changes(origin: Origin, mirrors: Mirrors, tmp_path: Path) -> None:
@@ -478,10 +483,8 @@ def test_remove_and_prune(origin: Origin, mirrors: Mirrors, tmp_path: Path) -> N
 
     run(mirrors.remove(first.path))
     assert not first.path.exists()
-    assert str(first.path) not in worktrees(mirror)
 
-    shutil.rmtree(second.path)  # e.g. archived: the directory is gone, the record stays
-    assert str(second.path) in worktrees(mirror)
+    shutil.rmtree(second.path)  # e.g. archived: nothing of it is left in the mirror
     assert run(mirrors.prune()) == 1
     assert worktrees(mirror) == [str(mirror)]
 
@@ -566,3 +569,71 @@ def test_token_goes_to_git_as_a_host_scoped_header_in_the_environment() -> None:
     assert env["GIT_CONFIG_KEY_0"] == "http.https://github.com/.extraHeader"
     assert env["GIT_CONFIG_VALUE_0"] == "Authorization: Basic eC1hY2Nlc3MtdG9rZW46dG9r"
     assert _auth_env("/local/path", None, "tok") == {}
+
+
+# ---------------------------------------------------------------------------- hostile git
+
+
+def test_bot_environment_and_home_config_never_reach_git(
+    origin: Origin, mirrors: Mirrors, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A PR asks for a filter; the bot's own environment (a global config in HOME, config
+    # passed by environment, a redirected GIT_DIR) would define it. None may count.
+    marker = tmp_path / "filter-ran"
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text(f'[filter "x"]\n\tsmudge = touch {marker}; cat\n')
+    head = origin.open_pr(1, {".gitattributes": "a* filter=x\nb* filter=y\n", "a": "1\n", "b": "2\n"})
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_PARAMETERS", f"'filter.y.smudge=touch {marker}; cat'")
+    monkeypatch.setenv("GIT_DIR", str(tmp_path / "elsewhere"))
+    prepared = prepare_pr(mirrors, origin, 1, head, tmp_path / "job")
+    assert (prepared.path / "a").read_text() == "1\n"
+    assert not marker.exists()
+
+
+def test_a_poisoned_mirror_is_refused_then_repaired_and_runs_nothing(
+    origin: Origin, mirrors: Mirrors, tmp_path: Path
+) -> None:
+    head = origin.open_pr(1, {"a.txt": "mine\n"})
+    prepare_pr(mirrors, origin, 1, head, tmp_path / "first")
+    mirror = mirrors.mirror(origin.path)
+    marker = tmp_path / "attacker-ran"
+    # What a job with write access to the mirror did (issue 9, item 4).
+    with (mirror.path / "config").open("a") as config:
+        config.write(f'[filter "evil"]\n\tsmudge = touch {marker}; cat\n\trequired = true\n')
+        config.write(f'[merge "evil"]\n\tdriver = touch {marker}\n')
+    (mirror.path / "info").mkdir(exist_ok=True)
+    (mirror.path / "info/attributes").write_text("* filter=evil merge=evil\n")
+    (mirror.path / "hooks").mkdir(exist_ok=True)
+    hook = mirror.path / "hooks/post-checkout"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    hook.chmod(0o755)
+
+    async def without_fetch() -> Prepared:
+        return await mirrors.prepare(mirror, head, "main", tmp_path / "second")
+
+    with pytest.raises(WorkspaceError, match="changed outside the bot"):
+        run(without_fetch())
+    prepared = prepare_pr(mirrors, origin, 1, head, tmp_path / "third")  # fetch repairs
+    assert (prepared.path / "a.txt").read_text() == "mine\n"
+    assert not marker.exists()
+    assert "evil" not in (mirror.path / "config").read_text()
+    assert not (mirror.path / "info/attributes").exists() and not hook.exists()
+
+
+def test_the_job_repository_is_all_inside_the_job_dir_and_writes_stay_there(
+    origin: Origin, mirrors: Mirrors, tmp_path: Path
+) -> None:
+    head = origin.open_pr(1, {"a.txt": "mine\n"})
+    prepared = prepare_pr(mirrors, origin, 1, head, tmp_path / "job")
+    mirror = mirrors.mirror(origin.path).path
+    before = sorted(str(p.relative_to(mirror)) for p in mirror.rglob("*"))
+    # What a job does with its own checkout: commit, make refs, set config.
+    (prepared.path / "a.txt").write_text("changed by the job\n")
+    git(prepared.path, "commit", "-qam", "job's own commit")
+    git(prepared.path, "tag", "job-tag")
+    git(prepared.path, "config", "filter.evil.smudge", "false")
+    after = sorted(str(p.relative_to(mirror)) for p in mirror.rglob("*"))
+    assert after == before
+    assert "evil" not in (mirror / "config").read_text()

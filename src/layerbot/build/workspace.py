@@ -15,19 +15,32 @@ How a tree is made (no network, no copying of objects):
    working tree, so a conflict is known before anything is written to ``dest``;
 2. ``git commit-tree`` records it as a merge commit with a fixed identity and a date taken
    from the parents, so the same base and head always give the same ``merged_sha``;
-3. ``git worktree add --detach --no-checkout`` registers ``dest`` (a few milliseconds,
-   under the mirror's lock: git 2.39 has concurrent ``worktree add``/``gc`` read each
-   other's half-written worktree records and die), then ``git read-tree -u`` fills it,
-   in parallel with other jobs. The worktree's HEAD keeps the commit (and so the PR head)
-   alive through the mirror's garbage collection.
+3. ``dest/.git`` is a **repository of the job's own**, written file by file by the bot
+   (HEAD at the commit, a config of the bot's, no hooks, no ``info/``), whose object store
+   *borrows* the mirror's objects read-only through ``objects/info/alternates``; then
+   ``git read-tree -u`` fills ``dest`` (parallel checkout), jobs in parallel and unlocked.
+
+Why not a ``git worktree`` (as before): a worktree's ``.git`` points into the mirror and
+shares its config, refs and object store, so a job could plant a ``filter.*.smudge``, a
+hook or refs in the mirror and run a command inside the bot's next git call, or change
+what other PRs check out (issue 9, item 4). Now everything the job can write is inside
+its own directory; it only needs read access to the mirror's ``objects/``. The bot never
+runs git in a job's repository after preparing it (clean-up only deletes files), and it
+checks the mirror's config, attributes and hooks before every fetch and preparation:
+what it did not write is removed (at fetch, under the lock) or refused (``MirrorTampered``).
+Every git call goes through ``gitenv`` (fixed environment, nothing foreign run).
+
+A merge commit lives only in the mirror's object store, unreferenced; git's gc keeps
+unreachable objects for two weeks (``gc.pruneExpire``), far longer than preparing a job
+takes, and the job's files are written by then.
 
 Locks: per mirror, an ``asyncio.Lock`` (this process) plus ``flock`` on ``<mirror>.lock``
-(other processes sharing the data dir), held by fetches, worktree registration and
-pruning; everything else only reads the mirror and runs unlocked.
+(other processes sharing the data dir), held by fetches and pruning; everything else only
+reads the mirror (or adds objects to it) and runs unlocked.
 
 The mirror never stores credentials: a token is handed to git through ``GIT_CONFIG_*``
 environment variables for one fetch only, so neither the mirror's config nor a job's
-working tree (which shares that config) can leak it.
+repository can leak it.
 """
 
 from __future__ import annotations
@@ -52,6 +65,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from layerbot import log
+from layerbot.build import gitenv
 
 
 def _log() -> Any:
@@ -72,21 +86,29 @@ _SAFE_COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
 _SCP_LIKE = re.compile(r"^(?:[^@/]+@)?(?P<host>[^:/]+):(?P<path>[^/].*)$")
 _MISSING_REMOTE_REF = re.compile(r"couldn't find remote ref|no such remote ref", re.IGNORECASE)
 
-#: Environment variables that would point git at another repository than the one we name.
-_GIT_REDIRECTS = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-    "GIT_CEILING_DIRECTORIES",
-)
+#: What the bot writes as a mirror's config (and restores if anything else is found there).
+_MIRROR_CONFIG = """[core]
+\trepositoryformatversion = 0
+\tfilemode = true
+\tbare = true
+\tlogallrefupdates = false
+[gc]
+\tautoDetach = false
+[fetch]
+\twriteCommitGraph = true
+[remote "origin"]
+\turl = {url}
+"""
 
-#: Options for every git call. The mirror is shared with job trees whose scripts come from
-#: PRs; hooks or an fsmonitor planted in it must never run in the bot's process.
-_SAFE_OPTIONS = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
+#: The config of a job's own repository: no remote fetch spec, nothing that runs anything.
+_JOB_CONFIG = """[core]
+\trepositoryformatversion = 0
+\tfilemode = true
+\tbare = false
+\tlogallrefupdates = false
+[remote "origin"]
+\turl = {url}
+"""
 
 
 # ---------------------------------------------------------------------------- errors
@@ -126,6 +148,10 @@ class RemoteRefNotFound(FetchError, RefNotFound):
 
     Not retried: asking again will not make it appear. Catchable as either parent.
     """
+
+
+class MirrorTampered(WorkspaceError):
+    """A mirror holds config, attributes or hooks the bot did not write; it is not used."""
 
 
 class MergeConflict(WorkspaceError):
@@ -297,18 +323,6 @@ def _lock_file(mirror_path: Path) -> Path:
     return mirror_path.with_name(mirror_path.name + ".lock")
 
 
-def _git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in _GIT_REDIRECTS and not k.startswith("GIT_CONFIG_")
-    }
-    # Never wait for a password on a terminal nobody watches; parseable messages.
-    env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GCM_INTERACTIVE": "never"})
-    env.update(extra or {})
-    return env
-
-
 async def _git(
     *args: str,
     git_dir: Path | None = None,
@@ -317,15 +331,12 @@ async def _git(
     check: bool = True,
     time_limit: float | None = None,
 ) -> _Result:
-    """Run git; on timeout or cancellation the process is killed, never left behind."""
-    cmd = ["git", *_SAFE_OPTIONS]
-    if git_dir is not None:
-        cmd.append(f"--git-dir={git_dir}")
-    cmd.extend(args)
+    """Run git (``gitenv``: fixed environment, safe options); on timeout or cancellation the
+    process is killed, never left behind."""
     proc = await asyncio.create_subprocess_exec(
-        *cmd,
+        *gitenv.git_argv(args, git_dir=git_dir),
         cwd=cwd,
-        env=_git_env(env),
+        env=gitenv.git_env(env),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -464,6 +475,7 @@ class Mirrors:
         specs = [_refspec(r) for r in refspecs]
         async with self._exclusive(mirror.path):
             await self._ensure_mirror(mirror)
+            await asyncio.to_thread(_restore_mirror, mirror)
             if specs:
                 await self._fetch_with_retries(mirror, specs, env)
         return mirror
@@ -497,14 +509,11 @@ class Mirrors:
         mirror.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = mirror.path.with_name(f"{mirror.path.name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
-            await _git("init", "--bare", "--quiet", str(tmp))
-            for key, value in (
-                ("remote.origin.url", mirror.url),  # for people looking; fetch names the URL
-                ("gc.autoDetach", "false"),  # gc inside our locked fetch, not after it
-                ("core.logAllRefUpdates", "false"),
-                ("fetch.writeCommitGraph", "true"),  # faster merge-base on big histories
-            ):
-                await _git("config", key, value, git_dir=tmp)
+            # No template: no sample hooks, no info/ to plant attributes beside.
+            await _git("init", "--bare", "--quiet", "--template=", str(tmp))
+            # The remote's URL is for people looking (fetch names it); gc runs inside our
+            # locked fetch, not after it; the commit-graph speeds up merge-base.
+            _write_atomic(tmp / "config", _mirror_config(mirror))
             remove_tree(mirror.path)
             tmp.rename(mirror.path)
         finally:
@@ -629,9 +638,15 @@ class Mirrors:
         if not is_sha(head_sha):
             raise ValueError(f"head_sha must be a full commit SHA, got {head_sha!r}")
         dest = _usable_dest(dest)
+        problems = await asyncio.to_thread(_mirror_problems, mirror)
+        if problems:
+            raise MirrorTampered(
+                f"the mirror {mirror.path} was changed outside the bot ({'; '.join(problems)}); "
+                "it is repaired at the next fetch"
+            )
         head, base = await self._tips(mirror, head_sha, base_ref)
         merged_sha = await self._merged(mirror, head, base, base_ref)
-        await self._add_worktree(mirror, merged_sha, dest)
+        await self._make_tree(mirror, merged_sha, dest)
         _log().info(
             "tree prepared", path=str(dest), head=head.sha, base=base.sha, merged=merged_sha
         )
@@ -727,35 +742,20 @@ class Mirrors:
             raise GitError(["merge-base", ancestor, descendant], result.returncode, result.stderr)
         return result.returncode == 0
 
-    async def _add_worktree(self, mirror: Mirror, commit: str, dest: Path) -> None:
+    async def _make_tree(self, mirror: Mirror, commit: str, dest: Path) -> None:
+        """``dest/.git`` written by the bot (borrowing the mirror's objects), then filled."""
         existed = _make_parent(dest)
         try:
-            async with self._exclusive(mirror.path):
-                await self._register_worktree(mirror, commit, dest)
-            # The slow part (writing every file) runs outside the lock, jobs in parallel.
+            await asyncio.to_thread(_write_job_repo, mirror, commit, dest)
             workers = f"checkout.workers={self.checkout_workers}"
-            await _git("-c", workers, "read-tree", "--reset", "-u", "HEAD", cwd=dest)
+            await _git(
+                "-c", workers, f"--work-tree={dest}", "read-tree", "--reset", "-u", "HEAD",
+                git_dir=dest / ".git", cwd=dest,
+            )
         except BaseException:
-            # No half-made tree: neither the files nor the mirror's record of them.
-            await asyncio.shield(self._undo_worktree(mirror, dest, keep_dir=existed))
+            # No half-made tree.
+            await asyncio.shield(asyncio.to_thread(_empty_or_remove, dest, existed))
             raise
-
-    async def _register_worktree(self, mirror: Mirror, commit: str, dest: Path) -> None:
-        args = ["worktree", "add", "--detach", "--no-checkout", "--quiet", str(dest), commit]
-        try:
-            await _git(*args, git_dir=mirror.path)
-        except GitError as exc:
-            if "already registered worktree" not in exc.stderr:
-                raise
-            # dest held a worktree deleted without telling git (a crash, an rm -rf):
-            # forget it and try once more.
-            await _git("worktree", "prune", git_dir=mirror.path)
-            await _git(*args, git_dir=mirror.path)
-
-    async def _undo_worktree(self, mirror: Mirror, dest: Path, *, keep_dir: bool) -> None:
-        await asyncio.to_thread(_empty_or_remove, dest, keep_dir)
-        async with self._exclusive(mirror.path):
-            await _git("worktree", "prune", git_dir=mirror.path, check=False)
 
     async def diff(self, mirror: Mirror, base_sha: str, head_sha: str) -> bytes:
         """What the PR changes, as GitHub shows it: from the merge base to head.
@@ -775,17 +775,18 @@ class Mirrors:
     # -- clean-up
 
     async def remove(self, dest: Path) -> None:
-        """Delete a working tree (whatever a job left in it) and the mirror's record of it."""
-        dest, common = await asyncio.to_thread(_worktree_common_dir, dest)
+        """Delete a working tree (whatever a job left in it); no git runs in it.
+
+        A tree made by an older layerbot (a ``git worktree`` of the mirror) is forgotten by
+        the mirror at the next ``prune``.
+        """
+        dest = await asyncio.to_thread(Path(dest).absolute)
         if dest == Path(dest.anchor) or self.root.is_relative_to(dest):
             raise WorkspaceError(f"refusing to remove {dest}: it holds the mirrors")
         await asyncio.to_thread(remove_tree, dest)
-        if common is not None and common.is_relative_to(self.root):
-            async with self._exclusive(common):
-                await _git("worktree", "prune", git_dir=common, check=False)
 
     async def prune(self) -> int:
-        """Forget worktrees whose directories are gone (e.g. archived job directories).
+        """Forget worktrees of older layerbot versions whose directories are gone.
 
         Also removes leftovers of mirror creations interrupted by a crash. Returns the
         number of mirrors looked at.
@@ -855,17 +856,68 @@ def _empty_or_remove(dest: Path, keep_dir: bool) -> None:
             remove_tree(child)
 
 
-def _worktree_common_dir(dest: Path) -> tuple[Path, Path | None]:
-    """The mirror a worktree belongs to, from its ``.git`` file (``gitdir: <m>/worktrees/x``)."""
-    dest = Path(dest).absolute()
-    gitfile = dest / ".git"
-    if not gitfile.is_file():
-        return dest, None
-    text = gitfile.read_text(errors="replace").strip()
-    gitdir = Path(text.removeprefix("gitdir:").strip())
-    if not text.startswith("gitdir:") or gitdir.parent.name != "worktrees":
-        return dest, None
-    return dest, gitdir.parent.parent
+def _mirror_config(mirror: Mirror) -> bytes:
+    return _MIRROR_CONFIG.format(url=_config_value(mirror.url)).encode()
+
+
+def _config_value(value: str) -> str:
+    """A value for a git config file: quoted, so no character of a URL can start a line."""
+    if any(c in value for c in "\n\r\0"):
+        raise WorkspaceError(f"{value!r} cannot be written to a git config")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+#: Paths in a mirror the bot never writes; anything there was planted.
+_FOREIGN = ("info/attributes", "hooks", "objects/info/alternates", "commondir", "config.worktree")
+
+
+def _mirror_problems(mirror: Mirror) -> list[str]:
+    """What in the mirror the bot did not write: config entries, attributes, hooks."""
+    problems = []
+    try:
+        if (mirror.path / "config").read_bytes() != _mirror_config(mirror):
+            problems.append("its config differs from the one the bot wrote")
+    except OSError as exc:
+        problems.append(f"its config cannot be read ({exc.strerror})")
+    problems.extend(f"{name} exists" for name in _FOREIGN if os.path.lexists(mirror.path / name))
+    return problems
+
+
+def _restore_mirror(mirror: Mirror) -> None:
+    """Back to what the bot wrote: its config, and no attributes, hooks or alternates.
+
+    Under the mirror's lock, before a fetch (the one git call that reads much of a
+    repository's config: URL rewrites, proxies, helpers). Mirrors of older versions (made
+    with ``git config`` calls and sample hooks) are rewritten once.
+    """
+    problems = _mirror_problems(mirror)
+    if not problems:
+        return
+    _log().warning("mirror repaired", mirror=str(mirror.path), problems=problems)
+    _write_atomic(mirror.path / "config", _mirror_config(mirror))
+    for name in _FOREIGN:
+        remove_tree(mirror.path / name)
+
+
+def _write_job_repo(mirror: Mirror, commit: str, dest: Path) -> None:
+    """A repository of the job's own at ``dest/.git``: the bot writes every file of it.
+
+    Its objects are the mirror's, borrowed through ``objects/info/alternates`` (read
+    only: git never writes into an alternate); its new objects, refs, index and config
+    are its own. No hooks, no ``info/``: nothing runs when the bot fills the tree.
+    """
+    git_dir = dest / ".git"
+    for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags"):
+        (git_dir / sub).mkdir(parents=True)
+    (git_dir / "HEAD").write_text(f"{commit}\n")
+    (git_dir / "config").write_text(_JOB_CONFIG.format(url=_config_value(mirror.url)))
+    (git_dir / "objects/info/alternates").write_text(f"{mirror.path.absolute()}/objects\n")
 
 
 def _source_url(source: str | Path) -> str:
