@@ -186,6 +186,9 @@ class BuildConfig(Section):
     job_script: str = "bot/build.sh"
     #: Cancel waiting jobs for older commits when a PR gets new commits.
     cancel_superseded: bool = True
+    #: `bot: build`/`rebuild` must pin the reviewed commit with `sha:<commit>`; without it
+    #: nothing is built (a push between review and handling is never built unseen).
+    require_sha: bool = False
     #: Variables ``exportvariable:VAR=value`` may set; others are refused.
     allowed_exportvars: list[str] = []
     #: Variables of the bot's own environment a job inherits; nothing else is passed on.

@@ -5,7 +5,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 REGISTRY = CollectorRegistry()
 
 DELIVERIES = Counter("layerbot_deliveries_total", "Webhook deliveries by outcome",
-                     ["outcome"], registry=REGISTRY)  # accepted, duplicate, rejected_*
+                     ["outcome"], registry=REGISTRY)  # accepted, duplicate, replayed, rejected_*
 EVENTS = Counter("layerbot_events_total", "Inbox events handled, by outcome",
                  ["event", "outcome"], registry=REGISTRY)  # handled, ignored, retry, failed
 INBOX_LAG = Gauge("layerbot_inbox_lag_seconds", "Age of the oldest unfinished event",

@@ -58,6 +58,7 @@ class ArgKind(StrEnum):
     FILTER = "filter"  # key:value, selecting what to build or deploy
     JOB = "job"  # job:<number>
     FLAG = "flag"  # a bare word such as last_build or dry-run
+    PIN = "pin"  # sha:<commit>, the commit the reviewer saw
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,16 @@ _BATCH = ArgSpec(
 )
 
 
+#: Pins the commit: a push between review and handling must not be built unseen.
+_SHA = ArgSpec(
+    "sha",
+    ArgKind.PIN,
+    "sha:<commit>",
+    "build only if this commit (7 to 40 hex digits) is still the PR's head; else nothing "
+    "is built",
+)
+
+
 def _job(description: str) -> ArgSpec:
     return ArgSpec("job", ArgKind.JOB, "job:<id>", description)
 
@@ -197,7 +208,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "build",
         "Build this PR's head for the targets the filters select; without filters, "
         "every target of every instance.",
-        (_FOR, _ON, _REPO, _INST, _EXPORT, _BATCH, _ARCH, _ACCEL),
+        (_FOR, _ON, _REPO, _INST, _EXPORT, _BATCH, _SHA, _ARCH, _ACCEL),
         (
             "bot: build",
             "bot: build for:arch=x86_64/amd/zen2",
@@ -206,6 +217,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
             "bot: build for:arch=aarch64/neoverse_v1 exportvariable:SKIP_TESTS=yes",
             "bot: build arch:zen2 repo:eessi-2023.06",
             "bot: build for:arch=x86_64/amd/zen4 batch:time=08:00:00",
+            "bot: build sha:1a2b3c4",
         ),
     ),
     CommandSpec("help", "Show this help.", examples=("bot: help",)),
@@ -231,8 +243,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "rebuild",
         "Run the jobs of the latest build again, for the current head of the PR.",
-        (_job("only this job"), _flag("failed", "only the jobs that did not succeed")),
-        ("bot: rebuild", "bot: rebuild failed", "bot: rebuild job:1234"),
+        (_job("only this job"), _flag("failed", "only the jobs that did not succeed"), _SHA),
+        ("bot: rebuild", "bot: rebuild failed", "bot: rebuild job:1234",
+         "bot: rebuild failed sha:1a2b3c4"),
         exclusive=(("job", "failed"),),
     ),
     CommandSpec(
@@ -348,6 +361,8 @@ class Command:
     job_id: int | None = None
     #: Canonical flag words given: last_build, all, failed, dry-run, force.
     flags: frozenset[str] = frozenset()
+    #: ``sha:`` as written, lower-cased: a prefix of the commit the author means.
+    sha: str | None = None
     line: str = field(default="", compare=False)
     lineno: int = field(default=0, compare=False)
 
@@ -389,6 +404,8 @@ class Command:
                 tokens.append(f"job:{self.job_id}")
             elif arg.kind is ArgKind.FLAG and arg.key in self.flags:
                 tokens.append(arg.key)
+            elif arg.kind is ArgKind.PIN and self.sha is not None:
+                tokens.append(f"sha:{self.sha}")
         return " ".join(tokens)
 
 
@@ -527,6 +544,7 @@ class _Acc:
     exports: list[tuple[str, str]] = field(default_factory=list)
     batch: list[tuple[str, str]] = field(default_factory=list)
     job_id: int | None = None
+    sha: str | None = None
     flags: set[str] = field(default_factory=set)
     #: Token index of each argument key given, for messages and fixes.
     at: dict[str, int] = field(default_factory=dict)
@@ -696,6 +714,19 @@ def _parse_job(acc: _Acc, i: int, value: str) -> _Problem | None:
     return None
 
 
+def _parse_sha(acc: _Acc, i: int, value: str) -> _Problem | None:
+    """7 hex digits at least: GitHub's short form, and too many to hit a head by chance."""
+    if not re.fullmatch(r"[0-9a-fA-F]{7,40}", value):
+        return _Problem(
+            f"{_code('sha:')} takes 7 to 40 hex digits of a commit, e.g. "
+            f"{_code('sha:1a2b3c4')} (got {_code(value)})",
+            (i, ("sha:<commit>",)),
+            placeholder=True,
+        )
+    acc.sha = value.lower()
+    return None
+
+
 def _parse_for(acc: _Acc, i: int, value: str) -> _Problem | None:
     return _parse_target(acc, i, value, "for")
 
@@ -845,6 +876,7 @@ def _parse_batch(acc: _Acc, i: int, value: str) -> _Problem | None:
 
 _VALUE_PARSERS: dict[str, _ValueParser] = {
     "job": _parse_job,
+    "sha": _parse_sha,
     "for": _parse_for,
     "on": _parse_on,
     "architecture": _pattern_parser("for_arch", target=True),
@@ -980,6 +1012,7 @@ def _parse_command(rest: str, line: str, lineno: int) -> ParseResult:
         filters=result.filters(),
         job_id=result.job_id,
         flags=frozenset(result.flags),
+        sha=result.sha,
         line=line,
         lineno=lineno,
     )

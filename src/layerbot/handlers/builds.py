@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from layerbot import control
-from layerbot.core import commands, report
+from layerbot.core import commands, pinning, report
 from layerbot.core.commands import Command
 from layerbot.core.jobs import JobState
 from layerbot.core.targets import (
@@ -27,6 +28,7 @@ from layerbot.jobs.planner import BuildRequest, PlannedTarget, planned_from_job,
 from layerbot.reporting import report_build
 from layerbot.store import jobs as jobstore
 from layerbot.store.models import Instance, Job
+from layerbot.store.pushes import latest_push
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,38 @@ def _issue_number(event: Event) -> int:
     return int(event.payload["issue"]["number"])
 
 
+def _written_at(event: Event) -> datetime | None:
+    created = (event.payload.get("comment") or {}).get("created_at")
+    try:
+        return datetime.fromisoformat(created) if isinstance(created, str) else None
+    except ValueError:
+        return None
+
+
+def _latest_push(ctx: Context, number: int) -> datetime | None:
+    with ctx.services.store.read() as s:
+        return latest_push(s, ctx.instance, ctx.event.repo, number)
+
+
+async def pin_refused(ctx: Context, cmd: Command, pull: PullRequest) -> str | None:
+    """Refuse, with a reply, a build of anything but the commit the author saw.
+
+    See ``core/pinning.py``: a pinned head that moved, a command older than the latest
+    push, or no pin when ``build.require_sha`` asks for one.
+    """
+    check = pinning.PinCheck(
+        head_sha=pull.head_sha, pinned=cmd.sha, require_pin=ctx.config.build.require_sha,
+        written_at=_written_at(ctx.event),
+        pushed_at=await asyncio.to_thread(_latest_push, ctx, pull.number))
+    refusal = pinning.check(check)
+    if refusal is None:
+        return None
+    ctx.reply(pull.number, f"pin:{ctx.event.delivery_id}:{cmd.lineno}",
+              f"> {cmd.line.strip()}\n\n**layerbot `{ctx.instance}`**: "
+              + pinning.message(refusal, check, f"bot: {cmd.name}"))
+    return f"{cmd.name} refused: {refusal.value} (head {pull.head_sha[:12]})"
+
+
 async def on_build(cmd: Command, event: Event, ctx: Context) -> str | None:
     number = _issue_number(event)
     selection = select_targets(cmd.filters, ctx.instance, ctx.config.node_types,
@@ -105,6 +139,8 @@ async def on_build(cmd: Command, event: Event, ctx: Context) -> str | None:
                   f"**layerbot `{ctx.instance}`**: this pull request is {pull.state}; "
                   "nothing was built.")
         return "build refused: PR not open"
+    if refused := await pin_refused(ctx, cmd, pull):
+        return refused
     targets = [PlannedTarget(t.node_type, t.repo_target, t.cpu_target, t.accelerator,
                              t.build_on) for t in selection.targets]
     request = _request(ctx, pull, cmd.line.strip() or cmd.render(), cmd.filters.exportvariables,
@@ -168,6 +204,8 @@ async def on_rebuild(cmd: Command, event: Event, ctx: Context) -> str | None:
     if not targets:
         return None
     pull = await fetch_pull(ctx, number)
+    if refused := await pin_refused(ctx, cmd, pull):
+        return refused
     note = await asyncio.to_thread(paused_note, ctx)
     record_and_report(ctx, _request(ctx, pull, cmd.line.strip() or cmd.render()), targets,
                       note, redo)

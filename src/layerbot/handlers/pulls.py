@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -11,6 +11,7 @@ from layerbot.core.jobs import JobState
 from layerbot.handlers.base import Context, Event, Router
 from layerbot.handlers.builds import request_cancel
 from layerbot.store.models import Build, Job
+from layerbot.store.pushes import record_push
 
 router = Router()
 
@@ -25,6 +26,24 @@ def _waiting_jobs(ctx: Context, number: int, keep_sha: str | None) -> list[int]:
         if keep_sha is not None:
             stmt = stmt.where(Job.head_sha != keep_sha)
         return list(s.scalars(stmt))
+
+
+@router.on("pull_request", "synchronize")
+async def remember_push(event: Event, ctx: Context) -> str | None:
+    """Record when GitHub saw this push: commands written before it are stale.
+
+    GitHub's ``pull_request.updated_at`` of this very event, not the bot's clock (see
+    ``core/pinning.py``); the handling time stands in only if the body lacks it.
+    """
+    pr = event.payload["pull_request"]
+    try:
+        pushed_at = datetime.fromisoformat(str(pr["updated_at"]))
+    except (KeyError, ValueError):
+        pushed_at = ctx.now
+    number, head = int(pr["number"]), str(pr["head"]["sha"])
+    ctx.write(lambda s: record_push(s, ctx.instance, event.repo, number, head, pushed_at,
+                                    ctx.now))
+    return f"push of {head[:12]} recorded"
 
 
 @router.on("pull_request", "synchronize")

@@ -1,8 +1,11 @@
 """The inbox: accepted webhook deliveries, durable before they are answered.
 
 Keyed by (hook id, delivery id): GitHub sends some deliveries twice and a redelivery keeps
-its delivery id, so the key makes a second copy a no-op. Events of one ordering key (one
-pull request) are handed out one at a time in arrival order; other keys go in parallel.
+its delivery id, so the key makes a second copy a no-op. Those headers are not signed, so
+each event is also unique by its own identity, read from the signed body
+(``core/events.py``): a captured body sent again under a fresh delivery id is refused.
+Events of one ordering key (one pull request) are handed out one at a time in arrival
+order; other keys go in parallel.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -20,7 +24,7 @@ from layerbot.store.models import InboxEvent
 UNFINISHED = ("pending", "processing")
 
 _INSERT = ("INSERT INTO inbox_events (instance, hook_id, delivery_id, event, action, "
-           "ordering_key, installation_id, payload, received_at, status, attempts, "
+           "ordering_key, installation_id, payload, identity, received_at, status, attempts, "
            "next_attempt_at) VALUES ")
 
 
@@ -35,6 +39,16 @@ class Delivery:
     ordering_key: str
     installation_id: int | None
     payload: str  # the raw body, kept as sent
+    #: What happened, from the signed body (``core/events.event_identity``); None: no such.
+    identity: str | None = None
+
+
+class Stored(StrEnum):
+    """What the inbox did with a delivery."""
+
+    NEW = "new"
+    DUPLICATE = "duplicate"  # the same delivery id again: a redelivery
+    REPLAYED = "replayed"  # a new delivery id for an event already received
 
 
 @dataclass(frozen=True)
@@ -54,9 +68,16 @@ class Inbox:
         self.instance = instance
 
     def accept(self, deliveries: Sequence[Delivery], now: datetime) -> list[bool]:
-        """Store deliveries in one transaction; True for each one that is new.
+        """Store deliveries in one transaction; True for each one that is new."""
+        return [s is Stored.NEW for s in self.store_all(deliveries, now)]
+
+    def store_all(self, deliveries: Sequence[Delivery], now: datetime) -> list[Stored]:
+        """Store deliveries in one transaction; for each, whether it was new.
 
         One commit (one fsync) for a whole batch is what keeps answers fast under bursts.
+        ``ON CONFLICT DO NOTHING`` without a target covers both unique keys (delivery and
+        identity) in SQLite and PostgreSQL alike; telling a redelivery from a replay takes a
+        second query, made only when something was turned away (rare).
         """
         if not deliveries:
             return []
@@ -68,20 +89,34 @@ class Inbox:
         params: list[object] = []
         for d in deliveries:
             params += [self.instance, d.hook_id, d.delivery_id, d.event, d.action,
-                       d.ordering_key, d.installation_id, d.payload, stamp, stamp]
+                       d.ordering_key, d.installation_id, d.payload, d.identity, stamp, stamp]
         mark = "?" if self.store.is_sqlite else "%s"
-        row = "(" + ", ".join([mark] * 8) + f", {mark}, 'pending', 0, {mark})"
+        row = "(" + ", ".join([mark] * 9) + f", {mark}, 'pending', 0, {mark})"
         sql = (_INSERT + ", ".join([row] * len(deliveries))
-               + " ON CONFLICT (hook_id, delivery_id) DO NOTHING RETURNING hook_id, delivery_id")
+               + " ON CONFLICT DO NOTHING RETURNING hook_id, delivery_id")
         with self.store.transaction() as session:
             cursor = session.connection().exec_driver_sql(sql, tuple(params))
             kept = {(h, d) for h, d in cursor}
-        results: list[bool] = []
+            known = (self._known(session, deliveries, kept)
+                     if len(kept) < len(deliveries) else set())
+        results: list[Stored] = []
         for d in deliveries:  # the same delivery twice in one batch: only the first is new
             key = (d.hook_id, d.delivery_id)
-            results.append(key in kept)
-            kept.discard(key)
+            if key in kept:
+                results.append(Stored.NEW)
+                kept.discard(key)
+                known.add(key)
+            else:
+                results.append(Stored.DUPLICATE if key in known else Stored.REPLAYED)
         return results
+
+    def _known(self, session: Session, deliveries: Sequence[Delivery],
+               kept: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Deliveries turned away that are stored under their own key: redeliveries."""
+        ids = [d.delivery_id for d in deliveries if (d.hook_id, d.delivery_id) not in kept]
+        rows = session.execute(select(InboxEvent.hook_id, InboxEvent.delivery_id)
+                               .where(InboxEvent.delivery_id.in_(ids))).all()
+        return {(h, d) for h, d in rows} - kept
 
     def recover(self, owner: str, now: datetime) -> int:
         """Give back events claimed by an earlier run of this instance (it crashed)."""

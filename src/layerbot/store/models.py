@@ -51,6 +51,9 @@ class InboxEvent(Base):
     __tablename__ = "inbox_events"
     __table_args__ = (
         UniqueConstraint("hook_id", "delivery_id", name="uq_inbox_delivery"),
+        # The event's own identity (core/events.py): a replayed body under a fresh
+        # delivery id is refused by the store itself.
+        UniqueConstraint("instance", "identity", name="uq_inbox_identity"),
         Index("ix_inbox_status_due", "status", "next_attempt_at"),
         Index("ix_inbox_ordering", "ordering_key", "id"),
     )
@@ -75,6 +78,8 @@ class InboxEvent(Base):
     finished_at: Mapped[datetime | None]
     outcome: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    #: sha256 of what happened (read from the signed body); None for events without one.
+    identity: Mapped[str | None] = mapped_column(String(64))
 
 
 class OutboxMessage(Base):
@@ -288,6 +293,22 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class PullPush(Base):
+    """The latest push to a PR an instance handled: commands written before it are stale.
+
+    ``pushed_at`` is GitHub's own time of the push (see ``store/pushes.py`` for why).
+    """
+
+    __tablename__ = "pull_pushes"
+
+    instance: Mapped[str] = mapped_column(String(100), primary_key=True)
+    repo: Mapped[str] = mapped_column(String(200), primary_key=True)
+    pr: Mapped[int] = mapped_column(Integer, primary_key=True)
+    head_sha: Mapped[str] = mapped_column(String(64))
+    pushed_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
 
 
 #: The overview's "failures of the last 24 hours" and cost queries read jobs by end time.

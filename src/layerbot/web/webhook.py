@@ -20,7 +20,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from layerbot import clock, log, metrics
-from layerbot.store.inbox import Delivery, Inbox
+from layerbot.core.events import event_identity
+from layerbot.store.inbox import Delivery, Inbox, Stored
 
 _log = log.get("webhook")
 
@@ -61,7 +62,7 @@ class InboxWriter:
         self.inbox = inbox
         self.on_accept = on_accept
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Delivery, asyncio.Future[bool]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Delivery, asyncio.Future[Stored]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         # Its own thread: answers to GitHub never queue behind workers' database calls.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox-writer")
@@ -74,8 +75,8 @@ class InboxWriter:
             self._task.cancel()
         self._thread.shutdown(wait=False)
 
-    async def write(self, delivery: Delivery) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    async def write(self, delivery: Delivery) -> Stored:
+        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         await self._queue.put((delivery, future))
         return await future
 
@@ -86,7 +87,7 @@ class InboxWriter:
                 batch.append(self._queue.get_nowait())
             try:
                 results = await asyncio.get_running_loop().run_in_executor(
-                    self._thread, self.inbox.accept, [d for d, _ in batch], clock.now())
+                    self._thread, self.inbox.store_all, [d for d, _ in batch], clock.now())
             except Exception as exc:
                 _log.exception("inbox write failed", size=len(batch))
                 for _, future in batch:
@@ -96,14 +97,16 @@ class InboxWriter:
             for (_, future), new in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(new)
-            if any(results):
+            if Stored.NEW in results:
                 self.on_accept()
 
 
 _ACCEPTED = b'{"message": "accepted"}'
 _DUPLICATE = b'{"message": "already received"}'
+_REPLAYED = b'{"message": "already received under another delivery id; ignored"}'
 _ACCEPTED_COUNT = metrics.DELIVERIES.labels(outcome="accepted")
 _DUPLICATE_COUNT = metrics.DELIVERIES.labels(outcome="duplicate")
+_REPLAYED_COUNT = metrics.DELIVERIES.labels(outcome="replayed")
 _SECONDS = metrics.WEBHOOK_SECONDS
 
 
@@ -178,22 +181,33 @@ class WebhookReceiver:
             return 200, b'{"message": "pong"}'
         installation = payload.get("installation") or {}
         action = payload.get("action")
+        action = action if isinstance(action, str) else None
         try:
-            new = await self.writer.write(Delivery(
+            stored = await self.writer.write(Delivery(
                 hook_id=headers.get("x-github-hook-id", ""), delivery_id=delivery_id,
-                event=event, action=action if isinstance(action, str) else None,
+                event=event, action=action,
                 ordering_key=ordering_key(event, payload, delivery_id),
                 installation_id=(installation.get("id") if isinstance(installation, dict)
                                  else None),
                 payload=body.decode("utf-8"),
+                identity=event_identity(event, action, payload),
             ))
         except Exception as exc:  # the store is down: say so; recovery asks for a redelivery
             _log.error("delivery not stored", delivery_id=delivery_id, error=str(exc))
             return _refuse(503, "store", "the delivery could not be stored; it will be "
                            "asked for again", delivery_id)
-        (_ACCEPTED_COUNT if new else _DUPLICATE_COUNT).inc()
         _SECONDS.observe(time.perf_counter() - started)
-        return (202, _ACCEPTED) if new else (200, _DUPLICATE)
+        if stored is Stored.NEW:
+            _ACCEPTED_COUNT.inc()
+            return 202, _ACCEPTED
+        if stored is Stored.DUPLICATE:
+            _DUPLICATE_COUNT.inc()
+            return 200, _DUPLICATE
+        # Signed, but an event already received: someone re-sent a captured body.
+        _REPLAYED_COUNT.inc()
+        _log.warning("replayed event ignored", delivery_id=delivery_id, github_event=event,
+                     action=action)
+        return 200, _REPLAYED
 
 
 def webhook_route(secret: bytes | None, writer: InboxWriter, max_body: int) -> Route:
