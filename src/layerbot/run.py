@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from rich.table import Table
 
 from layerbot import clock
 from layerbot.backends import make_backend
+from layerbot.build.gitenv import run_git
 from layerbot.build.workspace import Mirrors, WorkspaceError
 from layerbot.config import Config
 from layerbot.core import report
@@ -56,17 +56,15 @@ def snapshot(directory: Path, git_dir: Path) -> str:
     commit is only made when the content changed, so repeated runs reuse the mirror.
     """
     git_dir.parent.mkdir(parents=True, exist_ok=True)
-    env = {"GIT_DIR": str(git_dir), "GIT_WORK_TREE": str(directory),
-           "GIT_AUTHOR_NAME": "layerbot", "GIT_AUTHOR_EMAIL": "layerbot@localhost",
-           "GIT_COMMITTER_NAME": "layerbot", "GIT_COMMITTER_EMAIL": "layerbot@localhost",
-           "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    env = {"GIT_AUTHOR_NAME": "layerbot", "GIT_AUTHOR_EMAIL": "layerbot@localhost",
+           "GIT_COMMITTER_NAME": "layerbot", "GIT_COMMITTER_EMAIL": "layerbot@localhost"}
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], env=env, check=True, capture_output=True,
-                              text=True).stdout.strip()
+        # gitenv: the same fixed environment and safe options as every other git call.
+        return run_git([f"--work-tree={directory}", *args], git_dir=git_dir, env=env)
 
     if not git_dir.exists():
-        subprocess.run(["git", "init", "--bare", "-q", "-b", "main", str(git_dir)], check=True)
+        run_git(["init", "--bare", "-q", "--template=", "-b", "main", str(git_dir)])
     git("add", "-A")
     if git("status", "--porcelain"):
         git("commit", "-q", "-m", f"snapshot of {directory}")
