@@ -51,6 +51,8 @@ def test_approval_verdicts_come_from_people_newest_last() -> None:
         {"user": {"login": "cy", "type": "User"}, "body": "bot: rejection letter? no: bot: reject"},
         {"user": {"login": "dee", "type": "User"}, "body": "BOT: Reject"},
     ]
+    for n, c in enumerate(comments):  # never edited: GitHub gives both times equal
+        c.update(id=n + 1, created_at="2026-01-01T00:00:00Z", updated_at="2026-01-01T00:00:00Z")
     found = [(v.approve, v.login, v.reason) for v in verdicts(comments)]
     assert found == [(True, "ann", ""), (False, "bob", "wrong target"),
                      (False, "dee", "no reason given")]

@@ -310,6 +310,7 @@ def issue_comment_created(
     pr_author: str = "contributor",
     labels: Iterable[str] = (),
     owner_type: str = "Organization",
+    created_at: str | None = None,
 ) -> dict[str, Any]:
     """``issue_comment.created`` for a comment ``body`` by ``login`` on PR ``pr_number``.
 
@@ -321,7 +322,7 @@ def issue_comment_created(
         load_payload("issue_comment", "created.with-installation"), repo, owner_type
     )
     comment_id = next(_comment_ids) if comment_id is None else comment_id
-    now = _now()
+    now = created_at or _now()
     api_issue = f"{_API}/repos/{repo}/issues/{pr_number}"
     payload["issue"].update(
         {
@@ -371,6 +372,28 @@ def issue_comment_created(
     return _validated("issue_comment", payload)
 
 
+def issue_comment_edited(
+    body: str,
+    old_body: str,
+    author: str,
+    editor: str,
+    *,
+    comment_id: int,
+    created_at: str,
+    updated_at: str,
+    pr_number: int = 1,
+    repo: str = DEFAULT_REPO,
+) -> dict[str, Any]:
+    """``issue_comment.edited``: ``editor`` changed ``author``'s comment to ``body``."""
+    payload = issue_comment_created(body, author, repo, pr_number, comment_id,
+                                    created_at=created_at)
+    payload["action"] = "edited"
+    payload["changes"] = {"body": {"from": old_body}}
+    payload["comment"]["updated_at"] = updated_at
+    payload["sender"] = webhook_user(editor)
+    return _validated("issue_comment", payload)
+
+
 _PULL_EXAMPLES = {
     "opened": "opened",
     "synchronize": "synchronize",
@@ -402,6 +425,7 @@ def pull_request_event(
     head_repo: str | None = None,
     base_sha: str | None = None,
     owner_type: str = "Organization",
+    updated_at: str | None = None,
 ) -> dict[str, Any]:
     """A ``pull_request`` event (opened, synchronize, labeled, unlabeled, closed, reopened).
 
@@ -423,6 +447,7 @@ def pull_request_event(
     pull["head"] = _pull_ref(payload["repository"], head_repo or repo, head_ref, head_sha)
     pull["base"] = _pull_ref(payload["repository"], repo, base_ref, base_sha or "0" * 40)
     _set_pull_state(pull, action, merged, payload["repository"]["owner"]["login"])
+    pull["updated_at"] = updated_at or _now()  # GitHub stamps the change it reports
     if action == "synchronize":
         payload["before"] = before or "f" * 40
         payload["after"] = head_sha

@@ -6,7 +6,10 @@ For each verified artifact, :class:`GitHubApproval` opens one pull request in
 is reviewable like any change. A person allowed to deploy (``access.deploy``, checked
 against the approval repository) approves with a comment ``bot: approve`` or refuses with
 ``bot: reject <reason>``; the newest such comment wins. Comments by others, and by bots,
-are ignored.
+are ignored, and so is every comment that was edited: GitHub lets anyone with write
+access edit other people's comments, so an edited comment no longer says only what its
+author wrote. The verdict that decides is recorded with the comment's id and the sha256 of
+its body as read, so what was approved can be shown later even if the comment changes.
 
 Only operations of the REST subset the App uses are needed: ``git/ref``, ``git/refs``,
 ``contents``, ``pulls`` (create), issue comments (list) and the collaborator permission.
@@ -62,6 +65,22 @@ class _Requests:
             "CREATE TABLE IF NOT EXISTS requests (item_id TEXT PRIMARY KEY, "
             "attempt INTEGER NOT NULL, number INTEGER, url TEXT NOT NULL DEFAULT '')")
 
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS verdicts (item_id TEXT PRIMARY KEY, "
+            "comment_id INTEGER NOT NULL, body_sha256 TEXT NOT NULL, login TEXT NOT NULL, "
+            "approve INTEGER NOT NULL)")
+
+    def record_verdict(self, item_id: str, verdict: Verdict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)",
+                        (item_id, verdict.comment_id, verdict.body_sha256, verdict.login,
+                         int(verdict.approve)))
+
+    def verdict_of(self, item_id: str) -> tuple[int, str, str, bool] | None:
+        """(comment id, body sha256, login, approve) of the verdict that decided."""
+        row = self.db.execute("SELECT comment_id, body_sha256, login, approve FROM verdicts "
+                              "WHERE item_id = ?", (item_id,)).fetchone()
+        return (int(row[0]), str(row[1]), str(row[2]), bool(row[3])) if row else None
+
     def get(self, item_id: str) -> _Request:
         row = self.db.execute("SELECT attempt, number, url FROM requests WHERE item_id = ?",
                               (item_id,)).fetchone()
@@ -80,21 +99,40 @@ class Verdict:
     approve: bool
     login: str
     reason: str
+    #: The comment it was read from, and the sha256 of that comment's body when read.
+    comment_id: int = 0
+    body_sha256: str = ""
+
+
+def edited(comment: dict[str, Any]) -> bool:
+    """GitHub moves ``updated_at`` on every edit; a comment without both times counts as
+    edited, since nothing shows it was not."""
+    created, updated = comment.get("created_at"), comment.get("updated_at")
+    return not created or created != updated
 
 
 def verdicts(comments: Sequence[dict[str, Any]]) -> list[Verdict]:
-    """The ``bot: approve`` / ``bot: reject <reason>`` lines of human comments, in order."""
+    """The ``bot: approve`` / ``bot: reject <reason>`` lines of unedited human comments."""
     found = []
     for comment in comments:
         user = comment.get("user") or {}
         login = str(user.get("login", ""))
         if user.get("type") == "Bot" or login.endswith("[bot]"):
             continue
-        for line in str(comment.get("body") or "").splitlines():
+        body = str(comment.get("body") or "")
+        if edited(comment):
+            if any(_APPROVE.match(x) or _REJECT.match(x) for x in body.splitlines()):
+                _log.warning("edited approval comment ignored", comment_id=comment.get("id"),
+                             login=login)
+            continue
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        cid = int(comment.get("id") or 0)
+        for line in body.splitlines():
             if _APPROVE.match(line):
-                found.append(Verdict(True, login, ""))
+                found.append(Verdict(True, login, "", cid, digest))
             elif m := _REJECT.match(line):
-                found.append(Verdict(False, login, m.group(1).strip() or "no reason given"))
+                found.append(Verdict(False, login, m.group(1).strip() or "no reason given",
+                                     cid, digest))
     return found
 
 
@@ -127,9 +165,12 @@ class GitHubApproval:
             if not decision.allowed:
                 _log.info("approval ignored", login=verdict.login, reason=decision.reason)
                 continue
+            self.requests.record_verdict(item.id, verdict)
+            where = (f"{request.url} (comment {verdict.comment_id}, body sha256 "
+                     f"{verdict.body_sha256[:16]})")
             if verdict.approve:
-                return Decision.approved(by=verdict.login, reason=f"approved on {request.url}")
-            return Decision.rejected(f"{verdict.reason} (by {verdict.login} on {request.url})",
+                return Decision.approved(by=verdict.login, reason=f"approved on {where}")
+            return Decision.rejected(f"{verdict.reason} (by {verdict.login} on {where})",
                                      by=verdict.login)
         return Decision.pending(f"waiting for approval on {request.url}")
 

@@ -10,7 +10,7 @@ import copy
 import itertools
 import threading
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tests.support.fakegithub.state import (
@@ -305,6 +305,20 @@ class Store:
         )
         self._comments[comment.id] = comment
         return comment
+
+    def edit_comment(self, comment_id: int, body: str) -> Comment:
+        """Someone edits a comment in the web UI (anyone with write access may edit others').
+
+        As GitHub does: the body changes, ``created_at`` stays, ``updated_at`` moves. GitHub
+        shows whole seconds; the edit is kept at least a second after the creation so the
+        two times differ as they do for any edit a person can make.
+        """
+        with self._lock:
+            comment = self._comments[comment_id]
+            comment.body = body
+            comment.history.append(body)
+            comment.updated_at = max(utcnow(), comment.created_at + timedelta(seconds=1))
+            return copy.deepcopy(comment)
 
     def set_permission(self, owner: str, repo: str, login: str, role: str) -> None:
         """Collaborator role of ``login``: admin, maintain, write, triage, read or none."""
