@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import inspect
 
 from layerbot import clock
 from layerbot.store.db import Store
-from layerbot.store.inbox import Delivery, Inbox
+from layerbot.store.inbox import Delivery, Inbox, Stored
 from layerbot.store.outbox import Outbox, enqueue
+from layerbot.store.pushes import latest_push, record_push
 
 LEASE = timedelta(seconds=60)
 
@@ -207,3 +209,31 @@ def test_edits_of_one_object_are_spaced_and_absorb_each_other(store_url: str) ->
     edit("again")
     assert outbox.claim(now + timedelta(seconds=15), 10) == []
     assert len(outbox.claim(now + timedelta(seconds=22), 10)) == 1
+
+
+def test_a_replayed_event_under_a_new_delivery_id_is_turned_away(store_url: str) -> None:
+    inbox = Inbox(Store(store_url), "a")
+    other = Inbox(inbox.store, "b")  # another instance keeps its own copy
+    now = clock.now()
+    first = replace(delivery(1), identity="i" * 64)
+    replayed = replace(delivery(2), identity="i" * 64)
+    plain = delivery(3)  # no identity: only the delivery id counts
+    assert inbox.store_all([first, replayed, plain], now) == [
+        Stored.NEW, Stored.REPLAYED, Stored.NEW]
+    assert inbox.store_all([first, replace(delivery(4), identity="i" * 64), delivery(5)],
+                           now) == [Stored.DUPLICATE, Stored.REPLAYED, Stored.NEW]
+    assert inbox.accept([replace(delivery(6), identity="j" * 64)], now) == [True]
+    assert other.store_all([replace(delivery(7), identity="i" * 64)], now) == [Stored.NEW]
+    assert inbox.counts() == {"pending": 4}
+
+
+def test_the_latest_push_never_moves_back(store_url: str) -> None:
+    store = Store(store_url)
+    now = clock.now()
+    with store.transaction() as s:
+        record_push(s, "a", "o/r", 1, "b" * 40, now, now)
+    with store.transaction() as s:
+        record_push(s, "a", "o/r", 1, "a" * 40, now - timedelta(minutes=1), now)
+    with store.read() as s:
+        assert latest_push(s, "a", "o/r", 1) == now
+        assert latest_push(s, "b", "o/r", 1) is None

@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.adversarial.events_env import OWNER, NAME, handled, session
+from tests.adversarial.events_env import NAME, OWNER, handled, session
 from tests.support.botproc import SECRET
 from tests.support.e2e import Session
 from tests.support.webhooks import (

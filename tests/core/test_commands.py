@@ -142,6 +142,16 @@ CASES: list[tuple[str, str, list[str | Err]]] = [
     ("unknown command without a close match", "Bot: I think this is wrong",
      [Err("unknown command `I`", "bot: help")]),
     ("an empty comment", "", []),
+    ("sha: pins the commit, lower-cased, rendered last",
+     "bot: build sha:ABCDEF1 for:arch=x86_64/amd/zen2",
+     ["bot: build for:arch=x86_64/amd/zen2 sha:abcdef1"]),
+    ("sha: with a full commit id", "bot: build sha:" + "a" * 40, ["bot: build sha:" + "a" * 40]),
+    ("sha: on rebuild", "bot: rebuild failed sha:1234567", ["bot: rebuild failed sha:1234567"]),
+    ("sha: shorter than 7 hex digits", "bot: build sha:abc123",
+     [Err("7 to 40 hex digits", "bot: build sha:<commit>")]),
+    ("sha: that is not hex", "bot: build sha:main", [Err("7 to 40 hex digits")]),
+    ("sha: given twice", "bot: build sha:1234567 sha:89abcde", [Err("given twice")]),
+    ("sha: does not go with deploy", "bot: deploy sha:1234567", [Err("does not go with")]),
 ]
 # fmt: on
 
@@ -274,6 +284,8 @@ _TOKENS = [
     "for:arch",
     "for:",
     "acel:x",
+    "sha:1a2b3c4",
+    "sha:zz",
 ]
 _FREE = st.text(
     alphabet=st.sampled_from(list("abz09:=,-/.*[](){}\\|?+`<>!_ ")), min_size=0, max_size=12
