@@ -13,7 +13,7 @@ import platform
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -24,6 +24,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from layerbot.core.slurm_options import option_problems
 
 DEFAULT_CONFIG_NAME = "layerbot.toml"
 CONFIG_ENV = "LAYERBOT_CONFIG"
@@ -234,6 +236,26 @@ class SlurmBackendConfig(Section):
     scontrol: str = "scontrol"
     sinfo: str = "sinfo"
 
+    @field_validator("defaults")
+    @classmethod
+    def _no_reserved_defaults(cls, value: dict[str, str]) -> dict[str, str]:
+        """Refused at load, not when a PR's job is submitted (see core/slurm_options.py)."""
+        return _refuse_options(value, long_names=True)
+
+    @field_validator("overridable")
+    @classmethod
+    def _no_reserved_overridable(cls, value: list[str]) -> list[str]:
+        return _refuse_options(value, long_names=True)
+
+
+_Options = TypeVar("_Options", dict[str, str], list[str])
+
+
+def _refuse_options(value: _Options, *, long_names: bool) -> _Options:
+    if problems := option_problems(value, long_names=long_names):
+        raise ValueError("; ".join(problems))
+    return value
+
 
 class BackendConfig(Section):
     kind: Literal["local", "slurm"] = "local"
@@ -265,6 +287,12 @@ class NodeType(Section):
     repo_targets: list[str] = []
     #: Backend options, e.g. { partition = "zen2", constraint = "zen2" }.
     options: dict[str, str] = {}
+
+    @field_validator("options")
+    @classmethod
+    def _no_reserved_options(cls, value: dict[str, str]) -> dict[str, str]:
+        # Names only: the local backend reads its own short keys (cpus) from here too.
+        return _refuse_options(value, long_names=False)
 
     @field_validator("cpu_target")
     @classmethod

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from layerbot.backends.base import BackendState, JobStatus, Partition
+from layerbot.core.slurm_options import RESERVED, normalize_key
 
 # --- names and tags ------------------------------------------------------------------------
 
@@ -78,25 +79,13 @@ def parse_backend_id(backend_id: str) -> SlurmId | None:
 
 # --- sbatch arguments ----------------------------------------------------------------------
 
-#: Short names a node type may use for common sbatch options (layerbot's local backend
-#: reads ``cpus`` too, so one node type works on both).
-ALIASES = {"cpus": "cpus-per-task", "memory": "mem", "cluster": "clusters"}
-
-#: Options layerbot sets itself: a configuration that set them would break the tags, the
-#: log location, the environment or the hand-over.
-RESERVED = frozenset({
-    "job-name", "comment", "output", "error", "input", "export", "export-file", "hold",
-    "begin", "parsable", "chdir", "wrap", "array", "wait", "test-only", "get-user-env",
-})
+#: ALIASES (short names such as ``cpus``) and RESERVED (options layerbot sets itself: a
+#: configuration that set them would break the tags, the log location, the environment or
+#: the hand-over) live in core/slurm_options.py, which the configuration checks at load.
 
 
 class OptionError(ValueError):
     """An option the backend cannot pass to sbatch."""
-
-
-def normalize_key(key: str) -> str:
-    name = key.strip().lower().replace("_", "-").lstrip("-")
-    return ALIASES.get(name, name)
 
 
 def merge_options(
@@ -127,8 +116,8 @@ def check_options(options: Mapping[str, str]) -> None:
     for key in options:
         name = normalize_key(key)
         if name in RESERVED:
-            raise OptionError(f"the sbatch option --{name} is set by layerbot; remove it "
-                              "from backend.slurm.defaults and the node types")
+            raise OptionError(f"the sbatch option --{name} is set by layerbot: "
+                              f"{RESERVED[name]} (backend.slurm.defaults, node types)")
         if not re.fullmatch(r"[a-z][a-z0-9-]+", name):
             raise OptionError(f"{key!r} is not an sbatch long option name "
                               "(write e.g. partition, not p)")
