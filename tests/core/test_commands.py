@@ -135,7 +135,8 @@ CASES: list[tuple[str, str, list[str | Err]]] = [
     ("force needs a job", "bot: deploy force", [Err("needs `job:<id>`", "bot: deploy force job:<id>")]),
     ("a job needs force", "bot: deploy job:12", [Err("needs `force`", "bot: deploy force job:12")]),
     ("a flag of another command", "bot: status last", [Err("did you mean `last_build`", "bot: status last_build")]),
-    ("arguments to help", "bot: help me", [Err("takes no arguments", "bot: help")]),
+    ("arguments to help", "bot: help me", [Err("unexpected argument `me`", "bot: help")]),
+    ("arguments to show_config", "bot: show_config all", [Err("unexpected argument `all`", "bot: show_config")]),
     ("nothing after bot:", "bot:", [Err("no command", "bot: help")]),
     ("a list marker", "- bot: build for:arch=zen2", [Err("list marker", "bot: build for:arch=zen2")]),
     ("a code span at the start is documentation", "`bot: build` builds", []),
@@ -152,6 +153,43 @@ CASES: list[tuple[str, str, list[str | Err]]] = [
     ("sha: that is not hex", "bot: build sha:main", [Err("7 to 40 hex digits")]),
     ("sha: given twice", "bot: build sha:1234567 sha:89abcde", [Err("given twice")]),
     ("sha: does not go with deploy", "bot: deploy sha:1234567", [Err("does not go with")]),
+    # --- Realistic comments from EESSI/software-layer PRs (issue 10): accelerator lists, on:,
+    # instance:/inst: on every command. Sources: PRs #1541, #1305, #1462, #1499, #903, #1338.
+    ("EESSI #1541: several GPU generations in one job, on a CPU node",
+     "bot: build repo:eessi.io-2025.06-software instance:eessi-bot-mc-aws on:arch=zen3 for:arch=x86_64/amd/zen3,accel=nvidia/cc70+nvidia/cc90+nvidia/cc100+nvidia/cc120",
+     ["bot: build for:arch=x86_64/amd/zen3,accel=nvidia/cc70+nvidia/cc90+nvidia/cc100+nvidia/cc120 on:arch=zen3 repo:eessi.io-2025.06-software inst:eessi-bot-mc-aws"]),
+    ("an accelerator list without on:, dashes for slashes",
+     "bot: build for:arch=x86_64-amd-zen4,accel=nvidia-cc80+nvidia-cc90",
+     ["bot: build for:arch=x86_64/amd/zen4,accel=nvidia/cc80+nvidia/cc90"]),
+    ("an AMD accelerator list", "bot: build for:arch=x86_64/amd/zen4,accel=amd/gfx90a+amd/gfx942+amd/gfx1100 on:arch=zen4",
+     ["bot: build for:arch=x86_64/amd/zen4,accel=amd/gfx90a+amd/gfx942+amd/gfx1100 on:arch=zen4"]),
+    ("an accelerator list needs one CPU target",
+     "bot: build for:arch=x86_64/amd/zen.*,accel=nvidia/cc70+nvidia/cc90",
+     [Err("with several accelerators `for:` must name one target", "bot: build for:arch=<cpu target>")]),
+    ("a + that is a regex quantifier stays a pattern (no list)",
+     "bot: build for:arch=x86_64/amd/zen3,accel=nvidia/cc[78]0+",
+     ["bot: build for:arch=x86_64/amd/zen3,accel=nvidia/cc[78]0+"]),
+    ("EESSI #1541: instance: and for: with one accelerator, two instances",
+     "bot: build repo:eessi.io-2025.06-software instance:eessi-bot-surf for:arch=x86_64/intel/icelake,accel=nvidia/cc80\n"
+     "bot: build repo:eessi.io-2025.06-software instance:eessi-bot-rug for:arch=x86_64/amd/zen5,accel=nvidia/cc120",
+     ["bot: build for:arch=x86_64/intel/icelake,accel=nvidia/cc80 repo:eessi.io-2025.06-software inst:eessi-bot-surf",
+      "bot: build for:arch=x86_64/amd/zen5,accel=nvidia/cc120 repo:eessi.io-2025.06-software inst:eessi-bot-rug"]),
+    ("EESSI #1462: on: with a full target and generic targets",
+     "bot: build repo:eessi.io-2025.06-software instance:eessi-bot-mc-aws on:arch=x86_64/generic for:arch=x86_64/generic,accel=nvidia/cc70",
+     ["bot: build for:arch=x86_64/generic,accel=nvidia/cc70 on:arch=x86_64/generic repo:eessi.io-2025.06-software inst:eessi-bot-mc-aws"]),
+    ("EESSI #903: the older syntax with instance: first",
+     "bot: build instance:eessi-bot-casparvl repo:eessi.io-2023.06-software arch:zen4 accel:nvidia/cc90",
+     ["bot: build arch:zen4 accel:nvidia/cc90 repo:eessi.io-2023.06-software inst:eessi-bot-casparvl"]),
+    ("inst: and instance: on every command that answers",
+     "bot: show_config inst:eessi-bot-rug\nbot: status instance:eessi-bot-surf\nbot: probe inst:eessi-bot-.*\n"
+     "bot: help instance:eessi-bot-jsc\nbot: status last_build inst:a\nbot: cancel all ins:a\nbot: rebuild failed inst:a",
+     ["bot: show_config inst:eessi-bot-rug", "bot: status inst:eessi-bot-surf", "bot: probe inst:eessi-bot-.*",
+      "bot: help inst:eessi-bot-jsc", "bot: status last_build inst:a", "bot: cancel all inst:a", "bot: rebuild failed inst:a"]),
+    ("a typo in instance:", "bot: show_config instanse:eessi-bot-rug",
+     [Err("did you mean `inst:`", "bot: show_config inst:eessi-bot-rug")]),
+    ("repo: does not go with show_config", "bot: show_config repo:eessi.io-2023.06-software",
+     [Err("does not go with")]),
+    ("inst: given twice", "bot: status inst:a instance:b", [Err("given twice")]),
 ]
 # fmt: on
 
@@ -371,3 +409,27 @@ def test_batch_options_parse_render_and_validate() -> None:
     assert "`mem`" in problem and "allowed: `time`" in problem
     assert "none on this instance (local backend)" in validate_batch_options(
         cmd.filters.batch_options, [], "local")[0]
+
+
+def test_accelerator_lists_are_literal_items_joined_by_plus() -> None:
+    from layerbot.core.commands import accel_matches, accelerator_list
+
+    assert accelerator_list("nvidia/cc70+nvidia/cc90") == ("nvidia/cc70", "nvidia/cc90")
+    assert accelerator_list("nvidia/cc90") == ()
+    assert accelerator_list("nvidia/cc[78]0+") == ()  # a regex, not a list
+    assert accelerator_list("nvidia/cc70+") == ()
+    assert accelerator_list("nvidia/.*+amd/gfx90a") == ()
+    # a list selects the job built for that list, in any order; never a single accelerator
+    assert accel_matches("nvidia/cc90+nvidia/cc70", "nvidia/cc70+nvidia/cc90")
+    assert not accel_matches("nvidia/cc70+nvidia/cc90", "nvidia/cc70")
+    assert not accel_matches("nvidia/cc70+nvidia/cc90", "nvidia/cc70+nvidia/cc90+nvidia/cc100")
+    assert accel_matches("nvidia/.*", "nvidia/cc80")
+
+
+def test_help_says_how_an_accelerator_list_chooses_its_node_type() -> None:
+    text = help_text()
+    assert "accel=nvidia/cc70+nvidia/cc90" in text
+    assert "with `on:`" in text and "without `on:`" in text
+    assert "`inst:` works with every command" in text
+    for spec in COMMANDS:
+        assert spec.arg("instance") is not None, spec.name

@@ -115,6 +115,46 @@ def test_cross_build_on_several_node_types_makes_each_target_once() -> None:
     assert pairs(selection) == [("zen2", r) for r in BOTH]
 
 
+MULTI = "nvidia/cc70+nvidia/cc90+nvidia/cc100+nvidia/cc120"
+
+
+@pytest.mark.parametrize(
+    ("line", "nodes"),
+    [
+        # EESSI's newest form: on: names a CPU node by the last part of its target.
+        (f"bot: build repo:eessi-2025.06 instance:cluster-a on:arch=zen3 for:arch=x86_64/amd/zen3,accel={MULTI}",
+         [("zen3", "eessi-2025.06")]),
+        # Without on:, a CPU node of the for: target (never the cc80 node of the same CPU).
+        (f"bot: build for:arch=x86_64/amd/zen3,accel={MULTI}", [("zen3", r) for r in BOTH]),
+        # on: may name a GPU node; it then builds the whole list there.
+        (f"bot: build for:arch=x86_64/amd/zen3,accel={MULTI} on:arch=zen3,accel=nvidia/cc80",
+         [("zen3-a100", r) for r in BOTH]),
+        # Another CPU than the target's, as with one accelerator.
+        (f"bot: build for:arch=x86_64/amd/zen3,accel={MULTI} on:arch=amd/zen2",
+         [("zen2", r) for r in BOTH]),
+    ],
+)
+def test_several_accelerators_make_one_job_each(line: str, nodes: list[tuple[str, str]]) -> None:
+    selection = select(line)
+    assert pairs(selection) == nodes
+    for target in selection.targets:
+        assert (target.cpu_target, target.accelerator) == ("x86_64/amd/zen3", MULTI)
+        assert target.build_on == target.node_type.cpu_target and target.cross
+
+
+def test_several_accelerators_without_a_cpu_node_of_the_target_say_so() -> None:
+    selection = select("bot: build for:arch=x86_64/intel/icelake,accel=nvidia/cc70+nvidia/cc90 "
+                       "on:arch=zen4")
+    assert selection.targets == () and selection.message is not None
+    assert "no node type matches" in selection.message
+
+
+def test_short_on_arch_as_eessi_users_write_it() -> None:
+    selection = select("bot: build on:arch=zen2 for:arch=x86_64/amd/zen2,accel=nvidia/cc80")
+    assert pairs(selection) == [("zen2", r) for r in BOTH]
+    assert all(t.accelerator == "nvidia/cc80" and t.cross for t in selection.targets)
+
+
 def test_node_types_with_the_same_target_make_one_job() -> None:
     nodes = [*NODES, NodeType(name="zen2-b", cpu_target="x86_64/amd/zen2")]
     filters = BuildFilters(for_arch="x86_64/amd/zen2")
@@ -137,7 +177,9 @@ def test_instance_pattern_matches_in_full() -> None:
     [
         ("bot: build for:arch=riscv64/generic", "no node type matches"),
         ("bot: build for:arch=x86_64/amd/zen2,accel=amd/gfx90a", "no node type matches"),
-        ("bot: build arch:zen3", "no node type matches"),  # patterns match the whole value
+        # patterns match the whole value, or a trailing part after a `/`, never a piece
+        ("bot: build arch:md/zen3", "no node type matches"),
+        ("bot: build arch:zen", "no node type matches"),
         ("bot: build repo:nope", "no repository target matches `repo:nope`"),
         (
             "bot: build for:arch=aarch64/neoverse_v2 repo:eessi-2023.06",

@@ -35,6 +35,8 @@ __all__ = [
     "CommandError",
     "CommandSpec",
     "ParseResult",
+    "accel_matches",
+    "accelerator_list",
     "code_span",
     "command_spec",
     "compile_pattern",
@@ -129,8 +131,9 @@ class CommandSpec:
 _FOR = ArgSpec(
     "for",
     ArgKind.FILTER,
-    "for:arch=<cpu target>[,accel=<vendor/ccXX>]",
-    "the target to build for; without `accel=` a CPU-only target",
+    "for:arch=<cpu target>[,accel=<vendor/ccXX>[+<vendor/ccXX>...]]",
+    "the target to build for; without `accel=` a CPU-only target; several accelerators "
+    "joined by `+` make one job for all of them (see below)",
 )
 _ON = ArgSpec(
     "on",
@@ -168,6 +171,12 @@ _INST = ArgSpec(
     "only the bot instances whose name matches (others stay silent)",
     written="inst",
 )
+
+
+def _inst(what: str) -> ArgSpec:
+    """``inst:`` on a command that answers: with several instances on a PR, one answers."""
+    return replace(_INST, description=f"only the instances whose name matches {what}; "
+                   "the others stay silent")
 _EXPORT = ArgSpec(
     "exportvariable",
     ArgKind.FILTER,
@@ -217,35 +226,41 @@ COMMANDS: tuple[CommandSpec, ...] = (
             "bot: build for:arch=aarch64/neoverse_v1 exportvariable:SKIP_TESTS=yes",
             "bot: build arch:zen2 repo:eessi-2023.06",
             "bot: build for:arch=x86_64/amd/zen4 batch:time=08:00:00",
+            "bot: build for:arch=x86_64/amd/zen3,accel=nvidia/cc70+nvidia/cc90 "
+            "on:arch=x86_64/amd/zen3",
             "bot: build sha:1a2b3c4",
         ),
     ),
-    CommandSpec("help", "Show this help.", examples=("bot: help",)),
+    CommandSpec("help", "Show this help.", (_inst("(one help instead of one each)"),),
+                ("bot: help", "bot: help inst:cluster-a")),
     CommandSpec(
         "show_config",
         "Show what each instance can build: node types, CPU targets, accelerators, "
         "repository targets.",
-        examples=("bot: show_config",),
+        (_inst("(show only their configuration)"),),
+        ("bot: show_config", "bot: show_config instance:cluster-a"),
     ),
     CommandSpec(
         "status",
         "Show the state of this PR's builds and jobs.",
-        (_flag("last_build", "only the latest build"),),
-        ("bot: status", "bot: status last_build"),
+        (_flag("last_build", "only the latest build"), _inst("(only their jobs)")),
+        ("bot: status", "bot: status last_build", "bot: status inst:cluster-a"),
     ),
     CommandSpec(
         "cancel",
         "Cancel this PR's jobs that have not ended (by default those of the latest build).",
-        (_job("only this job"), _flag("all", "every unfinished job of this PR")),
-        ("bot: cancel", "bot: cancel job:1234", "bot: cancel all"),
+        (_job("only this job"), _flag("all", "every unfinished job of this PR"),
+         _inst("(only their jobs are cancelled)")),
+        ("bot: cancel", "bot: cancel job:1234", "bot: cancel all", "bot: cancel all inst:a"),
         exclusive=(("job", "all"),),
     ),
     CommandSpec(
         "rebuild",
         "Run the jobs of the latest build again, for the current head of the PR.",
-        (_job("only this job"), _flag("failed", "only the jobs that did not succeed"), _SHA),
+        (_job("only this job"), _flag("failed", "only the jobs that did not succeed"), _SHA,
+         _inst("(only their jobs run again)")),
         ("bot: rebuild", "bot: rebuild failed", "bot: rebuild job:1234",
-         "bot: rebuild failed sha:1a2b3c4"),
+         "bot: rebuild failed sha:1a2b3c4", "bot: rebuild failed inst:cluster-a"),
         exclusive=(("job", "failed"),),
     ),
     CommandSpec(
@@ -271,7 +286,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "probe",
         "Ask every instance to answer: shows which are alive and what they can build.",
-        examples=("bot: probe",),
+        (_inst("(probe only those)"),),
+        ("bot: probe", "bot: probe inst:cluster-.*"),
     ),
 )
 
@@ -312,6 +328,11 @@ class BuildFilters:
     legacy: bool = False
 
     @property
+    def accel_list(self) -> tuple[str, ...]:
+        """The accelerators of ``for:...,accel=A+B+C`` (one job for all), else ``()``."""
+        return accelerator_list(self.for_accel) if not self.legacy else ()
+
+    @property
     def cross(self) -> bool:
         """``on:`` names other nodes than the target's own."""
         return self.on_arch is not None and (self.on_arch, self.on_accel) != (
@@ -346,6 +367,34 @@ class BuildFilters:
 
     def render(self) -> str:
         return " ".join(self.tokens())
+
+
+#: One accelerator written literally (``nvidia/cc90``, ``amd/gfx90a``): no regex syntax.
+_LITERAL_ACCEL = re.compile(r"[A-Za-z0-9_]+(?:/[A-Za-z0-9_]+)+")
+
+
+def accelerator_list(value: str | None) -> tuple[str, ...]:
+    """``nvidia/cc70+nvidia/cc90`` -> its items; ``()`` for one accelerator or a pattern.
+
+    EESSI's ``bot/build.sh`` reads such a ``+``-joined list from ``cfg/job.cfg`` and builds
+    for every generation in one job. A ``+`` is also a regex quantifier, so a value is a list
+    only when every item is a literal ``vendor/name`` (``nvidia/cc[78]0+`` stays a pattern).
+    """
+    if value is None or "+" not in value:
+        return ()
+    items = tuple(value.split("+"))
+    if len(items) < 2 or not all(_LITERAL_ACCEL.fullmatch(item) for item in items):
+        return ()
+    return items
+
+
+def accel_matches(pattern: str, accelerator: str) -> bool:
+    """A filter's accelerator against a job's or node's: a list matches the same list (in
+    any order), a pattern as usual."""
+    wanted = accelerator_list(pattern)
+    if wanted:
+        return sorted(wanted) == sorted(accelerator_list(accelerator) or (accelerator,))
+    return pattern_matches(pattern, accelerator)
 
 
 def _target_value(arch: str, accel: str | None) -> str:
@@ -397,8 +446,9 @@ class Command:
         """The canonical line; it parses back to an equal command."""
         tokens: list[str] = [f"bot: {self.name}"]
         filter_tokens = self.filters.tokens()
+        first_filter = next((a.key for a in self.spec.args if a.kind is ArgKind.FILTER), None)
         for arg in self.spec.args:
-            if arg.kind is ArgKind.FILTER and arg.key == "for":
+            if arg.key == first_filter:
                 tokens += filter_tokens  # all filters render together, in a fixed order
             elif arg.kind is ArgKind.JOB and self.job_id is not None:
                 tokens.append(f"job:{self.job_id}")
@@ -927,14 +977,20 @@ _REGEX_SYNTAX = frozenset(".^$*+?{}[]\\|()")
 
 
 def _check_cross_target(spec: CommandSpec, acc: _Acc, tokens: Sequence[str]) -> _Problem | None:
-    """A cross build makes exactly the target for:, so for: must name one, not a pattern."""
-    if not acc.filters().cross:
+    """A cross build makes exactly the target for:, so for: must name one, not a pattern.
+
+    So does a list of accelerators (``accel=A+B``): no node has them all, so the job is
+    always built on another node than its target, like a cross build.
+    """
+    filters = acc.filters()
+    if not (filters.cross or filters.accel_list):
         return None
-    for value in (acc.values.get("for_arch"), acc.values.get("for_accel")):
+    kind = (f"in a cross build (with {_code('on:')})" if filters.cross
+            else "with several accelerators")
+    for value in (filters.for_arch, None if filters.accel_list else filters.for_accel):
         if value is not None and _REGEX_SYNTAX.intersection(value):
             return _Problem(
-                f"in a cross build (with {_code('on:')}) {_code('for:')} must name one target, "
-                f"not a pattern ({_code(value)})",
+                f"{kind} {_code('for:')} must name one target, not a pattern ({_code(value)})",
                 (acc.at["for"], ("for:arch=<cpu target>",)),
                 placeholder=True,
             )
@@ -1230,6 +1286,19 @@ def help_text() -> str:
         "ignoring case. In `arch` and `accel` values `-` stands for `/` "
         "(`x86_64-amd-zen2` is `x86_64/amd/zen2`). With `for:` and no `accel=` the target is "
         "CPU-only; with the older `arch:`, `accel:` each filter is optional.",
+        "",
+        "`inst:` works with every command: with several bot instances on a PR, only those "
+        "whose name matches answer (or act); the others stay silent.",
+        "",
+        "#### Several accelerators in one job",
+        "",
+        "`for:arch=x86_64/amd/zen3,accel=nvidia/cc70+nvidia/cc90` makes one job that builds "
+        "for every accelerator listed (its `cfg/job.cfg` holds "
+        "`accelerator = nvidia/cc70+nvidia/cc90`). No node has them all, so the job runs on "
+        "a CPU node: with `on:`, on a node type `on:` selects (e.g. `on:arch=x86_64/amd/zen3`, "
+        "or `on:arch=...,accel=...` for a GPU node); without `on:`, on a node type of the "
+        "`for:` CPU target that has no accelerator, as if `on:arch=<that target>` were "
+        "written. Each accelerator must be written out (`vendor/name`, no pattern).",
     ]
     return "\n".join(out)
 

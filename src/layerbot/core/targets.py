@@ -10,7 +10,16 @@ Meaning of the filters (see :class:`~layerbot.core.commands.BuildFilters`):
   with no accelerator (a CPU-only target: a GPU node would build a different target).
 * With ``on:arch=Z[,accel=W]`` differing from ``for:`` (a cross build), the jobs run on the
   node types matching Z (and W; none given: no accelerator) and build exactly X/Y.
+* ``for:arch=X,accel=A+B+C`` (several accelerators) is ONE job whose accelerator is the
+  ``+``-joined list, as EESSI's ``bot/build.sh`` expects in ``cfg/job.cfg``. No node has
+  every generation, so it is always built elsewhere: with ``on:`` on the node types ``on:``
+  selects; without, on the node types of CPU target X that have no accelerator (as if
+  ``on:arch=X`` were written). A CPU node suffices to compile for GPUs, and choosing one
+  GPU generation's nodes for all would be arbitrary.
 * The older ``arch:``/``accel:`` filter node types independently; absent means any.
+* An arch pattern matches a node's CPU target in full, or a trailing part of it after a
+  ``/``: EESSI's users write ``on:arch=zen3`` for ``x86_64/amd/zen3`` (EESSI searches
+  anywhere in the value; layerbot keeps the anchor, so ``zen3`` never matches ``zen30``).
 * ``repo:`` filters repository targets by id; ``inst:`` the instance by name.
 
 All patterns match the whole value, ignoring case.
@@ -24,11 +33,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from layerbot.config import NodeType, RepoTarget
-from layerbot.core.commands import BuildFilters, code_span, pattern_matches
+from layerbot.core.commands import BuildFilters, accel_matches, code_span, pattern_matches
 
 __all__ = [
     "Selection",
     "Target",
+    "arch_matches",
     "describe_capabilities",
     "select_targets",
     "validate_batch_options",
@@ -83,22 +93,30 @@ def _node_selected(filters: BuildFilters, node: NodeType) -> bool:
         )
     if filters.cross:
         arch, accel = filters.on_arch, filters.on_accel
+    elif filters.accel_list:
+        arch, accel = filters.for_arch, None  # a CPU node of the for: target
     else:
         arch, accel = filters.for_arch, filters.for_accel
     if arch is None:  # no for: at all: every node type
         return _optional_accel(accel, node.accelerator)
-    return pattern_matches(arch, node.cpu_target) and _exact_accel(accel, node.accelerator)
+    return arch_matches(arch, node.cpu_target) and _exact_accel(accel, node.accelerator)
+
+
+def arch_matches(pattern: str, cpu_target: str) -> bool:
+    """The whole target, or a trailing part after a ``/`` (``zen3``, ``amd/zen3``)."""
+    parts = cpu_target.split("/")
+    return any(pattern_matches(pattern, "/".join(parts[i:])) for i in range(len(parts)))
 
 
 def _optional(pattern: str | None, value: str) -> bool:
-    return pattern is None or pattern_matches(pattern, value)
+    return pattern is None or arch_matches(pattern, value)
 
 
 def _optional_accel(pattern: str | None, accelerator: str | None) -> bool:
     """An absent filter takes any node; a given one only nodes with a matching accelerator."""
     if pattern is None:
         return True
-    return accelerator is not None and pattern_matches(pattern, accelerator)
+    return accelerator is not None and accel_matches(pattern, accelerator)
 
 
 def _exact_accel(pattern: str | None, accelerator: str | None) -> bool:
@@ -111,7 +129,7 @@ def _exact_accel(pattern: str | None, accelerator: str | None) -> bool:
 def _targets_of(
     filters: BuildFilters, node: NodeType, repos: Sequence[RepoTarget]
 ) -> Iterable[Target]:
-    if filters.cross and filters.for_arch is not None:
+    if (filters.cross or filters.accel_list) and filters.for_arch is not None:
         # The parser guarantees for: names one target (no pattern) in a cross build.
         cpu, accel = filters.for_arch, filters.for_accel
     else:

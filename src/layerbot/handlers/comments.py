@@ -25,15 +25,27 @@ def is_bot(user: dict[str, Any], bot_login: str) -> bool:
     return user.get("type") == "Bot" or login.endswith("[bot]") or login == bot_login
 
 
+def for_this_instance(item: commands.ParseResult, instance: str) -> bool:
+    """``inst:`` on any command: an instance it does not name neither reacts nor answers.
+
+    Decided here, once for every command, so no command can forget it; a line that is not a
+    valid command names no instance and is answered by all (each explains it the same way).
+    """
+    if isinstance(item, commands.CommandError) or item.filters.inst is None:
+        return True
+    return commands.pattern_matches(item.filters.inst, instance)
+
+
 @router.on("issue_comment", "created")
 async def on_comment(event: Event, ctx: Context) -> str | None:
     comment = event.payload["comment"]
     issue = event.payload["issue"]
     if is_bot(comment.get("user") or {}, ctx.config.bot_login):
         return None
-    parsed = commands.parse_comment(comment.get("body") or "")
+    parsed = [item for item in commands.parse_comment(comment.get("body") or "")
+              if for_this_instance(item, ctx.instance)]
     if not parsed:
-        return None
+        return None  # no command, or every one names other instances with inst:: silence
     number = int(issue["number"])
     ctx.react(int(comment["id"]), "eyes")
     done = ["eyes"]

@@ -33,7 +33,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from layerbot.core.commands import BuildFilters, Command, pattern_matches
+from layerbot.core.commands import BuildFilters, Command, accel_matches, pattern_matches
 from layerbot.core.report import size as human_size
 from layerbot.deploy.service import STATE_ICONS, deploy_report_key, job_target, report_deployments
 from layerbot.handlers.base import Context, Event, Router
@@ -115,8 +115,9 @@ def job_selected(filters: BuildFilters, job: JobView) -> bool:
     if filters.for_arch is not None and not pattern_matches(filters.for_arch, job.cpu_target):
         return False
     if filters.for_accel is not None:
-        return job.accelerator is not None and pattern_matches(filters.for_accel,
-                                                               job.accelerator)
+        # accel_matches: a `+`-joined list selects the job built for that same list.
+        return job.accelerator is not None and accel_matches(filters.for_accel,
+                                                             job.accelerator)
     return filters.legacy or filters.for_arch is None or job.accelerator is None
 
 
