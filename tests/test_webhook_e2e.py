@@ -14,11 +14,12 @@ import httpx
 import pytest
 
 from layerbot.core import commands
+from layerbot.core.events import event_identity
 from layerbot.web.webhook import signature_of, verify_signature
 from tests.support.botproc import SECRET, BotProcess, free_port, write_config
 from tests.support.fakegithub import FakeGitHub
 from tests.support.fixtures import DEFAULT_REPO
-from tests.support.shared import shared_dir
+from tests.support.shared import github_data_dir
 from tests.support.webhooks import (
     all_payloads,
     delivery_headers,
@@ -54,7 +55,7 @@ def post(bot: BotProcess, event: str, body: bytes, secret: str | None = SECRET,
 
 
 def test_github_published_test_vector_verifies() -> None:
-    vector = json.loads((shared_dir() / "github/webhook-signature-test-vector.json").read_text())
+    vector = json.loads((github_data_dir() / "webhook-signature-test-vector.json").read_text())
     secret, payload = vector["secret"].encode(), vector["payload"].encode()
     assert signature_of(payload, secret) == vector["x_hub_signature_256"]
     assert verify_signature(payload, secret, vector["x_hub_signature_256"])
@@ -69,15 +70,23 @@ def test_every_real_payload_is_accepted_once_and_refused_unsigned(bot: BotProces
         wrong = post(bot, event, raw, secret="not-the-secret")
         assert (unsigned.status_code, wrong.status_code) == (401, 401), name
     assert inbox_rows(bot) == 0  # nothing unverified reached the store
-    for event, name, _payload, raw in payloads:
+    # Some examples describe the same event (the same comment, created): after the first,
+    # the store knows it by its identity, whatever the delivery id (core/events.py).
+    seen: set[str] = set()
+    replays = 0
+    for event, name, payload, raw in payloads:
         delivery = str(uuid.uuid4())
         first = post(bot, event, raw, delivery=delivery)
         again = post(bot, event, raw, delivery=delivery)
-        expected = 200 if event == "ping" else 202
+        identity = event_identity(event, payload.get("action"), payload)
+        replay = identity in seen
+        replays += replay
+        seen.add(identity or delivery)
+        expected = 200 if event == "ping" or replay else 202
         assert first.status_code == expected, (name, first.text)
         assert again.status_code == 200, name
     pings = sum(1 for e, *_ in payloads if e == "ping")
-    assert inbox_rows(bot) == len(payloads) - pings
+    assert inbox_rows(bot) == len(payloads) - pings - replays
 
 
 def test_bad_requests_are_refused_before_the_store(bot: BotProcess) -> None:

@@ -7,13 +7,12 @@ import hmac
 import json
 import re
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support import webhooks
-from tests.support.shared import SHARED_DIR_ENV, github_data_dir, shared_dir
+from tests.support.shared import github_data_dir
 from tests.support.webhooks import (
     DEFAULT_INSTALLATION_ID,
     PayloadInvalid,
@@ -221,22 +220,3 @@ def test_builders_do_not_modify_the_examples() -> None:
     before = copy.deepcopy(load_payload("issue_comment", "created.with-installation"))
     issue_comment_created("x", "alice")
     assert load_payload("issue_comment", "created.with-installation") == before
-
-
-# == locating the shared data ===============================================================
-
-
-def test_shared_dir_is_beside_the_repository_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    beside = Path(__file__).resolve().parents[1].parent / "shared"
-    if not (beside / "github").is_dir():
-        pytest.skip("this checkout relies on LAYERBOT_SHARED_DIR")
-    monkeypatch.delenv(SHARED_DIR_ENV, raising=False)
-    assert shared_dir() == beside
-
-
-def test_shared_dir_can_be_overridden(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(SHARED_DIR_ENV, str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=SHARED_DIR_ENV):
-        shared_dir()
-    (tmp_path / "github").mkdir()
-    assert shared_dir() == tmp_path

@@ -1,6 +1,6 @@
 """Webhook test support: real example payloads, their JSON Schemas, signing, builders.
 
-Payloads and schemas come from octokit/webhooks (see ``shared/github/README.md``). The
+Payloads and schemas come from octokit/webhooks (see ``tests/data/github/README.md``). The
 builders start from a real example payload, change what a test cares about, and then
 validate the result against the event's schema, so a handler under test only ever
 sees payloads GitHub could have sent.
