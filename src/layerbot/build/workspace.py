@@ -56,10 +56,10 @@ import shutil
 import stat
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -218,14 +218,35 @@ _MergeKey = tuple[Path, str, str]  # mirror, base SHA, head SHA
 class _LoopState:
     locks: dict[Path, asyncio.Lock] = field(default_factory=dict)
     merges: dict[_MergeKey, asyncio.Future[str]] = field(default_factory=dict)
+    diffs: dict[_MergeKey, asyncio.Future[bytes]] = field(default_factory=dict)
+
+
+_T = TypeVar("_T")
+
+
+async def _shared(
+    table: dict[_MergeKey, asyncio.Future[_T]],
+    key: _MergeKey,
+    make: Callable[[], Coroutine[Any, Any, _T]],
+) -> _T:
+    """One computation for the jobs of one command that ask for the same thing at once.
+
+    Only computations in progress are shared; a finished one is not kept (a merge commit
+    is unreachable in the mirror, whose gc may drop it once it is old).
+    """
+    task = table.get(key)
+    if task is None:
+        task = asyncio.ensure_future(make())
+        table[key] = task
+        task.add_done_callback(lambda t: _forget(table, key, t))
+    # Shielded: one cancelled job must not cancel the computation the others await.
+    return await asyncio.shield(task)
 
 
 def _forget(
-    merges: dict[_MergeKey, asyncio.Future[str]], key: _MergeKey, task: asyncio.Future[str]
+    table: dict[_MergeKey, asyncio.Future[_T]], key: _MergeKey, task: asyncio.Future[_T]
 ) -> None:
-    """Only merges in progress are shared; a finished one is not kept (its commit is
-    unreachable until a worktree uses it, so the mirror's gc could drop it later)."""
-    merges.pop(key, None)
+    table.pop(key, None)
     if not task.cancelled():
         task.exception()  # marks a failure as retrieved when every waiter was cancelled
 
@@ -678,15 +699,10 @@ class Mirrors:
         Jobs of one command (one per target) share head and base; they await the same
         computation instead of each running merge-tree and commit-tree.
         """
-        merges = self._state().merges
         key = (mirror.path, base.sha, head.sha)
-        task = merges.get(key)
-        if task is None:
-            task = asyncio.ensure_future(self._merge(mirror, head, base, base_ref))
-            merges[key] = task
-            task.add_done_callback(lambda t: _forget(merges, key, t))
-        # Shielded: one cancelled job must not cancel the computation the others await.
-        return await asyncio.shield(task)
+        return await _shared(
+            self._state().merges, key, lambda: self._merge(mirror, head, base, base_ref)
+        )
 
     async def _merge(self, mirror: Mirror, head: _Commit, base: _Commit, base_ref: str) -> str:
         """The commit to check out: head itself if it contains base, else a merge commit."""
@@ -760,8 +776,15 @@ class Mirrors:
     async def diff(self, mirror: Mirror, base_sha: str, head_sha: str) -> bytes:
         """What the PR changes, as GitHub shows it: from the merge base to head.
 
-        EESSI's build scripts read it from ``<pr>.diff`` in the job directory.
+        EESSI's build scripts read it from ``<pr>.diff`` in the job directory. The jobs of
+        one command ask at the same time: one git computes it for all.
         """
+        key = (mirror.path, base_sha, head_sha)
+        return await _shared(
+            self._state().diffs, key, lambda: self._diff(mirror, base_sha, head_sha)
+        )
+
+    async def _diff(self, mirror: Mirror, base_sha: str, head_sha: str) -> bytes:
         result = await _git(
             "diff",
             "--no-color",
