@@ -55,6 +55,14 @@ def serve(config: ConfigOption = None,
     from layerbot.supervisor import WorkerSupervisor
 
     cfg = load_config(config)
+    if cfg.github.app_id is not None and not cfg.github.repositories:
+        # A public App can be installed by anyone: say which repositories are served.
+        err.print("github.repositories is empty, so this bot would serve no repository. "
+                  "List the repositories whose PRs it builds, e.g. repositories = "
+                  "[\"EESSI/software-layer\"] (or \"owner/*\", or \"*\" for every "
+                  "repository the App is installed on).", style="red", markup=False,
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     split = cfg.server.worker_process
     bot = Bot(cfg, Store(cfg.store_url, checkpoints=not split))
     if split:

@@ -51,9 +51,22 @@ class GitHubConfig(Section):
     private_key_file: Path | None = None
     webhook_secret_file: Path | None = None
     api_url: str = "https://api.github.com"
+    #: The allow-list of repositories whose events the bot acts on: ``owner/name``,
+    #: ``owner/*`` or ``*`` (any repository the App is installed on, said explicitly).
+    #: Events of other repositories (other installations) are ignored, logged and counted
+    #: (``layerbot_events_not_allowed_total``). Empty serves none: ``serve`` with an App
+    #: configured refuses to start until it is set (``layerbot run`` needs no GitHub).
+    repositories: list[str] = []
     #: Filled from the files or the environment at load time; never written in the TOML.
     private_key: SecretStr | None = Field(default=None, exclude=True)
     webhook_secret: SecretStr | None = Field(default=None, exclude=True)
+
+    @field_validator("repositories")
+    @classmethod
+    def _repositories(cls, value: list[str]) -> list[str]:
+        from layerbot.core.repos import validate_entry
+
+        return [validate_entry(v.strip()) for v in value]
 
     @field_validator("api_url")
     @classmethod
@@ -375,7 +388,8 @@ class WebConfig(Section):
     oauth_token_url: str = "https://github.com/login/oauth/access_token"
     oauth_user_url: str = "https://api.github.com/user"
     #: The repository (owner/name) whose roles and teams decide instance-wide actions
-    #: (pause, resume); empty: the repository of this instance's latest build.
+    #: (pause, resume, drain); empty: every repository named in ``github.repositories``
+    #: (a person needs the permission on one of them; wildcards name nobody's roles).
     repository: str = ""
     #: Filled from the files or the environment at load time; never written in the TOML.
     session_secret: SecretStr | None = Field(default=None, exclude=True)

@@ -255,6 +255,20 @@ class ActionResult(Model):
 # --------------------------------------------------------------------------------------------
 
 
+#: The repositories a reader may see; None: every one (the CLI on the bot's own machine).
+Visible = frozenset[str] | None
+
+
+def _shown(visible: Visible) -> list[Any]:
+    """The condition that keeps jobs of repositories the reader may not see out of every
+    list, count, chart and cost (see web/auth.py ``readable``)."""
+    return [] if visible is None else [Job.repo.in_(sorted(visible))]
+
+
+def _hidden(visible: Visible, repo: str) -> bool:
+    return visible is not None and repo not in visible
+
+
 def _summaries(session: Session, query: Any) -> list[JobSummary]:
     # Columns, not ORM objects: the JSON facts and results stay in the database.
     return [JobSummary.model_validate(row._mapping) for row in session.execute(query)]
@@ -262,11 +276,11 @@ def _summaries(session: Session, query: Any) -> list[JobSummary]:
 
 def list_jobs(store: Store, *, state: Sequence[str] = (), target: str | None = None,
               repo: str | None = None, pr: int | None = None, instance: str | None = None,
-              limit: int = 50, offset: int = 0) -> JobPage:
+              limit: int = 50, offset: int = 0, visible: Visible = None) -> JobPage:
     """Jobs, newest first; ``target`` matches a part of the target name."""
     limit = max(1, min(limit, MAX_PAGE))
     offset = max(0, offset)
-    conditions: list[Any] = []
+    conditions: list[Any] = _shown(visible)
     if state:
         conditions.append(Job.state.in_(list(state)))
     if target:
@@ -285,13 +299,14 @@ def list_jobs(store: Store, *, state: Sequence[str] = (), target: str | None = N
 
 
 def list_pulls(store: Store, *, repo: str | None = None, limit: int = 50,
-               offset: int = 0) -> PullPage:
+               offset: int = 0, visible: Visible = None) -> PullPage:
     """Pull requests with jobs, most recently active first."""
     limit = max(1, min(limit, MAX_PAGE))
     offset = max(0, offset)
     query = (select(Job.repo, Job.pr, Job.state, func.count(Job.id), func.max(Job.updated_at),
                     func.sum(Job.core_hours))
-             .where(Job.pr.is_not(None)).group_by(Job.repo, Job.pr, Job.state))
+             .where(Job.pr.is_not(None), *_shown(visible))
+             .group_by(Job.repo, Job.pr, Job.state))
     if repo:
         query = query.where(Job.repo == repo)
     pulls: dict[tuple[str, int], PullSummary] = {}
@@ -319,11 +334,11 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def pull_detail(store: Store, repo: str, pr: int) -> PullDetail:
+def pull_detail(store: Store, repo: str, pr: int, visible: Visible = None) -> PullDetail:
     with store.read() as s:
         builds = s.scalars(select(Build).where(Build.repo == repo, Build.pr == pr)
                            .order_by(Build.id.desc())).all()
-        if not builds:
+        if not builds or _hidden(visible, repo):  # the same answer: existence is not told
             raise ControlError(404, f"no builds of {repo}#{pr} are recorded")
         jobs = _summaries(s, select(*_SUMMARY_COLUMNS)
                           .where(Job.build_id.in_([b.id for b in builds])).order_by(Job.id))
@@ -337,10 +352,11 @@ def pull_detail(store: Store, repo: str, pr: int) -> PullDetail:
     return PullDetail(repo=repo, pr=pr, builds=out, core_hours=hours)
 
 
-def job_detail(store: Store, job_id: int, log_lines: int = 100) -> JobDetail:
+def job_detail(store: Store, job_id: int, log_lines: int = 100,
+               visible: Visible = None) -> JobDetail:
     with store.read() as s:
         job = s.get(Job, job_id)
-        if job is None:
+        if job is None or _hidden(visible, job.repo):
             raise ControlError(404, f"there is no job {job_id}")
         build = s.get(Build, job.build_id)
         history = s.scalars(select(JobTransition).where(JobTransition.job_id == job_id)
@@ -366,12 +382,13 @@ def job_detail(store: Store, job_id: int, log_lines: int = 100) -> JobDetail:
     )
 
 
-def job_log(store: Store, job_id: int, lines: int = 100) -> tuple[str, str]:
+def job_log(store: Store, job_id: int, lines: int = 100,
+            visible: Visible = None) -> tuple[str, str]:
     """(the job's state, the last ``lines`` lines of its log)."""
     with store.read() as s:
-        row = s.execute(select(Job.state, Job.job_dir, Job.result)
+        row = s.execute(select(Job.state, Job.job_dir, Job.result, Job.repo)
                         .where(Job.id == job_id)).first()
-    if row is None:
+    if row is None or _hidden(visible, row.repo):
         raise ControlError(404, f"there is no job {job_id}")
     return row.state, read_log(row.job_dir, (row.result or {}).get("log_tail"), lines)
 
@@ -402,18 +419,22 @@ def instances(store: Store, now: datetime) -> list[InstanceOut]:
     return out
 
 
-def overview(store: Store, now: datetime, limit: int = 100) -> Overview:
+def overview(store: Store, now: datetime, limit: int = 100,
+             visible: Visible = None) -> Overview:
     """What runs and waits, what failed in the last 24 hours, and whether the bots live."""
     since = now - timedelta(hours=24)
+    shown = _shown(visible)
     with store.read() as s:
         active = _summaries(s, select(*_SUMMARY_COLUMNS)
-                            .where(Job.state.in_(jobstore.ACTIVE))
+                            .where(Job.state.in_(jobstore.ACTIVE), *shown)
                             .order_by(Job.id.desc()).limit(limit))
         failures = _summaries(s, select(*_SUMMARY_COLUMNS)
-                              .where(Job.ended_at >= since, Job.state.in_(FAILED_STATES))
+                              .where(Job.ended_at >= since, Job.state.in_(FAILED_STATES),
+                                     *shown)
                               .order_by(Job.ended_at.desc()).limit(limit))
         counts = [StateCount(state=state, jobs=n) for state, n in s.execute(
-            select(Job.state, func.count(Job.id)).group_by(Job.state).order_by(Job.state))]
+            select(Job.state, func.count(Job.id)).where(*shown).group_by(Job.state)
+            .order_by(Job.state))]
     return Overview(active=active, failures=failures, instances=instances(store, now),
                     counts=counts)
 
@@ -435,7 +456,8 @@ def iso_week(moment: datetime) -> str:
     return f"{year}-W{week:02d}"
 
 
-def costs(store: Store, now: datetime, weeks: int = 12, top: int = 20) -> Costs:
+def costs(store: Store, now: datetime, weeks: int = 12, top: int = 20,
+          visible: Visible = None) -> Costs:
     """Core-hours of jobs that ended in the last ``weeks`` weeks, and per-target estimates."""
     weeks = max(1, min(weeks, 520))
     since = now - timedelta(weeks=weeks)
@@ -444,14 +466,16 @@ def costs(store: Store, now: datetime, weeks: int = 12, top: int = 20) -> Costs:
     by_pr: dict[str, list[float]] = defaultdict(list)
     with store.read() as s:
         rows = s.execute(select(Job.repo, Job.pr, Job.target, Job.ended_at, Job.core_hours)
-                         .where(Job.ended_at >= since, Job.core_hours.is_not(None))).all()
+                         .where(Job.ended_at >= since, Job.core_hours.is_not(None),
+                                *_shown(visible))).all()
         # The latest successful builds of each target, ranked in the database: a window
         # function reads ESTIMATE_SAMPLES rows per target instead of every success.
         rank = func.row_number().over(partition_by=Job.target,
                                       order_by=Job.ended_at.desc()).label("rank")
         recent = (select(Job.target, Job.core_hours, Job.elapsed_seconds, Job.started_at,
                          Job.ended_at, rank)
-                  .where(Job.state == JobState.SUCCEEDED.value, Job.ended_at.is_not(None))
+                  .where(Job.state == JobState.SUCCEEDED.value, Job.ended_at.is_not(None),
+                         *_shown(visible))
                   .subquery())
         samples = s.execute(
             select(recent.c.target, recent.c.core_hours, recent.c.elapsed_seconds,
@@ -519,17 +543,29 @@ def job_scope(store: Store, job_id: int) -> tuple[str, int | None]:
     return row.repo, row.installation_id
 
 
-def instance_scope(store: Store, config: Config) -> tuple[str, int | None]:
-    """The repository whose roles decide instance-wide actions, and its installation."""
+def instance_scopes(store: Store, config: Config) -> list[tuple[str, int | None]]:
+    """The configured repositories whose roles decide instance-wide actions (pause,
+    resume, drain), each with its installation: ``web.repository``, else the exact names
+    of ``github.repositories``. Never the repository built last: whoever gets a build
+    recorded in a repository of their own would otherwise decide for the whole instance.
+    """
+    from layerbot.core.repos import exact_names
+    from layerbot.store.models import Repository
+
+    names = ([config.web.repository] if config.web.repository
+             else exact_names(config.github.repositories))
+    scopes: list[tuple[str, int | None]] = []
     with store.read() as s:
-        query = select(Build.repo, Build.installation_id).where(
-            Build.installation_id.is_not(None))
-        if config.web.repository:
-            query = query.where(Build.repo == config.web.repository)
-        row = s.execute(query.order_by(Build.id.desc()).limit(1)).first()
-    if row is not None:
-        return row.repo, row.installation_id
-    return config.web.repository, None
+        for name in names:
+            installation = s.scalar(select(Repository.installation_id)
+                                    .where(func.lower(Repository.name) == name.lower()))
+            if installation is None:
+                installation = s.scalar(
+                    select(Build.installation_id).where(
+                        func.lower(Build.repo) == name.lower(),
+                        Build.installation_id.is_not(None)).order_by(Build.id.desc()).limit(1))
+            scopes.append((name, installation))
+    return scopes
 
 
 def cancel_jobs(session: Session, config: Config, job_ids: Sequence[int], reason: str,
@@ -712,11 +748,10 @@ def _deploy_views(session: Session, job: Job) -> tuple[list[Any], list[Any], lis
 
 def set_paused(store: Store, config: Config, name: str, paused: bool, now: datetime
                ) -> ActionResult:
+    own_instance(store, config, name)
     with store.transaction() as s:
         inst = s.get(Instance, name)
         if inst is None:
-            if name != config.instance.name:
-                raise ControlError(404, f"there is no instance {name}")
             # Paused before its first heartbeat: the row is created here.
             inst = Instance(name=name, version="", backend=config.backend.kind,
                             started_at=now, heartbeat_at=now, paused=paused)
@@ -729,6 +764,20 @@ def set_paused(store: Store, config: Config, name: str, paused: bool, now: datet
     detail = (": it records builds but submits nothing new" if paused
               else ": queued jobs are submitted again")
     return ActionResult(message=f"instance {name} {word}{detail}")
+
+
+def own_instance(store: Store, config: Config, name: str) -> None:
+    """Instance-wide actions are scoped to this instance: another instance of the fleet
+    (sharing the store) is paused, resumed or drained by itself, under its own
+    configuration's repositories and access policy."""
+    if name == config.instance.name:
+        return
+    with store.read() as s:
+        known = s.get(Instance, name) is not None
+    if not known:
+        raise ControlError(404, f"there is no instance {name}")
+    raise ControlError(409, f"instance {name} is not this one ({config.instance.name}); "
+                            f"act on it there")
 
 
 def queue_counts(store: Store, instance: str) -> dict[str, int]:

@@ -8,6 +8,10 @@ DELIVERIES = Counter("layerbot_deliveries_total", "Webhook deliveries by outcome
                      ["outcome"], registry=REGISTRY)  # accepted, duplicate, replayed, rejected_*
 EVENTS = Counter("layerbot_events_total", "Inbox events handled, by outcome",
                  ["event", "outcome"], registry=REGISTRY)  # handled, ignored, retry, failed
+#: Events of repositories outside github.repositories (e.g. another installation of the App).
+EVENTS_NOT_ALLOWED = Counter("layerbot_events_not_allowed_total",
+                             "Events ignored because their repository is not allowed",
+                             ["event"], registry=REGISTRY)
 INBOX_LAG = Gauge("layerbot_inbox_lag_seconds", "Age of the oldest unfinished event",
                   registry=REGISTRY)
 OUTBOX_BACKLOG = Gauge("layerbot_outbox_backlog", "GitHub writes waiting to be sent",

@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from layerbot import clock, log, metrics
 from layerbot.config import Config
+from layerbot.handlers import gate
 from layerbot.handlers.base import Context, Event, Router
 from layerbot.loops import pause
 from layerbot.store.db import Store
@@ -68,6 +69,11 @@ class Processor:
                        action=event.action):
             handlers = self.router.handlers_for(event.name, event.action)
             ctx = Context(self.config, clock.now(), event, self.services)
+            refusal = gate.admit(event, ctx)
+            if refusal is not None:  # not a repository this bot serves
+                await asyncio.to_thread(self._commit, ctx, "ignored", refusal)
+                metrics.EVENTS.labels(event=event.name, outcome="ignored").inc()
+                return
             try:
                 outcomes = [await handler(event, ctx) for handler in handlers]
             except Exception as exc:

@@ -80,6 +80,9 @@ def write_config(
             "private_key_file": "app.pem",
             "webhook_secret_file": "secret",
             "api_url": api_url,
+            # Tests serve whichever repository they send events of; the allow-list itself
+            # is tested in tests/adversarial/test_authz_gaps.py.
+            "repositories": ["*"],
         },
         "server": {"host": "127.0.0.1", "port": port},
         "store": {"url": store_url or f"sqlite:///{directory / 'layerbot.db'}"},

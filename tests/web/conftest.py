@@ -37,7 +37,7 @@ def make_config(tmp: Path, store_url: str | None = None, github: FakeGitHub | No
     if github is not None and private_key is not None:
         (tmp / "app.pem").write_text(private_key)
         raw["github"] = {"app_id": DEFAULT_APP_ID, "private_key_file": str(tmp / "app.pem"),
-                         "api_url": github.url}
+                         "api_url": github.url, "repositories": [DEFAULT_REPO]}
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
     return config_mod.load(None, overrides=raw)

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+from layerbot.store import repos
 from layerbot.store.db import Store
 from layerbot.store.models import Artifact, Build, Instance, Job, JobTransition
 
@@ -38,7 +39,8 @@ def sha(n: int) -> str:
 
 def seed(store: Store, *, now: datetime, prs: int = 500, jobs: int = 10_000,
          repo: str = "layerbot-test/software-layer", instance: str = "test-a",
-         installation_id: int | None = 1, weeks: int = 12, rng_seed: int = 6) -> Seeded:
+         installation_id: int | None = 1, weeks: int = 12, rng_seed: int = 6,
+         private: bool = False) -> Seeded:
     rng = random.Random(rng_seed)
     states = [s for s, _ in STATE_WEIGHTS]
     weights = [w for _, w in STATE_WEIGHTS]
@@ -77,6 +79,8 @@ def seed(store: Store, *, now: datetime, prs: int = 500, jobs: int = 10_000,
         s.execute(insert(Job), job_rows)
         s.execute(insert(JobTransition), transitions)
         s.execute(insert(Artifact), artifacts)
+        # The bot learns a repository's visibility from its events: seed what they said.
+        repos.record(s, repo, private, installation_id, now)
         if s.get(Instance, instance) is None:
             s.add(Instance(name=instance, version="0.1.0", backend="local", started_at=now,
                            heartbeat_at=now, paused=False,

@@ -99,6 +99,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                               "build": {"clone_url": str(tmp / "origin" / "{repo}")},
                               "backend": {"poll_seconds": 0.3},
                               "access": {"pause": ["role:write"]},
+                              "github": {"repositories": [DEFAULT_REPO]},
                               "web": {**oauth.web_config(), "base_url": f"http://127.0.0.1:{port}",
                                       "oauth_client_secret_file": "oauth-secret"},
                               "node_types": [{"name": "zen2", "cpu_target": "x86_64/amd/zen2"}],

@@ -37,6 +37,20 @@ class AccessChecker:
                     team, login, await self._member(installation_id, team, login), now)
         return decide(action, subjects, self.cache.facts(repo, login, teams, now))
 
+    async def permission(self, repo: str, login: str, installation_id: int | None
+                         ) -> str | None:
+        """The person's permission on the repository (none, read, ..., admin), through the
+        same cache as decisions; None when it cannot be asked (no App, no installation)."""
+        now = time.monotonic()
+        known = self.cache.permission(repo, login, now)
+        if known is not None:
+            return known
+        if not (self.github and installation_id):
+            return None
+        value = await self._permission(installation_id, repo, login)
+        self.cache.put_permission(repo, login, value, now)
+        return value
+
     async def _permission(self, installation_id: int, repo: str, login: str) -> str:
         assert self.github is not None
         try:

@@ -26,6 +26,10 @@ async def on_rerun(event: Event, ctx: Context) -> str | None:
         build = s.get(Build, job.build_id) if job else None
     if job is None or build is None or job.instance != ctx.instance or build.pr is None:
         return None
+    if build.repo.lower() != event.repo.lower():
+        # The external id is just a number: a check run of another repository (one the
+        # sender controls) must not rebuild, or report on, this repository's job.
+        return f"re-run ignored: job {job.id} belongs to {build.repo}, not {event.repo}"
     decision = await ctx.services.access.check("build", event.repo, event.sender_login,
                                                event.installation_id)
     if not decision.allowed:

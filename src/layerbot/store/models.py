@@ -311,5 +311,21 @@ class PullPush(Base):
     recorded_at: Mapped[datetime]
 
 
+
+class Repository(Base):
+    """A repository the bot received events from, and whether GitHub says it is private.
+
+    The control center shows a repository's PRs, jobs and logs without login only when it
+    is known to be public: a repository without a row (never seen in an event) counts as
+    private, so nothing is public by accident.
+    """
+
+    __tablename__ = "repositories"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    private: Mapped[bool] = mapped_column(Boolean)
+    installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
+
 #: The overview's "failures of the last 24 hours" and cost queries read jobs by end time.
 Index("ix_jobs_ended", Job.ended_at)

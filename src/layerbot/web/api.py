@@ -116,7 +116,12 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
         auth.check_csrf(principal, csrf)
         return principal
 
+    async def sees(principal: Principal = Depends(reader)) -> control.Visible:
+        # Private repositories' PRs, jobs and logs only for those who can read them.
+        return await auth.readable(principal)
+
     Reader = Annotated[Principal, Depends(reader)]
+    Sees = Annotated[control.Visible, Depends(sees)]
     Actor = Annotated[Principal, Depends(actor)]
     # Reads of a public instance need no credentials: say so (`{}`: no requirement).
     optional: dict[str, Any] = {"security": [{}]}
@@ -130,13 +135,13 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
 
     @router.get("/overview", response_model=control.Overview, responses=READ,
                 openapi_extra=public)
-    async def overview(_: Reader) -> control.Overview:
+    async def overview(visible: Sees) -> control.Overview:
         """Running and queued jobs, failures of the last 24 hours, the instances."""
-        return await asyncio.to_thread(control.overview, store, clock.now())
+        return await asyncio.to_thread(control.overview, store, clock.now(), visible=visible)
 
     @router.get("/jobs", response_model=control.JobPage, responses=READ,
                 openapi_extra=public)
-    async def jobs(_: Reader, state: Annotated[list[StateName], Query()] = [],  # noqa: B006
+    async def jobs(visible: Sees, state: Annotated[list[StateName], Query()] = [],  # noqa: B006
                    target: Filter = None, repo: Filter = None,
                    pr: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
                    instance: Filter = None, limit: Limit = 50, offset: Offset = 0
@@ -144,37 +149,38 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
         """Jobs, newest first. ``target`` matches part of the target's name."""
         return await asyncio.to_thread(control.list_jobs, store, state=state, target=target,
                                        repo=repo, pr=pr, instance=instance, limit=limit,
-                                       offset=offset)
+                                       offset=offset, visible=visible)
 
     @router.get("/jobs/{job_id}", response_model=control.JobDetail,
                 responses=_errors(401, 404), openapi_extra=public)
-    async def job(_: Reader, job_id: JobId,
+    async def job(visible: Sees, job_id: JobId,
                   lines: Annotated[int, Query(ge=1, le=5000)] = 100) -> control.JobDetail:
         """A job's facts, state history, result, log tail, artifacts and deployments."""
-        return await asyncio.to_thread(control.job_detail, store, job_id, lines)
+        return await asyncio.to_thread(control.job_detail, store, job_id, lines, visible)
 
     @router.get("/jobs/{job_id}/log", response_model=JobLog, responses=_errors(401, 404),
                 openapi_extra=public)
-    async def job_log(_: Reader, job_id: JobId,
+    async def job_log(visible: Sees, job_id: JobId,
                       lines: Annotated[int, Query(ge=1, le=5000)] = 100) -> JobLog:
         """The last lines of the job's log (it grows while the job runs)."""
-        state, text = await asyncio.to_thread(control.job_log, store, job_id, lines)
+        state, text = await asyncio.to_thread(control.job_log, store, job_id, lines, visible)
         return JobLog(job_id=job_id, state=state, log=text)
 
     @router.get("/pulls", response_model=control.PullPage, responses=READ,
                 openapi_extra=public)
-    async def pulls(_: Reader, repo: Filter = None, limit: Limit = 50,
+    async def pulls(visible: Sees, repo: Filter = None, limit: Limit = 50,
                     offset: Offset = 0) -> control.PullPage:
         """Pull requests with jobs, most recently active first."""
         return await asyncio.to_thread(control.list_pulls, store, repo=repo, limit=limit,
-                                       offset=offset)
+                                       offset=offset, visible=visible)
 
     @router.get("/pulls/{owner}/{name}/{number}", response_model=control.PullDetail,
                 responses=_errors(401, 404), openapi_extra=public)
-    async def pull(_: Reader, owner: Name, name: Name,
+    async def pull(visible: Sees, owner: Name, name: Name,
                    number: Annotated[int, Path(ge=1, le=MAX_INT)]) -> control.PullDetail:
         """One pull request's builds and their jobs."""
-        return await asyncio.to_thread(control.pull_detail, store, f"{owner}/{name}", number)
+        return await asyncio.to_thread(control.pull_detail, store, f"{owner}/{name}", number,
+                                       visible)
 
     @router.get("/instances", response_model=list[control.InstanceOut], responses=READ,
                 openapi_extra=public)
@@ -193,11 +199,12 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
 
     @router.get("/costs", response_model=control.Costs, responses=READ,
                 openapi_extra=public)
-    async def costs(_: Reader, weeks: Annotated[int, Query(ge=1, le=520)] = 12
+    async def costs(visible: Sees, weeks: Annotated[int, Query(ge=1, le=520)] = 12
                     ) -> control.Costs:
         """Core-hours per ISO week, target and PR; estimates of the next build per target
         (median and 90th percentile of its recent successful builds)."""
-        return await asyncio.to_thread(control.costs, store, clock.now(), weeks)
+        return await asyncio.to_thread(control.costs, store, clock.now(), weeks,
+                                       visible=visible)
 
     @router.get("/health", response_model=Health, responses=READ,
                 openapi_extra=public)
@@ -236,8 +243,8 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
         return await controller.deploy(job_id, principal.login, force)
 
     async def _pause(principal: Principal, name: str, paused: bool) -> control.ActionResult:
-        repo, installation = await asyncio.to_thread(control.instance_scope, store, config)
-        await auth.authorize(principal, "pause", repo, installation)
+        scopes = await asyncio.to_thread(control.instance_scopes, store, config)
+        await auth.authorize_instance(principal, "pause", scopes)
         return await controller.set_paused(name, paused)
 
     @router.post("/instances/{name}/pause", response_model=control.ActionResult,

@@ -30,13 +30,16 @@ from sqlalchemy import select
 from layerbot import clock, log
 from layerbot.config import Config
 from layerbot.github.access import AccessChecker
+from layerbot.store import repos
 from layerbot.store.db import Store
 from layerbot.store.models import ApiToken
 
 _log = log.get("web")
 
 #: Actions a token can be scoped to (reading needs no scope).
-SCOPES: tuple[str, ...] = ("build", "cancel", "deploy", "force_deploy", "pause")
+#: ``read_private`` lets a token read private repositories' PRs, jobs and logs.
+SCOPES: tuple[str, ...] = ("build", "cancel", "deploy", "force_deploy", "pause",
+                           "read_private")
 SESSION_COOKIE = "layerbot_session"
 OAUTH_COOKIE = "layerbot_oauth"
 CSRF_HEADER = "x-csrf-token"
@@ -220,6 +223,54 @@ class Auth:
         if not decision.allowed:
             raise AuthError(403, f"not allowed: {decision.reason}. "
                                  + decision.who_may.replace("`", ""))
+
+    async def authorize_instance(self, who: Principal, action: str,
+                                 scopes: list[tuple[str, int | None]]) -> None:
+        """Instance-wide actions: allowed when ``who`` may take ``action`` on one of the
+        configured repositories (``control.instance_scopes``); else the first refusal.
+        Tokens are decided by their scopes alone, as for every action."""
+        if who.kind != "user":
+            await self.authorize(who, action, "", None)
+            return
+        refusal: AuthError | None = None
+        for repo, installation in scopes:
+            try:
+                await self.authorize(who, action, repo, installation)
+                return
+            except AuthError as exc:
+                if exc.status == 401:
+                    raise
+                refusal = refusal or exc
+        raise refusal or AuthError(403, "no repository decides instance-wide actions on "
+                                        "this instance: set web.repository (or name "
+                                        "repositories in github.repositories)")
+
+    async def readable(self, who: Principal) -> frozenset[str] | None:
+        """The repositories whose PRs, jobs and logs ``who`` may see (None: all).
+
+        Public repositories for everyone; private ones for a person who can read them on
+        GitHub (their permission, asked through the App and cached like access decisions)
+        and for tokens with the ``read_private`` scope. A repository the bot never saw an
+        event of counts as private.
+        """
+        if who.kind == "token" and "read_private" in who.scopes:
+            return None
+        known = await asyncio.to_thread(repos.visibility, self.store)
+        if who.kind != "user" or not known.private:
+            return known.public
+        allowed = set(known.public)
+        for repo, installation in known.private.items():
+            if await self._can_read(who.login, repo, installation):
+                allowed.add(repo)
+        return frozenset(allowed)
+
+    async def _can_read(self, login: str, repo: str, installation: int | None) -> bool:
+        try:
+            permission = await self.access.permission(repo, login, installation)
+        except Exception as exc:  # GitHub down: show less rather than guess
+            _log.warning("read access check failed", error=str(exc), login=login, repo=repo)
+            return False
+        return permission not in ("none", None)
 
     # --- login ---
 

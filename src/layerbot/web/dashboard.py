@@ -142,16 +142,21 @@ def dashboard_router(controller: Controller, auth: Auth,
         auth.may_read(who)
         return who
 
+    async def seen(request: Request) -> tuple[Principal, control.Visible]:
+        """Who asks, and the repositories they may see (private ones need read access)."""
+        who = await reader(request)
+        return who, await auth.readable(who)
+
     @router.get("/", response_class=HTMLResponse)
     async def overview(request: Request) -> Response:
-        who = await reader(request)
-        data = await asyncio.to_thread(control.overview, store, clock.now())
+        who, visible = await seen(request)
+        data = await asyncio.to_thread(control.overview, store, clock.now(), visible=visible)
         return render(request, "overview.html", who, data=data)
 
     @router.get("/jobs", response_class=HTMLResponse)
     async def jobs(request: Request, state: str = "", target: str = "", repo: str = "",
                    pr: str = "", instance: str = "", page: int = 1) -> Response:
-        who = await reader(request)
+        who, visible = await seen(request)
         states = [s for s in state.split(",") if s in STATES]
         number = int(pr) if pr.isdigit() and int(pr) < 2**31 else None
         page = max(1, min(page, 10**6))
@@ -159,7 +164,7 @@ def dashboard_router(controller: Controller, auth: Auth,
         data = await asyncio.to_thread(
             control.list_jobs, store, state=states, target=target[:200] or None,
             repo=repo[:200] or None, pr=number, instance=instance[:200] or None, limit=limit,
-            offset=(page - 1) * limit)
+            offset=(page - 1) * limit, visible=visible)
         filters = {"state": ",".join(states), "target": target, "repo": repo,
                    "pr": str(number) if number is not None else "", "instance": instance}
         query = "&".join(f"{k}={quote(v)}" for k, v in filters.items() if v)
@@ -168,15 +173,15 @@ def dashboard_router(controller: Controller, auth: Auth,
 
     @router.get("/jobs/{job_id}", response_class=HTMLResponse)
     async def job(request: Request, job_id: int) -> Response:
-        who = await reader(request)
-        data = await asyncio.to_thread(control.job_detail, store, _id(job_id), 200)
+        who, visible = await seen(request)
+        data = await asyncio.to_thread(control.job_detail, store, _id(job_id), 200, visible)
         return render(request, "job.html", who, data=data)
 
     @router.get("/jobs/{job_id}/live", response_class=HTMLResponse)
     async def job_live(request: Request, job_id: int) -> Response:
         """The moving part of the job page, polled by static/live.js while the job runs."""
-        who = await reader(request)
-        data = await asyncio.to_thread(control.job_detail, store, _id(job_id), 200)
+        who, visible = await seen(request)
+        data = await asyncio.to_thread(control.job_detail, store, _id(job_id), 200, visible)
         response = render(request, "job_live.html", who, data=data)
         if JobState(data.job.state).terminal:
             response.headers["x-live-done"] = "1"
@@ -184,25 +189,26 @@ def dashboard_router(controller: Controller, auth: Auth,
 
     @router.get("/pulls", response_class=HTMLResponse)
     async def pulls(request: Request, page: int = 1) -> Response:
-        who = await reader(request)
+        who, visible = await seen(request)
         page = max(1, min(page, 10**6))
         data = await asyncio.to_thread(control.list_pulls, store, limit=50,
-                                       offset=(page - 1) * 50)
+                                       offset=(page - 1) * 50, visible=visible)
         return render(request, "pulls.html", who, data=data, page=page,
                       pages=max(1, -(-data.total // 50)))
 
     @router.get("/pulls/{owner}/{name}/{number}", response_class=HTMLResponse)
     async def pull(request: Request, owner: str, name: str, number: int) -> Response:
-        who = await reader(request)
+        who, visible = await seen(request)
         data = await asyncio.to_thread(control.pull_detail, store, f"{owner}/{name}",
-                                       _id(number))
+                                       _id(number), visible)
         return render(request, "pull.html", who, data=data)
 
     @router.get("/costs", response_class=HTMLResponse)
     async def costs(request: Request, weeks: int = 12) -> Response:
-        who = await reader(request)
+        who, visible = await seen(request)
         weeks = max(1, min(weeks, 520))
-        data = await asyncio.to_thread(control.costs, store, clock.now(), weeks)
+        data = await asyncio.to_thread(control.costs, store, clock.now(), weeks,
+                                       visible=visible)
         return render(request, "costs.html", who, data=data, weeks=weeks,
                       week_chart=bar_chart(data.by_week),
                       target_chart=bar_chart(data.by_target[:12]))
@@ -222,8 +228,11 @@ def dashboard_router(controller: Controller, auth: Auth,
         if who.anonymous:
             return RedirectResponse(f"/login?next={quote(back)}", 303)
         auth.check_csrf(who, csrf)
-        repo, installation = await asyncio.to_thread(*scope)
-        await auth.authorize(who, action, repo, installation)
+        scoped = await asyncio.to_thread(*scope)
+        if isinstance(scoped, list):  # instance-wide: the configured repositories
+            await auth.authorize_instance(who, action, scoped)
+        else:
+            await auth.authorize(who, action, *scoped)
         result = await do(who)
         response = RedirectResponse(goto(result) if goto else back, 303)
         response.set_cookie(FLASH_COOKIE, flashes.dumps(result.message), max_age=60,
@@ -255,7 +264,7 @@ def dashboard_router(controller: Controller, auth: Auth,
     async def pause(request: Request, name: str, verb: str, csrf: str = Form("")) -> Response:
         if verb not in ("pause", "resume"):
             raise ControlError(404, f"instances can be paused or resumed, not {verb!r}")
-        return await act(request, csrf, "/", "pause", (control.instance_scope, store, config),
+        return await act(request, csrf, "/", "pause", (control.instance_scopes, store, config),
                          lambda who: controller.set_paused(name, verb == "pause"))
 
     return router
