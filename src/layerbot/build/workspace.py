@@ -896,8 +896,16 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-#: Paths in a mirror the bot never writes; anything there was planted.
-_FOREIGN = ("info/attributes", "hooks", "objects/info/alternates", "commondir", "config.worktree")
+#: Paths in a mirror the bot (and git's fetch and gc) never write; anything there was
+#: planted: attributes and grafts (``info/``), hooks, objects or worktree config from elsewhere.
+_FOREIGN = (
+    "info",
+    "hooks",
+    "objects/info/alternates",
+    "objects/info/http-alternates",
+    "commondir",
+    "config.worktree",
+)
 
 
 def _mirror_problems(mirror: Mirror) -> list[str]:
