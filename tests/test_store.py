@@ -235,5 +235,5 @@ def test_the_latest_push_never_moves_back(store_url: str) -> None:
     with store.transaction() as s:
         record_push(s, "a", "o/r", 1, "a" * 40, now - timedelta(minutes=1), now)
     with store.read() as s:
-        assert latest_push(s, "a", "o/r", 1) == now
+        assert latest_push(s, "a", "o/r", 1) == ("b" * 40, now)
         assert latest_push(s, "b", "o/r", 1) is None

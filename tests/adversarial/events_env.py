@@ -48,11 +48,13 @@ def session(tmp: Path, **build: Any) -> Iterator[Session]:
     fake.assert_no_violations()
 
 
-def handled(env: Session, event: str, action: str, count: int, timeout: float = 30) -> None:
-    """Wait until ``count`` inbox events of this kind are finished (handled or ignored)."""
+def handled(env: Session, event: str, action: str, count: int, pr: int,
+            timeout: float = 30) -> None:
+    """Wait until ``count`` inbox events of this kind on PR ``pr`` are finished."""
     def done() -> bool:
         with env.db() as conn:
             n = conn.execute("SELECT count(*) FROM inbox_events WHERE event = ? AND action = ? "
-                             "AND status IN ('handled', 'ignored')", (event, action)).fetchone()
+                             "AND ordering_key = ? AND status IN ('handled', 'ignored')",
+                             (event, action, f"{OWNER}/{NAME}#{pr}")).fetchone()
         return bool(n[0] >= count)
     env.fake.wait_for(done, timeout=timeout, message=f"{count} {event}.{action} not handled")

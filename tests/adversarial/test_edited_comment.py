@@ -35,7 +35,7 @@ def test_an_edited_comment_never_commands(env: Session) -> None:
     env.send("issue_comment", issue_comment_edited(
         edited.body, "Nice work!", "alice", "mallory", comment_id=comment_id, pr_number=1,
         created_at=iso(edited.created_at), updated_at=iso(edited.updated_at)))
-    handled(env, "issue_comment", "edited", 1)
+    handled(env, "issue_comment", "edited", 1, 1)
     time.sleep(1)
     assert env.jobs(1) == []
     assert env.fake.reactions(comment_id) == []

@@ -70,7 +70,7 @@ def test_a_replayed_push_and_other_comments_still_count(env: Session) -> None:
     push = encode(pull_request_event("synchronize", 2, sha))
     assert post(env, "pull_request", push).status_code == 202
     assert post(env, "pull_request", push).status_code == 200  # the same push, replayed
-    handled(env, "pull_request", "synchronize", 1)
+    handled(env, "pull_request", "synchronize", 1, 2)
     time.sleep(1.1)  # a comment in the push's second counts as older (core/pinning.py)
     env.comment(2, "bot: build")
     assert "1/1 done" in env.build_reply(2).body

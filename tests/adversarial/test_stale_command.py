@@ -30,12 +30,12 @@ def stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def push(env: Session, number: int, pushes: int) -> str:
+def push(env: Session, number: int) -> str:
     """The author pushes a new commit; GitHub sends `synchronize` (handled before we go on)."""
-    sha = env.origin.push_pr(number, {"NEWS": f"push {pushes}\n"})
+    sha = env.origin.push_pr(number, {"NEWS": f"push to {number}\n"})
     env.fake.update_pull(OWNER, NAME, number, head_sha=sha)
     env.send("pull_request", pull_request_event("synchronize", number, sha))
-    handled(env, "pull_request", "synchronize", pushes)
+    handled(env, "pull_request", "synchronize", 1, number)
     return sha
 
 
@@ -49,7 +49,7 @@ def reply_with(env: Session, number: int, text: str) -> str:
 def test_a_command_written_before_the_latest_push_builds_nothing(env: Session) -> None:
     env.pr(1)
     written = datetime.now(UTC) - timedelta(seconds=5)  # the reviewer, before the push
-    new = push(env, 1, pushes=1)
+    new = push(env, 1)
     comment_id = env.fake.add_comment(OWNER, NAME, 1, "bot: build", login="alice")
     env.send("issue_comment", issue_comment_created(
         "bot: build", "alice", pr_number=1, comment_id=comment_id, created_at=stamp(written)))
@@ -66,7 +66,7 @@ def test_a_command_written_before_the_latest_push_builds_nothing(env: Session) -
 
 def test_a_pinned_commit_that_is_no_longer_the_head_is_not_built(env: Session) -> None:
     seen = env.pr(2)
-    new = push(env, 2, pushes=2)
+    new = push(env, 2)
     time.sleep(1.1)
     env.comment(2, f"bot: build sha:{seen[:7]}")  # what the reviewer saw; the head moved
     body = reply_with(env, 2, "nothing was built")
@@ -89,3 +89,23 @@ def test_require_sha_refuses_an_unpinned_build(tmp_path_factory: pytest.TempPath
         assert env.jobs(3) == []
         env.comment(3, f"bot: build sha:{head}")
         assert head[:12] in env.build_reply(3).body
+
+
+def test_a_push_whose_event_has_not_arrived_yet_is_not_built(env: Session) -> None:
+    """The race: the command is handled after the push but before its `synchronize`."""
+    seen = env.pr(4)
+    env.send("pull_request", pull_request_event("opened", 4, seen))
+    handled(env, "pull_request", "opened", 1, 4)
+    new = env.origin.push_pr(4, {"NEWS": "sneaked in\n"})
+    env.fake.update_pull(OWNER, NAME, 4, head_sha=new)  # GitHub has it; the event is late
+    time.sleep(1.1)
+    env.comment(4, "bot: build")
+    body = reply_with(env, 4, "written before the latest push")
+    assert new[:12] in body
+    time.sleep(1)
+    assert env.jobs(4) == []
+    env.send("pull_request", pull_request_event("synchronize", 4, new))
+    handled(env, "pull_request", "synchronize", 1, 4)
+    time.sleep(1.1)
+    env.comment(4, "bot: build")
+    assert new[:12] in env.build_reply(4).body

@@ -6,7 +6,10 @@ be built although nobody looked at it. Two rules guard that gap:
 - ``sha:<commit>`` pins the commit: the build runs only if the PR's head is still that
   commit (``build.require_sha`` makes the pin mandatory).
 - a command written before the PR's latest push is stale: it builds nothing, and the
-  author is asked to look at the new commits and write it again.
+  author is asked to look at the new commits and write it again. So is an unpinned
+  command handled while a push is on its way: the head GitHub reports is not the one of
+  the latest push the bot recorded, so the ``synchronize`` that would tell when it
+  happened has not been handled yet (events of one PR are handled in arrival order).
 
 Which clock: both times come from GitHub, from the signed bodies: the comment's
 ``created_at`` and the ``pull_request.updated_at`` of the ``synchronize`` event, which
@@ -43,6 +46,8 @@ class PinCheck:
     written_at: datetime | None
     #: GitHub's time of the latest push the bot recorded for this PR, if any.
     pushed_at: datetime | None
+    #: The head of that push (None when the bot recorded none).
+    pushed_head: str | None = None
 
 
 def check(c: PinCheck) -> Refusal | None:
@@ -50,7 +55,10 @@ def check(c: PinCheck) -> Refusal | None:
     if c.written_at is not None and c.pushed_at is not None and c.written_at <= c.pushed_at:
         return Refusal.STALE
     if c.pinned is None:
-        return Refusal.UNPINNED if c.require_pin else None
+        if c.require_pin:
+            return Refusal.UNPINNED
+        unseen = c.pushed_head is not None and c.pushed_head.lower() != c.head_sha.lower()
+        return Refusal.STALE if unseen else None
     if not c.head_sha.lower().startswith(c.pinned.lower()):
         return Refusal.MOVED
     return None

@@ -86,7 +86,7 @@ def _written_at(event: Event) -> datetime | None:
         return None
 
 
-def _latest_push(ctx: Context, number: int) -> datetime | None:
+def _latest_push(ctx: Context, number: int) -> tuple[str, datetime] | None:
     with ctx.services.store.read() as s:
         return latest_push(s, ctx.instance, ctx.event.repo, number)
 
@@ -97,10 +97,11 @@ async def pin_refused(ctx: Context, cmd: Command, pull: PullRequest) -> str | No
     See ``core/pinning.py``: a pinned head that moved, a command older than the latest
     push, or no pin when ``build.require_sha`` asks for one.
     """
+    pushed = await asyncio.to_thread(_latest_push, ctx, pull.number)
     check = pinning.PinCheck(
         head_sha=pull.head_sha, pinned=cmd.sha, require_pin=ctx.config.build.require_sha,
-        written_at=_written_at(ctx.event),
-        pushed_at=await asyncio.to_thread(_latest_push, ctx, pull.number))
+        written_at=_written_at(ctx.event), pushed_at=pushed[1] if pushed else None,
+        pushed_head=pushed[0] if pushed else None)
     refusal = pinning.check(check)
     if refusal is None:
         return None

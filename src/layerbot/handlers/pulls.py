@@ -28,9 +28,11 @@ def _waiting_jobs(ctx: Context, number: int, keep_sha: str | None) -> list[int]:
         return list(s.scalars(stmt))
 
 
+@router.on("pull_request", "opened")
 @router.on("pull_request", "synchronize")
 async def remember_push(event: Event, ctx: Context) -> str | None:
-    """Record when GitHub saw this push: commands written before it are stale.
+    """Record when GitHub saw this push (or the PR's first head): commands written before
+    it are stale, and a head other than this one means a push not handled yet.
 
     GitHub's ``pull_request.updated_at`` of this very event, not the bot's clock (see
     ``core/pinning.py``); the handling time stands in only if the body lacks it.

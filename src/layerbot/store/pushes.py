@@ -26,6 +26,8 @@ def record_push(session: Session, instance: str, repo: str, pr: int, head_sha: s
         row.head_sha, row.pushed_at, row.recorded_at = head_sha, pushed_at, now
 
 
-def latest_push(session: Session, instance: str, repo: str, pr: int) -> datetime | None:
+def latest_push(session: Session, instance: str, repo: str, pr: int
+                ) -> tuple[str, datetime] | None:
+    """(head sha, GitHub's time) of the latest push recorded, or None."""
     row = session.get(PullPush, (instance, repo, pr))
-    return row.pushed_at if row is not None else None
+    return (row.head_sha, row.pushed_at) if row is not None else None
