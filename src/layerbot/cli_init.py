@@ -407,14 +407,29 @@ def register(app: typer.Typer) -> None:
         = False,
         instance: Annotated[str | None, typer.Option(help="the instance name (default: "
                                                      "the Slurm cluster's name)")] = None,
+        from_eessi: Annotated[Path | None, typer.Option(
+            "--from-eessi", metavar="APP_CFG",
+            help="migrate EESSI's bot configuration (app.cfg) instead of asking Slurm")] = None,
+        repos_cfg: Annotated[Path | None, typer.Option(
+            "--repos-cfg", help="EESSI's repos.cfg (default: the one in app.cfg's "
+            "repos_cfg_dir, if it exists)")] = None,
     ) -> None:
         """Ask the local Slurm (partitions, node features, CPUs, accounts, limits) and
-        write a commented starting layerbot.toml with a node type per partition and CPU."""
+        write a commented starting layerbot.toml with a node type per partition and CPU;
+        or, with --from-eessi, migrate an EESSI bot's app.cfg (and repos.cfg)."""
         from layerbot import config as config_mod
 
         if output.exists() and not force:
             typer.echo(f"{output} exists; use --force to overwrite it", err=True)
             raise typer.Exit(1)
+        if from_eessi is not None:
+            from layerbot.cli_eessi import init_from_eessi
+
+            init_from_eessi(from_eessi, repos_cfg, output)
+            return
+        if repos_cfg is not None:
+            typer.echo("--repos-cfg goes with --from-eessi", err=True)
+            raise typer.Exit(2)
         try:
             probe = probe_slurm(SlurmBackendConfig())
         except ProbeError as exc:
