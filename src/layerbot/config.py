@@ -224,6 +224,14 @@ class BuildConfig(Section):
     mirrors_dir: Path | None = None
     #: Where job directories live; default <data_dir>/jobs.
     jobs_dir: Path | None = None
+    #: The unprivileged user PR job scripts run as (never the bot's own uid). Empty: as root,
+    #: ``layerbot-job`` if it exists (scripts/jobuser.sh creates it), else ``nobody``; not
+    #: root, nothing isolates, so jobs are refused unless ``allow_unisolated`` (see
+    #: docs/security.md).
+    run_as: str = ""
+    #: Run PR job scripts as the bot's own user when no isolation is possible. Dangerous: a
+    #: job can then read every secret of the bot. Only for single-user trials.
+    allow_unisolated: bool = False
 
 
 class LocalBackendConfig(Section):
@@ -333,9 +341,18 @@ class DeployConfig(Section):
     staging: Literal["dir", "s3"] = "dir"
     staging_dir: Path | None = None
     s3: S3Config = S3Config()
-    #: Template of object keys: {repo}, {pr}, {target}, {repo_target}, {job}, {filename}.
-    #: The metadata (<key>.meta.json) and signatures (<key>.sig) go beside each artifact.
-    artifact_prefix: str = "{repo}/pr-{pr}/{repo_target}/{target}"
+    #: Template of object keys: {repo}, {pr}, {target}, {repo_target}, {job}, {filename}, and
+    #: EESSI's ${github_repository}, ${pull_request_number}, ${legacy_aws_path}. A string for
+    #: every repository target, or a map repository target id -> template ("*": fallback).
+    #: Empty: layout "layerbot" uses its default below, layout "eessi" ${legacy_aws_path}.
+    #: The metadata and signatures go beside each artifact (see ``layout``).
+    artifact_prefix: str | dict[str, str] = "{repo}/pr-{pr}/{repo_target}/{target}"
+    #: EESSI's metadata_prefix (same forms). EESSI's ingestion only finds a tarball whose
+    #: metadata is <tarball key>.meta.txt, so it must be empty or render as artifact_prefix.
+    metadata_prefix: str | dict[str, str] = ""
+    #: Names in the staging area. "layerbot": <key>.meta.json (+ .sig files). "eessi": what
+    #: EESSI's automated ingestion reads: <key>.meta.txt, <key>.sig, <key>.meta.txt.sig.
+    layout: Literal["layerbot", "eessi"] = "layerbot"
     #: ssh private key used to sign artifacts and metadata (ssh-keygen -Y sign).
     signing_key_file: Path | None = None
     multipart_threshold_bytes: int = 64 * 1024 * 1024
@@ -343,6 +360,35 @@ class DeployConfig(Section):
     upload_concurrency: int = Field(default=8, ge=1, le=64)
     upload_retry_attempts: int = Field(default=10, ge=1)
     upload_retry_deadline_seconds: float = Field(default=180.0, gt=0)
+
+    def prefix_template(self, repo_target: str) -> str:
+        """The artifact key template of a repository target ("" when none is set)."""
+        return _per_repo(self.artifact_prefix, repo_target)
+
+    @model_validator(mode="after")
+    def _metadata_beside_artifact(self) -> DeployConfig:
+        # EESSI's ingestion pairs <tarball>.meta.txt with <tarball> at the same key, and so
+        # does layerbot's: metadata elsewhere would never be ingested, so say it at load.
+        targets = {"*"}
+        for value in (self.artifact_prefix, self.metadata_prefix):
+            if isinstance(value, dict):
+                targets |= set(value)
+        for target in sorted(targets):
+            meta = _per_repo(self.metadata_prefix, target)
+            if meta and meta != self.prefix_template(target):
+                raise ValueError(
+                    f"deploy.metadata_prefix for '{target}' ({meta!r}) differs from "
+                    f"deploy.artifact_prefix ({self.prefix_template(target)!r}): the ingestion "
+                    "(EESSI's and layerbot's) only reads metadata stored as <artifact key>"
+                    ".meta.txt beside the artifact; leave metadata_prefix empty or make it "
+                    "the same")
+        return self
+
+
+def _per_repo(value: str | dict[str, str], repo_target: str) -> str:
+    if isinstance(value, str):
+        return value
+    return value.get(repo_target, value.get("*", ""))
 
 
 class IngestConfig(Section):
