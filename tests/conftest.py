@@ -20,6 +20,29 @@ from tests.support.fixtures import *  # noqa: F403  (fake GitHub fixtures)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Temporary directories traversable (0711) by the job user, not listable.
+
+    Jobs run as an unprivileged user (``build.run_as``; root's default is ``layerbot-job``
+    or ``nobody``), and their job directories live under pytest's temporary directories,
+    which pytest makes 0700. A job must reach its own job directory (and the mirror it
+    borrows objects from), nothing more: 0711 gives exactly that, like a bot's data dir.
+    """
+    original = pytest.TempPathFactory.mktemp
+    if getattr(original, "traversable", False):
+        return
+
+    def mktemp(self: pytest.TempPathFactory, basename: str, numbered: bool = True) -> Path:
+        path = original(self, basename, numbered)
+        for p in (path, self.getbasetemp(), self.getbasetemp().parent):
+            if p.stat().st_uid == os.getuid():
+                p.chmod(0o711)
+        return path
+
+    mktemp.traversable = True  # type: ignore[attr-defined]
+    pytest.TempPathFactory.mktemp = mktemp  # type: ignore[method-assign]
+
+
 def service_env(script_env: str, var: str) -> str | None:
     """A service's setting from the environment, else from the env file its script wrote."""
     if os.environ.get(var):

@@ -44,6 +44,9 @@ def _die_with_parent() -> None:
 def worker_main(config: Config, nudges: Connection) -> None:
     """The worker process: every background loop of the bot."""
     _die_with_parent()
+    from layerbot.hardening import harden
+
+    harden()  # a process of its own (spawned): not dumpable either
     # Handling is throughput work; answering GitHub is latency work: on a busy machine the
     # web process goes first.
     os.nice(WORKER_NICENESS)

@@ -236,6 +236,10 @@ def adversary(tmp_path_factory: pytest.TempPathFactory,
                           private_key_pem=private, port=port, extra=extra)
     for name in ("app.pem", "secret", "session-secret", "deploy-key", "deploy-key.pub"):
         (bot_dir / name).chmod(0o600 if name != "deploy-key.pub" else 0o644)
+    # As docs/security.md tells an operator (and `layerbot doctor` checks): the config is
+    # the bot's alone, its directory only traversable (the data dir inside holds job dirs).
+    config.chmod(0o600)
+    bot_dir.chmod(0o711)
     bot = BotProcess(config, port, env={"LAYERBOT_SESSION_SECRET": ENV_SESSION_SECRET})
     bot.start()
     adv = Adversary(fake, origin, bot, root=tmp)

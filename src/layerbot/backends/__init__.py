@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from layerbot.backends.base import Backend
 from layerbot.config import Config
 
@@ -13,5 +15,22 @@ def make_backend(config: Config) -> Backend:
 
         return SlurmBackend(config.backend.slurm, config.node_types)
     from layerbot.backends.local import LocalBackend
+    from layerbot.build import handover, identity
+    from layerbot.config import ConfigError
 
-    return LocalBackend(config.backend.local, config.instance.data_dir / "local-backend")
+    try:
+        user = identity.resolve(config.build.run_as, config.build.allow_unisolated)
+    except identity.IsolationRefused as exc:
+        raise ConfigError("(job isolation)", [f"build.run_as: {exc}"]) from None
+    handover.secure_data_dir(config.instance.data_dir, _sqlite_files(config.store.url))
+    return LocalBackend(config.backend.local, config.instance.data_dir / "local-backend",
+                        job_user=user)
+
+
+def _sqlite_files(url: str) -> list[Path]:
+    """The database files of a SQLite store (made 0600); none for PostgreSQL."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return []
+    db = Path(url[len(prefix):])
+    return [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,8 @@ from layerbot.backends.local_launcher import (
     update_state,
     write_state,
 )
+from layerbot.build.handover import hand_over
+from layerbot.build.identity import JobUser
 from layerbot.config import LocalBackendConfig
 
 #: The launcher runs by its file path, in isolated mode (``python -I``): it needs only the
@@ -90,9 +92,13 @@ class LocalBackend:
         kill_grace_seconds: float = 10.0,
         launch_timeout_seconds: float = 30.0,
         python: str = sys.executable,
+        job_user: JobUser | None = None,
     ) -> None:
         self.config = config
         self.state_dir = state_dir
+        #: Who jobs run as (the launcher drops to it); None: unisolated, which the operator
+        #: allowed explicitly (see build/identity.py).
+        self.job_user = job_user
         #: Between SIGTERM and SIGKILL on cancel, time limit and clean-up.
         self.kill_grace_seconds = kill_grace_seconds
         #: How long a launched job may go without its launcher recording itself.
@@ -172,6 +178,9 @@ class LocalBackend:
         if not job_dir.is_dir():
             raise SubmitError(f"the job directory {job_dir} does not exist")
         state = self._new_state(request, job_dir)
+        if self.job_user is not None:
+            hand_over(job_dir, self.job_user)
+            state["run_as"] = asdict(self.job_user)
         state_file = state_file_for(job_dir)
         self._ensure_dirs()
         with locked(self._lock_file):

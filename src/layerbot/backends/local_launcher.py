@@ -208,6 +208,21 @@ def script_problem(script: Path, display: str, job_dir: Path) -> tuple[str, int]
     return None
 
 
+def _job_child(log_file: Path) -> None:
+    """In the job's process, after the identity change: make sure root cannot be regained,
+    then open the log as the job user and make it stdout and stderr."""
+    try:
+        os.setuid(0)
+    except PermissionError:
+        pass
+    else:
+        raise RuntimeError("the job process could regain root")
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 class Launcher:
     def __init__(self, state_file: Path) -> None:
         self.state_file = state_file
@@ -276,6 +291,9 @@ class Launcher:
             self._finish(error=problem[0], exit_code=problem[1])
             return None
         log_file = Path(state["log_file"])
+        run_as = state.get("run_as")
+        if run_as:
+            return self._start_as(state, run_as, script, display, log_file)
         try:
             log_file.parent.mkdir(parents=True, exist_ok=True)
             log = log_file.open("wb")
@@ -294,12 +312,48 @@ class Launcher:
                     start_new_session=True,  # the job's own process group, without us
                 )
         except OSError as exc:
-            hint = " (does it start with #!?)" if exc.errno == 8 else ""
-            self._finish(
-                error=f"cannot run job script {display}: {exc.strerror}{hint}",
-                exit_code=EXIT_NOT_EXECUTABLE,
-            )
+            self._not_started(exc, display)
             return None
+        return self._started(proc)
+
+    def _start_as(self, state: State, run_as: State, script: Path, display: str,
+                  log_file: Path) -> subprocess.Popen[bytes] | None:
+        """Start the job as the job user (the launcher runs as root).
+
+        Popen sets the groups, gid and uid in the child; only then ``_job_child`` opens the
+        log, as the job user: a log name that the PR made a symlink can only lead to what
+        the job could write anyway, and nothing in the job directory is opened as root.
+        """
+        try:
+            proc = subprocess.Popen(
+                [str(script)],
+                cwd=Path(state["job_dir"]),
+                env=dict(state.get("env") or {}),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                user=int(run_as["uid"]),
+                group=int(run_as["gid"]),
+                extra_groups=[int(g) for g in run_as.get("groups") or []],
+                preexec_fn=lambda: _job_child(log_file),
+            )
+        except subprocess.SubprocessError as exc:
+            self._finish(error=f"cannot open the log file {log_file} as the job user: {exc}")
+            return None
+        except OSError as exc:
+            self._not_started(exc, display)
+            return None
+        return self._started(proc)
+
+    def _not_started(self, exc: OSError, display: str) -> None:
+        hint = " (does it start with #!?)" if exc.errno == 8 else ""
+        self._finish(
+            error=f"cannot run job script {display}: {exc.strerror}{hint}",
+            exit_code=EXIT_NOT_EXECUTABLE,
+        )
+
+    def _started(self, proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
         self.started_mono = time.monotonic()
         self.main_pid = self.pgid = proc.pid
         self._record_start(proc.pid)
