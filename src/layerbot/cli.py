@@ -32,7 +32,26 @@ def load_config(path: Path | None) -> config_mod.Config:
         err.print(f"[red]{exc}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     log.configure(cfg.logging.format, cfg.logging.level, cfg.logging.levels)
+    # Before any child is started: not dumpable, secrets out of the environment (jobs run
+    # on this machine; see docs/security.md).
+    from layerbot.hardening import harden
+
+    harden()
     return cfg
+
+
+def _refuse_unisolated(cfg: config_mod.Config) -> None:
+    """PR job scripts never run as the bot's own user unless the operator allowed it."""
+    if cfg.backend.kind != "local":
+        return
+    from layerbot.build.identity import IsolationRefused, resolve
+
+    try:
+        resolve(cfg.build.run_as, cfg.build.allow_unisolated)
+    except IsolationRefused as exc:
+        err.print(f"refusing to run PR job scripts: {exc}", style="red", markup=False,
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -63,6 +82,7 @@ def serve(config: ConfigOption = None,
                   "repository the App is installed on).", style="red", markup=False,
                   highlight=False, soft_wrap=True)
         raise typer.Exit(2)
+    _refuse_unisolated(cfg)
     split = cfg.server.worker_process
     bot = Bot(cfg, Store(cfg.store_url, checkpoints=not split))
     if split:
