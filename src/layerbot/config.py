@@ -232,14 +232,6 @@ class BuildConfig(Section):
     #: Run PR job scripts as the bot's own user when no isolation is possible. Dangerous: a
     #: job can then read every secret of the bot. Only for single-user trials.
     allow_unisolated: bool = False
-    #: The unprivileged user PR job scripts run as (never the bot's own uid). Empty: as root,
-    #: ``layerbot-job`` if it exists (scripts/jobuser.sh creates it), else ``nobody``; not
-    #: root, nothing isolates, so jobs are refused unless ``allow_unisolated`` (see
-    #: docs/security.md).
-    run_as: str = ""
-    #: Run PR job scripts as the bot's own user when no isolation is possible. Dangerous: a
-    #: job can then read every secret of the bot. Only for single-user trials.
-    allow_unisolated: bool = False
 
 
 class LocalBackendConfig(Section):
