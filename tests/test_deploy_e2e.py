@@ -12,6 +12,7 @@ People of the fake repository: ``alice`` may build (write), ``maint`` may deploy
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import socket
 import sqlite3
@@ -371,9 +372,20 @@ def test_ingest_waits_for_a_maintainers_approval_on_github(env: Env) -> None:
     # Someone who may not deploy cannot approve; a maintainer can.
     env.fake.add_comment(OWNER, "staging", request.number, "bot: approve", login="mallory")
     assert env.ingest(config).stdout.strip() == ""  # still pending: nothing changed
-    env.fake.add_comment(OWNER, "staging", request.number, "Looks fine.\nbot: approve",
-                         login="maint")
+    # An edited comment never decides: mallory rewrites the maintainer's rejection.
+    rejection = env.fake.add_comment(OWNER, "staging", request.number, "bot: reject wait",
+                                     login="maint")
+    env.fake.edit_comment(rejection, "bot: approve")
+    assert env.ingest(config).stdout.strip() == ""  # still pending
+    approval = "Looks fine.\nbot: approve"
+    approval_id = env.fake.add_comment(OWNER, "staging", request.number, approval,
+                                       login="maint")
     assert "ingested" in env.ingest(config).stdout
+    # What decided is recorded: the comment and the hash of its body as it was read.
+    with sqlite3.connect(env.tmp / "ingest-7" / "state" / "approvals.sqlite") as db:
+        recorded = db.execute("SELECT comment_id, body_sha256, login, approve "
+                              "FROM verdicts").fetchall()
+    assert recorded == [(approval_id, hashlib.sha256(approval.encode()).hexdigest(), "maint", 1)]
     reports = [c for c in env.replies(7) if "layerbot ingest" in c.body]
     assert len(reports) == 1 and "✅ ingested" in reports[0].body  # one comment, edited
     assert len(env.fake.pulls(OWNER, "staging")) == 1  # one approval request per artifact

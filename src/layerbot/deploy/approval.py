@@ -75,12 +75,6 @@ class _Requests:
                         (item_id, verdict.comment_id, verdict.body_sha256, verdict.login,
                          int(verdict.approve)))
 
-    def verdict_of(self, item_id: str) -> tuple[int, str, str, bool] | None:
-        """(comment id, body sha256, login, approve) of the verdict that decided."""
-        row = self.db.execute("SELECT comment_id, body_sha256, login, approve FROM verdicts "
-                              "WHERE item_id = ?", (item_id,)).fetchone()
-        return (int(row[0]), str(row[1]), str(row[2]), bool(row[3])) if row else None
-
     def get(self, item_id: str) -> _Request:
         row = self.db.execute("SELECT attempt, number, url FROM requests WHERE item_id = ?",
                               (item_id,)).fetchone()
