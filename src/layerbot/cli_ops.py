@@ -203,6 +203,22 @@ def register(app: typer.Typer) -> None:
         _pause(instance, False, as_json, remote, token, config)
 
     @app.command()
+    def drain(instance: Annotated[str | None, typer.Argument(
+                  help="instance name (default: this one)")] = None,
+              as_json: JsonOption = False, remote: RemoteOption = None,
+              token: TokenOption = None, config: ConfigOption = None) -> None:
+        """Take no new jobs and let the running ones finish (`resume` takes them again)."""
+        where = _target(remote, token, config)
+        if isinstance(where, Remote):
+            if not instance:
+                raise fail("name the instance to drain (with --remote)", 2)
+            result = where.call("POST", f"/api/instances/{instance}/drain",
+                                control.ActionResult)
+        else:
+            result = where.act(where.controller().drain(instance or where.config.instance.name))
+        _action(result, as_json)
+
+    @app.command()
     def costs(weeks: Annotated[int, typer.Option(min=1, max=520)] = 12,
               as_json: JsonOption = False, remote: RemoteOption = None,
               token: TokenOption = None, config: ConfigOption = None) -> None:

@@ -21,11 +21,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from layerbot import clock, fleet
-from layerbot.build.results import tail
+from layerbot.build.results import job_log_tail
 from layerbot.config import Config
 from layerbot.core.jobs import JobState
 from layerbot.jobs.planner import BuildRequest, planned_from_job, record_build
-from layerbot.jobs.submitter import LOG_NAME
 from layerbot.reporting import report_build
 from layerbot.store import jobs as jobstore
 from layerbot.store.db import Store
@@ -396,7 +395,8 @@ def job_log(store: Store, job_id: int, lines: int = 100,
 def read_log(job_dir: str | None, fallback: str | None, lines: int) -> str:
     """The job's own log file while it exists; the tail kept in its result after archiving."""
     lines = max(1, min(lines, 5000))
-    text = tail(Path(job_dir) / LOG_NAME, lines) if job_dir else ""
+    # Read as the reconciler reads it: no link followed, regular files only, time-limited.
+    text = job_log_tail(Path(job_dir), lines) if job_dir else ""
     return text or (fallback or "")
 
 
@@ -766,6 +766,22 @@ def set_paused(store: Store, config: Config, name: str, paused: bool, now: datet
     return ActionResult(message=f"instance {name} {word}{detail}")
 
 
+def drain(store: Store, config: Config, name: str, now: datetime) -> ActionResult:
+    """Stop taking new jobs and let the ones in the backend finish: the instance is paused
+    (new builds are recorded and wait, as under pause) and the answer says what still runs,
+    so an operator knows when it is empty (``queued`` and ``active`` in /api/instances)."""
+    set_paused(store, config, name, True, now)
+    counts = queue_counts(store, name)
+    queued = counts.get(JobState.QUEUED.value, 0)
+    running = sum(counts.values()) - queued
+    if not running:
+        return ActionResult(message=f"instance {name} is drained: nothing runs; "
+                                    f"{queued} queued job(s) wait for resume")
+    return ActionResult(message=f"instance {name} drains: it submits nothing new, and "
+                                f"{running} job(s) in the backend finish; {queued} queued "
+                                "job(s) wait for resume")
+
+
 def own_instance(store: Store, config: Config, name: str) -> None:
     """Instance-wide actions are scoped to this instance: another instance of the fleet
     (sharing the store) is paused, resumed or drained by itself, under its own
@@ -837,6 +853,11 @@ class Controller:
     async def set_paused(self, name: str, paused: bool) -> ActionResult:
         result = await asyncio.to_thread(set_paused, self.store, self.config, name, paused,
                                          clock.now())
+        self.on_written()
+        return result
+
+    async def drain(self, name: str) -> ActionResult:
+        result = await asyncio.to_thread(drain, self.store, self.config, name, clock.now())
         self.on_written()
         return result
 

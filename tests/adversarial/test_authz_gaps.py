@@ -124,13 +124,19 @@ def test_pause_is_decided_by_the_configured_repositories_and_this_instance(
         assert refused.status_code == 403, refused.text
         form = mallory.post(f"/instances/{INSTANCE}/pause", data={"csrf": csrf})
         assert form.status_code == 403
+        drained = mallory.post(f"/api/instances/{INSTANCE}/drain",
+                               headers={"X-CSRF-Token": csrf})
+        assert drained.status_code == 403
         assert not _paused(web, INSTANCE)
         mona, csrf = web.client("mona")
-        elsewhere = mona.post("/api/instances/test-b/pause", headers={"X-CSRF-Token": csrf})
-        assert elsewhere.status_code == 409 and "act on it there" in elsewhere.text
+        for verb in ("pause", "drain"):
+            elsewhere = mona.post(f"/api/instances/test-b/{verb}",
+                                  headers={"X-CSRF-Token": csrf})
+            assert elsewhere.status_code == 409 and "act on it there" in elsewhere.text
         assert not _paused(web, "test-b")
-        done = mona.post(f"/api/instances/{INSTANCE}/pause", headers={"X-CSRF-Token": csrf})
+        done = mona.post(f"/api/instances/{INSTANCE}/drain", headers={"X-CSRF-Token": csrf})
         assert done.status_code == 200, done.text
+        assert "2 queued job(s) wait for resume" in done.json()["message"]
         assert _paused(web, INSTANCE)
         with web.store.read() as s:
             assert len(s.scalars(select(Job)).all()) == 2

@@ -259,6 +259,15 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
         """Submit queued jobs again."""
         return await _pause(principal, name, False)
 
+    @router.post("/instances/{name}/drain", response_model=control.ActionResult,
+                 responses=ACTION)
+    async def drain(principal: Actor, name: Name) -> control.ActionResult:
+        """Take no new jobs and let running ones finish (needs ``pause`` on a configured
+        repository); the answer says how many still run."""
+        scopes = await asyncio.to_thread(control.instance_scopes, store, config)
+        await auth.authorize_instance(principal, "pause", scopes)
+        return await controller.drain(name)
+
     return router
 
 

@@ -262,10 +262,12 @@ def dashboard_router(controller: Controller, auth: Auth,
 
     @router.post("/instances/{name}/{verb}")
     async def pause(request: Request, name: str, verb: str, csrf: str = Form("")) -> Response:
-        if verb not in ("pause", "resume"):
-            raise ControlError(404, f"instances can be paused or resumed, not {verb!r}")
+        if verb not in ("pause", "resume", "drain"):
+            raise ControlError(404, f"instances can be paused, resumed or drained, not "
+                                    f"{verb!r}")
         return await act(request, csrf, "/", "pause", (control.instance_scopes, store, config),
-                         lambda who: controller.set_paused(name, verb == "pause"))
+                         lambda who: controller.drain(name) if verb == "drain"
+                         else controller.set_paused(name, verb == "pause"))
 
     return router
 
