@@ -1,4 +1,4 @@
-"""Operating the bot from a terminal: `layerbot jobs|redo|cancel|pause|resume|costs|token`.
+"""Operating the bot from a terminal: `layerbot jobs|redo|cancel|pause|resume|drain|costs|token`.
 
 By default the commands work on the local store (the machine `layerbot serve` runs on:
 having the database is the permission). With ``--remote URL --token TOKEN`` (or
