@@ -4,18 +4,53 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-from layerbot import __version__, log
-from layerbot import config as config_mod
+from layerbot import __version__
+from layerbot.cli_lazy import LazyCommand, LazyConsole, LazyGroup
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+if TYPE_CHECKING:
+    from layerbot import config as config_mod
+
+# Heavy modules (config/pydantic, the store, GitHub, S3, the web app) are imported inside
+# the commands that use them, so `layerbot --help` and `layerbot version` stay fast
+# (see cli_lazy.py; tests/test_cli_start.py keeps it so).
+
+#: Commands of other modules (each has ``register(app)``), imported only when one of them
+#: runs. ``summary`` is the line `layerbot --help` shows: the first line of its docstring.
+LAZY_COMMANDS: tuple[LazyCommand, ...] = (
+    LazyCommand("ingest", "layerbot.cli_deploy",
+                "Ingest staged artifacts into the repository (run on the repository server)."),
+    LazyCommand("deploy-status", "layerbot.cli_deploy",
+                "List this instance's deployments and their states (run where the bot runs)."),
+    LazyCommand("jobs", "layerbot.cli_ops", "List jobs, newest first."),
+    LazyCommand("redo", "layerbot.cli_ops", "Build a job's target again."),
+    LazyCommand("cancel", "layerbot.cli_ops", "Cancel a waiting or running job."),
+    LazyCommand("pause", "layerbot.cli_ops",
+                "Stop submitting new jobs (builds are still recorded, and PRs are told)."),
+    LazyCommand("resume", "layerbot.cli_ops", "Submit queued jobs again."),
+    LazyCommand("drain", "layerbot.cli_ops", "Take no new jobs and let the running ones "
+                "finish (`resume` takes them again)."),
+    LazyCommand("costs", "layerbot.cli_ops", "Core-hours per week, target and PR, and the "
+                "estimate of each target's next build."),
+    LazyCommand("init", "layerbot.cli_init", "Ask the local Slurm (partitions, node features, "
+                "CPUs, accounts, limits) and write a commented starting layerbot.toml with a "
+                "node type per partition and CPU; or, with --from-eessi, migrate an EESSI "
+                "bot's app.cfg (and repos.cfg)."),
+    LazyCommand("token", "layerbot.cli_ops", "API tokens for scripts (on this machine's store)."),
+)
+
+
+class _Commands(LazyGroup):
+    lazy = LAZY_COMMANDS
+
+
+app = typer.Typer(cls=_Commands, no_args_is_help=True, add_completion=False,
                   help="layerbot: builds and deploys scientific software from pull requests.")
-console = Console()
-err = Console(stderr=True)
+console = LazyConsole()
+err = LazyConsole(stderr=True)
 
 ConfigOption = Annotated[
     Path | None,
@@ -26,6 +61,9 @@ ConfigOption = Annotated[
 
 def load_config(path: Path | None) -> config_mod.Config:
     """The configuration, or a clean exit with one line per problem."""
+    from layerbot import config as config_mod
+    from layerbot import log
+
     try:
         cfg = config_mod.load(path)
     except config_mod.ConfigError as exc:
@@ -57,7 +95,7 @@ def _refuse_unisolated(cfg: config_mod.Config) -> None:
 @app.command()
 def version() -> None:
     """Print layerbot's version."""
-    console.print(__version__)
+    typer.echo(__version__)  # a plain line: rich would cost more than the whole command
 
 
 @app.command()
@@ -157,6 +195,7 @@ def run(
     """Build like the bot would for a PR, without GitHub; exit 0 only if every job succeeded."""
     import asyncio
 
+    from layerbot import log
     from layerbot import run as runner
     from layerbot.core.jobs import JobState
 
@@ -168,7 +207,7 @@ def run(
     log.configure(cfg.logging.format, "warning", cfg.logging.levels)
     options = runner.RunOptions(repo, pr, ref, base, for_arch, repo_target)
     try:
-        build, rows = asyncio.run(runner.execute(cfg, options, err, live=not as_json))
+        build, rows = asyncio.run(runner.execute(cfg, options, err.rich, live=not as_json))
     except runner.RunError as exc:
         err.print(f"[red]layerbot run: {exc}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -177,20 +216,6 @@ def run(
     else:
         console.print(runner.text_report(cfg, build, rows), highlight=False, markup=False)
     raise typer.Exit(0 if all(r.state is JobState.SUCCEEDED for r in rows) else 1)
-
-
-#: Modules that add commands of their own concern: each has ``register(app)``.
-COMMAND_MODULES: tuple[str, ...] = ("layerbot.cli_deploy", "layerbot.cli_ops", "layerbot.cli_init")
-
-
-def _register_commands() -> None:
-    import importlib
-
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(app)
-
-
-_register_commands()
 
 
 def main() -> None:
