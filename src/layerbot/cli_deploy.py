@@ -38,6 +38,7 @@ from layerbot.deploy.ingest import (
     Ingestor,
     Record,
 )
+from layerbot.deploy.layout import layout_named
 from layerbot.deploy.staging import DirStaging, S3Staging, Staging, StagingError
 from layerbot.github.client import GitHubApp, GitHubError
 
@@ -173,13 +174,15 @@ class PRReporter:
 
 def stagings(cfg: Config) -> list[tuple[str, Staging]]:
     """(name, staging area) to watch: the directory, or every configured S3 bucket."""
+    layout = layout_named(cfg.deploy.layout)
     if cfg.deploy.staging == "dir":
-        return [("", DirStaging(cfg.staging_dir))]
+        return [("", DirStaging(cfg.staging_dir, layout=layout))]
     buckets = sorted(set(cfg.deploy.s3.buckets.values()))
     if not buckets:
         raise IngestError("deploy.s3.buckets names no bucket to watch")
     # Ingestion only downloads; the state dir is where S3Staging would keep uploads.
-    return [(b, S3Staging(cfg.deploy.s3, b, state_dir=cfg.ingest_state_dir / "s3"))
+    return [(b, S3Staging(cfg.deploy.s3, b, state_dir=cfg.ingest_state_dir / "s3",
+                          layout=layout))
             for b in buckets]
 
 
@@ -250,10 +253,13 @@ async def _serve(cfg: Config, ingestors: Sequence[Ingestor]) -> None:
             await asyncio.wait_for(stop.wait(), cfg.ingest.poll_seconds)
 
 
-async def _ingest(cfg: Config, once: bool) -> list[Record]:
+async def _ingest(cfg: Config, once: bool, force: Sequence[str] = ()) -> list[Record]:
     github = _github(cfg)
     ingestors = make_ingestors(cfg, github)
     try:
+        for ingestor in ingestors:
+            for sha256 in force:
+                ingestor.force(sha256)
         if once:
             return await _poll(ingestors)
         await _serve(cfg, ingestors)
@@ -292,14 +298,23 @@ def ingest(
     forget: Annotated[str | None, typer.Option(
         "--forget", metavar="KEY",
         help="make the artifact at KEY new again (retry after a failure), then exit")] = None,
+    force: Annotated[list[str] | None, typer.Option(
+        "--force", metavar="SHA256",
+        help="an admin's decision: ingest the artifact with this sha256 although it was "
+             "ingested before (repeatable; implies --once)")] = None,
 ) -> None:
     """Ingest staged artifacts into the repository (run on the repository server)."""
     cfg = load_config(config)
+    forced = [f.lower() for f in force or []]
+    if bad := [f for f in forced if len(f) != 64 or any(c not in "0123456789abcdef" for c in f)]:
+        err.print(f"[red]layerbot ingest: --force takes a sha256 (64 hex digits), not "
+                  f"{', '.join(bad)}[/red]", highlight=False)
+        raise typer.Exit(2)
     try:
         if forget is not None:
             console.print(f"forgot {_forget(cfg, forget)} record(s) of {forget}")
             return
-        changed = asyncio.run(_ingest(cfg, once))
+        changed = asyncio.run(_ingest(cfg, once or bool(forced), forced))
     except (IngestError, StagingError) as exc:
         err.print(f"[red]layerbot ingest: {exc}[/red]", highlight=False)
         raise typer.Exit(2) from None

@@ -287,4 +287,5 @@ def build_info(job: str = "42", repo_target: str = "software.example.org") -> La
         build_time=utcnow(),
         uploaded_at=utcnow(),
         key="",
+        sequence=int(job) if job.isdigit() else None,
     )

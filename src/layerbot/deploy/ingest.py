@@ -11,8 +11,10 @@ order the artifacts were staged:
    per repository;
 6. records the outcome in ``<state_dir>/ingest.sqlite`` and reports it through a callback.
 
-Settled artifacts are never looked at again, and an artifact (key and content) that was
-ingested is never ingested twice, also across restarts. An ingest cut short by a crash is
+Settled artifacts are never looked at again, and an artifact (its sha256, wherever it is
+staged) that was ingested is never ingested twice, also across restarts, unless an admin
+forces it. An artifact must be found under the key its signed metadata names, and a build
+never follows a newer one of the same target (``binding``). An ingest cut short by a crash is
 marked failed rather than run again: only the operator can tell whether it got applied.
 Reports are delivered at least once: an outcome whose callback failed is re-sent next poll.
 """
@@ -38,6 +40,7 @@ from typing import Literal, Protocol
 
 import structlog
 
+from layerbot.deploy.binding import key_problem, rollback_problem, sequence_scope
 from layerbot.deploy.metadata import ArtifactMetadata, MetadataError, parse_metadata
 from layerbot.deploy.signing import Verifier
 from layerbot.deploy.staging import ObjectNotFound, PendingArtifact, Staging, StagingError
@@ -253,13 +256,33 @@ class OutcomeStore:
             values,
         )
 
-    def ingested_before(self, key: str, sha256: str) -> Record | None:
+    def ingested_before(self, sha256: str) -> Record | None:
+        """The content counts, not the key: a copy elsewhere is the same artifact."""
         row = self.db.execute(
             f"SELECT {', '.join(self._COLUMNS)} FROM items "
-            "WHERE key = ? AND sha256 = ? AND state = 'ingested' LIMIT 1",
-            (key, sha256),
+            "WHERE sha256 = ? AND state = 'ingested' LIMIT 1",
+            (sha256,),
         ).fetchone()
         return Record(*row) if row else None
+
+    def newest_sequence(self, instance: str, repo_target: str, target: str) -> int | None:
+        """The highest build sequence ingested for a target (read from the verified
+        metadata kept with each record, so no schema change was needed)."""
+        row = self.db.execute(
+            "SELECT MAX(CAST(json_extract(metadata, '$.layerbot.sequence') AS INTEGER)) "
+            "FROM items WHERE state = 'ingested' AND metadata_verified = 1 "
+            "AND json_extract(metadata, '$.layerbot.instance') = ? "
+            "AND json_extract(metadata, '$.layerbot.repo_target') = ? "
+            "AND json_extract(metadata, '$.layerbot.target') = ?",
+            (instance, repo_target, target),
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def unsettle_duplicates(self, sha256: str) -> int:
+        """Make the artifacts refused as duplicates of ``sha256`` new again (a forced run)."""
+        return self.db.execute(
+            "DELETE FROM items WHERE sha256 = ? AND state = 'duplicate'", (sha256,)
+        ).rowcount
 
     def records(self, where: str = "1 = 1", args: Sequence[object] = ()) -> list[Record]:
         rows = self.db.execute(
@@ -311,6 +334,7 @@ class Ingestor:
         on_event: EventCallback | None = None,
         command_timeout: float = 6 * 3600,
         missing_artifact_grace_seconds: float = 3600,
+        force_sha256: Collection[str] = (),
     ) -> None:
         if not command_template:
             raise IngestError("the ingest command is empty")
@@ -330,6 +354,8 @@ class Ingestor:
         self.on_event = on_event
         self.command_timeout = command_timeout
         self.missing_grace = missing_artifact_grace_seconds
+        #: An admin's explicit ``--force``: these may be ingested although ingested before.
+        self.force_sha256 = frozenset(s.lower() for s in force_sha256)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.store = OutcomeStore(state_dir / "ingest.sqlite")
         self.work_dir = state_dir / "work"
@@ -381,6 +407,12 @@ class Ingestor:
 
     def forget(self, key: str) -> int:
         return self.store.forget(key)
+
+    def force(self, sha256: str) -> int:
+        """Let ``sha256`` be ingested again on this ingestor's polls (an admin's decision);
+        artifacts already refused as its duplicates are looked at again."""
+        self.force_sha256 = self.force_sha256 | {sha256.lower()}
+        return self.store.unsettle_duplicates(sha256.lower())
 
     # -------------------------------------------------------------- bookkeeping
 
@@ -492,6 +524,9 @@ class Ingestor:
         meta_sig = await asyncio.to_thread(self.staging.get_bytes, p.meta_sig_key)
         await self._verify(cand.meta_bytes, None, meta_sig, metadata, "the metadata")
         cand.record.metadata_verified = 1
+        # Only now is the metadata trusted, and with it the key it was signed for.
+        if problem := key_problem(p.key, metadata):
+            raise _Refused(problem)
         cand.metadata = metadata
 
     def _repository(self, metadata: ArtifactMetadata) -> str:
@@ -558,15 +593,15 @@ class Ingestor:
         """(changed record or None, whether later artifacts must wait)."""
         assert cand.metadata is not None
         try:
+            if duplicate := self._duplicate(cand.metadata):
+                return await self._finish(cand, "duplicate", duplicate), False
+            self._check_order(cand.metadata)
             try:
                 item = await self._verified_item(cand)
             except ObjectNotFound:
                 item = None  # deleted since the listing
             if item is None:
                 return None, True  # the artifact is not there (yet)
-            if previous := self.store.ingested_before(item.key, item.sha256):
-                reason = f"already ingested (as {previous.id} on {previous.updated_at})"
-                return await self._finish(cand, "duplicate", reason), False
             decision = await self._decide(item)
         except _Refused as exc:
             return await self._finish(cand, "rejected", str(exc)), False
@@ -576,6 +611,24 @@ class Ingestor:
         if decision.state is Approval.REJECTED:
             return await self._finish(cand, "rejected", f"not approved: {decision.reason}"), False
         return await self._ingest(cand, item), False
+
+    def _duplicate(self, metadata: ArtifactMetadata) -> str | None:
+        sha256 = metadata.payload.sha256sum
+        if sha256 in self.force_sha256:
+            return None
+        previous = self.store.ingested_before(sha256)
+        if previous is None:
+            return None
+        return (f"already ingested (as {previous.id} on {previous.updated_at}); an admin "
+                f"can ingest it again with: layerbot ingest --force {sha256}")
+
+    def _check_order(self, metadata: ArtifactMetadata) -> None:
+        scope = sequence_scope(metadata)
+        if scope is None:
+            return
+        newest = self.store.newest_sequence(scope.instance, scope.repo_target, scope.target)
+        if problem := rollback_problem(metadata, newest):
+            raise _Refused(problem)
 
     async def _decide(self, item: IngestItem) -> Decision:
         try:

@@ -83,8 +83,14 @@ class LayerbotInfo(_Model):
     repo_target: str
     build_time: datetime | None = None
     uploaded_at: datetime
-    #: The artifact's object key in the staging area.
+    #: The artifact's object key in the staging area. Signed, so that ingestion can refuse
+    #: the artifact found under any other key (a copy made to replay an old build).
     key: str
+    #: Orders the builds of one target: ingestion never takes a lower one after a higher
+    #: one (no rollback). The job id in the bot's store: monotonic across the instance,
+    #: it survives restarts, and a later build always has a higher one. None in metadata
+    #: of layerbot versions before it existed (ingestion refuses those).
+    sequence: int | None = None
 
 
 class ArtifactMetadata(_Model):

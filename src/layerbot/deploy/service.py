@@ -37,6 +37,7 @@ from layerbot.deploy.staging import (
     StagingError,
     artifact_key,
     is_transient,
+    key_template,
     stage_artifact,
     staging_for,
 )
@@ -341,14 +342,15 @@ class Uploader:
             raise UploadFailed(f"the artifact {work.name} changed since its job recorded it "
                                f"(sha256 {work.sha256[:12]}…); rebuild to deploy it")
         target = staging_target(work.cpu_target, work.accelerator)
-        key = artifact_key(cfg.deploy.artifact_prefix, work.name, repo=work.repo, pr=work.pr,
-                           repo_target=work.repo_target, target=target, job=work.job_id)
+        key = artifact_key(key_template(cfg.deploy, work.repo_target), work.name,
+                           repo=work.repo, pr=work.pr, repo_target=work.repo_target,
+                           target=target, job=work.job_id)
         signer = (Signer(cfg.deploy.signing_key_file, cfg.instance.name)
                   if cfg.deploy.signing_key_file else None)
         info = LayerbotInfo(instance=cfg.instance.name, head_sha=work.head_sha,
                             base_sha=work.base_sha, job_id=str(work.job_id), target=target,
                             repo_target=work.repo_target, build_time=work.build_time,
-                            uploaded_at=clock.now(), key=key)
+                            uploaded_at=clock.now(), key=key, sequence=work.job_id)
         link = Link2PR(repo=work.repo, pr=work.pr, pr_comment_id=work.comment_id)
         return stage_artifact(self._staging(work.repo_target), work.path, key, link2pr=link,
                               info=info, signer=signer, sha256=work.sha256)

@@ -57,6 +57,14 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from layerbot.config import DeployConfig, S3Config
+from layerbot.deploy.layout import (
+    LAYERBOT,
+    Layout,
+    TemplateError,
+    expand_eessi_vars,
+    layout_named,
+    legacy_aws_path,
+)
 from layerbot.deploy.metadata import (
     ArtifactMetadata,
     LayerbotInfo,
@@ -145,6 +153,8 @@ class Staging(Protocol):
 
     #: Where it is, for messages (``s3://bucket`` or a directory).
     location: str
+    #: How metadata and signatures are named beside an artifact.
+    layout: Layout
 
     def url_for(self, key: str) -> str: ...
 
@@ -175,7 +185,7 @@ class Staging(Protocol):
 # ----------------------------------------------------------------------------- keys
 
 
-_KEY_FIELDS = ("repo", "pr", "repo_target", "target", "job", "filename")
+_KEY_FIELDS = ("repo", "pr", "repo_target", "target", "job", "filename", "legacy_aws_path")
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._\-/+=@,]+$")
 
 
@@ -196,7 +206,17 @@ def check_key(key: str) -> str:
 
 
 def render_key(template: str, **fields: object) -> str:
-    """Fill a key template (``deploy.artifact_prefix``); unknown placeholders are errors."""
+    """Fill a key template (``deploy.artifact_prefix``); unknown placeholders are errors.
+
+    EESSI's ``${...}`` variables are expanded first, from the same fields."""
+    values = {k: str(v) for k, v in fields.items()}
+    if "filename" in values:
+        values.setdefault("legacy_aws_path", legacy_aws_path(values["filename"]))
+    try:
+        template = expand_eessi_vars(template, values)
+    except TemplateError as exc:
+        raise StagingError(str(exc)) from None
+    fields = dict(values)
     names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
     unknown = names - set(_KEY_FIELDS)
     if unknown:
@@ -216,23 +236,26 @@ def artifact_key(prefix_template: str, filename: str, **fields: object) -> str:
     return check_key(f"{prefix}/{filename}")
 
 
-def _pending_from(objects: Mapping[str, StagedObject]) -> list[PendingArtifact]:
+def _pending_from(
+    objects: Mapping[str, StagedObject], layout: Layout = LAYERBOT
+) -> list[PendingArtifact]:
     pending = []
+    sig, meta_sig = layout.sig_suffix, layout.meta_sig_suffix
     for key, obj in objects.items():
-        if not key.endswith(META_SUFFIX):
+        if not key.endswith(layout.meta_suffix):
             continue
-        base = key[: -len(META_SUFFIX)]
+        base = key[: -len(layout.meta_suffix)]
         artifact = objects.get(base)
         pending.append(
             PendingArtifact(
                 key=base,
                 meta_key=key,
-                sig_key=base + SIG_SUFFIX,
-                meta_sig_key=base + META_SIG_SUFFIX,
+                sig_key=base + sig,
+                meta_sig_key=base + meta_sig,
                 staged_at=obj.modified,
                 has_artifact=artifact is not None,
-                has_sig=base + SIG_SUFFIX in objects,
-                has_meta_sig=base + META_SIG_SUFFIX in objects,
+                has_sig=base + sig in objects,
+                has_meta_sig=base + meta_sig in objects,
                 size=artifact.size if artifact else None,
             )
         )
@@ -261,9 +284,10 @@ class DirStaging:
 
     _META_DIR = ".objects"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, layout: Layout = LAYERBOT) -> None:
         self.root = root
         self.location = str(root)
+        self.layout = layout
 
     def url_for(self, key: str) -> str:
         return (self.root / check_key(key)).absolute().as_uri()
@@ -373,7 +397,7 @@ class DirStaging:
                     yield StagedObject(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def list_pending(self, prefix: str = "") -> list[PendingArtifact]:
-        return _pending_from({o.key: o for o in self.list_objects(prefix)})
+        return _pending_from({o.key: o for o in self.list_objects(prefix)}, self.layout)
 
 
 # ----------------------------------------------------------------------------- S3
@@ -509,8 +533,10 @@ class S3Staging:
         state_dir: Path,
         transfer: TransferSettings | None = None,
         retry: RetryPolicy | None = None,
+        layout: Layout = LAYERBOT,
     ) -> None:
         self.settings = settings
+        self.layout = layout
         self.bucket = bucket
         self.state_dir = state_dir
         self.transfer = transfer or TransferSettings()
@@ -687,7 +713,7 @@ class S3Staging:
                 return
 
     def list_pending(self, prefix: str = "") -> list[PendingArtifact]:
-        return _pending_from({o.key: o for o in self.list_objects(prefix)})
+        return _pending_from({o.key: o for o in self.list_objects(prefix)}, self.layout)
 
     # -------------------------------------------------------------- upload
 
@@ -1023,8 +1049,9 @@ def staging_for(
     ``staging_dir`` is ``Config.staging_dir``; ``state_dir`` keeps multipart progress and
     must survive restarts (e.g. ``<data_dir>/uploads``).
     """
+    layout = layout_named(deploy.layout)
     if deploy.staging == "dir":
-        return DirStaging(staging_dir)
+        return DirStaging(staging_dir, layout=layout)
     transfer = TransferSettings(
         multipart_threshold=deploy.multipart_threshold_bytes,
         part_size=deploy.part_size_bytes,
@@ -1034,7 +1061,14 @@ def staging_for(
     retry = RetryPolicy(attempts=deploy.upload_retry_attempts,
                         deadline_seconds=deploy.upload_retry_deadline_seconds)
     bucket = bucket_for(deploy.s3, repo_target)
-    return S3Staging(deploy.s3, bucket, state_dir=state_dir, transfer=transfer, retry=retry)
+    return S3Staging(deploy.s3, bucket, state_dir=state_dir, transfer=transfer, retry=retry,
+                     layout=layout)
+
+
+def key_template(deploy: DeployConfig, repo_target: str) -> str:
+    """``deploy.artifact_prefix`` of a repository target, else the layout's default (EESSI's
+    bot, too, falls back to its legacy path when its prefixes are empty)."""
+    return deploy.prefix_template(repo_target) or layout_named(deploy.layout).default_prefix
 
 
 def bucket_for(settings: S3Config, repo_target: str) -> str:
@@ -1093,9 +1127,11 @@ def stage_artifact(
         uploader=uploader,
     )
     rendered = metadata.render()
-    meta_key = key + META_SUFFIX
+    layout = staging.layout
+    meta_key = key + layout.meta_suffix
     if signer is not None:
-        staging.put_bytes(key + SIG_SUFFIX, signer.sign_file(artifact), "text/plain")
-        staging.put_bytes(key + META_SIG_SUFFIX, signer.sign_bytes(rendered), "text/plain")
+        staging.put_bytes(key + layout.sig_suffix, signer.sign_file(artifact), "text/plain")
+        staging.put_bytes(key + layout.meta_sig_suffix, signer.sign_bytes(rendered),
+                          "text/plain")
     staging.put_bytes(meta_key, rendered, "application/json")
     return StagedArtifact(outcome, meta_key, metadata, signer is not None)
