@@ -161,7 +161,7 @@ def test_a_job_never_sees_the_bots_secrets(env: Env) -> None:
     env.comment(5, "bot: build for:arch=x86_64/amd/zen2 repo:eessi-2023.06")
     env.build_reply(5)
     job = env.jobs(5)[0]
-    log = Path(job["job_dir"], "layerbot-job.log").read_text()
+    log = Path(job["job_dir"], f"slurm-{job['id']}.out").read_text()  # EESSI's name
     assert "PATH=" in log  # the job did print its environment
     assert JOB_SECRET_PROBE not in log
     assert SECRET not in log and "LAYERBOT" not in log

@@ -418,7 +418,9 @@ def test_job_gets_exactly_the_given_environment(
     assert run(scenario()).state == BackendState.COMPLETED
     seen = json.loads((job_dir / "env.json").read_text())
     seen.pop("LC_CTYPE", None)  # Python's C-locale coercion may set it; nothing else
-    assert seen == env
+    # Plus the Slurm variables EESSI's scripts use, with layerbot's job id (as on Slurm).
+    assert seen == {**env, "SLURM_JOB_ID": "60", "SLURM_JOBID": "60",
+                    "SLURM_SUBMIT_DIR": str(job_dir.absolute()), "SLURM_JOB_NAME": "layerbot-60"}
 
 
 # --- restart -------------------------------------------------------------------------------

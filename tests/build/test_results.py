@@ -87,7 +87,9 @@ def test_result_json_missing_and_escaping_artifacts(tmp_path: Path) -> None:
     assert result.status == "failure"
     assert result.artifacts == []
     assert any("gone.tar.gz" in p and "does not exist" in p for p in result.problems)
-    assert sum("outside the job directory" in p for p in result.problems) == 2
+    assert sum("outside the job directory" in p for p in result.problems) == 1
+    # A symlink is never followed, even to a file inside the job directory.
+    assert any("link" in p and "is a symlink" in p for p in result.problems)
 
 
 def test_result_json_malformed(tmp_path: Path) -> None:
@@ -214,7 +216,7 @@ def test_eessi_broken_test_file_does_not_fail_the_build(tmp_path: Path) -> None:
     assert result.status == "success"
     assert result.tests is None
     assert result.problems == [
-        "tests: _bot_job3.test has no [TEST] section (sections found: [OTHER])"
+        "tests: _bot_job3.test has no [TEST] or [RESULT] section (sections found: [OTHER])"
     ]
 
 

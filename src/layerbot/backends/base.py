@@ -29,6 +29,13 @@ class BackendState(StrEnum):
     UNKNOWN = "UNKNOWN"  # the backend has no record of it
 
 
+#: In ``SubmitRequest.log_file``: the backend's job id (``$SLURM_JOB_ID`` of the job).
+JOB_ID_PLACEHOLDER = "%j"
+#: The job's output as EESSI's scripts look for it: Slurm's default ``slurm-<JOBID>.out``
+#: in the job directory. Both backends name it so, with the id the job sees.
+OUTPUT_PATTERN = f"slurm-{JOB_ID_PLACEHOLDER}.out"
+
+
 @dataclass(frozen=True)
 class SubmitRequest:
     """One job to hand to the backend. ``options`` are already merged and validated."""
@@ -40,7 +47,9 @@ class SubmitRequest:
     env: Mapping[str, str]  # the job's whole environment (already allowlisted)
     time_limit_seconds: int | None = None
     options: Mapping[str, str] = field(default_factory=dict)
-    log_file: Path | None = None  # where stdout+stderr go; default job_dir/job.log
+    #: Where stdout+stderr go (default job_dir/job.log); JOB_ID_PLACEHOLDER in it stands
+    #: for the backend's job id, as in sbatch's --output (see OUTPUT_PATTERN).
+    log_file: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from urllib.parse import quote
 
 from layerbot.backends import local_launcher
 from layerbot.backends.base import (
+    JOB_ID_PLACEHOLDER,
     BackendState,
     Check,
     JobStatus,
@@ -202,7 +203,7 @@ class LocalBackend:
 
     def _new_state(self, request: SubmitRequest, job_dir: Path) -> State:
         script = _inside(job_dir, request.script)
-        log_file = _inside(job_dir, request.log_file or Path(DEFAULT_LOG_NAME))
+        log_file = _inside(job_dir, _expand_job_id(request.log_file, request.job_id))
         limit = request.time_limit_seconds
         if limit is not None and limit <= 0:
             raise SubmitError(f"the time limit must be positive, not {limit} s")
@@ -215,7 +216,7 @@ class LocalBackend:
             "job_dir": str(job_dir),
             "script": str(script),
             "script_display": str(display),
-            "env": dict(request.env),
+            "env": {**request.env, **slurm_like_env(request.job_id, job_dir)},
             "time_limit_seconds": limit,
             "grace_seconds": self.kill_grace_seconds,
             "log_file": str(log_file),
@@ -615,6 +616,28 @@ def _read_seen(backend_id: str) -> _Seen:
         return _Seen(read_state(state_file_for(Path(backend_id))))
     except ValueError as exc:
         return _Seen(None, str(exc))
+
+
+# --- EESSI compatibility: what a Slurm job sees, under the same names ----------------------
+
+
+def slurm_like_env(job_id: int, job_dir: Path) -> dict[str, str]:
+    """The Slurm variables EESSI's job scripts use, with layerbot's job id as the job id.
+
+    EESSI's check scripts find their files as ``slurm-${SLURM_JOB_ID}.out`` and
+    ``_bot_job${SLURM_JOB_ID}.result``; with these a script written for Slurm runs
+    unchanged on the local executor. They win over the job's own environment, as on Slurm.
+    """
+    ident = str(job_id)
+    return {"SLURM_JOB_ID": ident, "SLURM_JOBID": ident, "SLURM_SUBMIT_DIR": str(job_dir),
+            "SLURM_JOB_NAME": f"layerbot-{ident}"}
+
+
+def _expand_job_id(log_file: Path | None, job_id: int) -> Path:
+    """The log file's name with JOB_ID_PLACEHOLDER replaced, as sbatch does with %j."""
+    if log_file is None:
+        return Path(DEFAULT_LOG_NAME)
+    return log_file.with_name(log_file.name.replace(JOB_ID_PLACEHOLDER, str(job_id)))
 
 
 def _inside(job_dir: Path, path: Path) -> Path:

@@ -36,6 +36,7 @@ from typing import Generic, TypeVar
 from layerbot import log
 from layerbot.backends import slurm_parse as sp
 from layerbot.backends.base import (
+    JOB_ID_PLACEHOLDER,
     BackendState,
     BackendUnavailable,
     Check,
@@ -278,7 +279,7 @@ class SlurmBackend:
             f"--job-name={sp.job_name(request.instance, request.job_id)}",
             f"--comment={tag}",
             f"--chdir={os.path.abspath(request.job_dir)}",
-            f"--output={sp.output_path(str(log_file))}",
+            f"--output={_output_option(log_file)}",
             "--export=NIL",
             *handover,
             *sp.option_args(options),
@@ -538,6 +539,17 @@ class SlurmBackend:
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+# --- EESSI compatibility: the job's output where EESSI's scripts look for it --------------
+
+
+def _output_option(log_file: Path) -> str:
+    """sbatch's --output for ``log_file``: every ``%`` literal, except JOB_ID_PLACEHOLDER in
+    the file name, which sbatch expands to the job id (``slurm-%j.out`` ->
+    ``slurm-123.out``, as EESSI's check scripts expect)."""
+    parts = [sp.output_path(p) for p in log_file.name.split(JOB_ID_PLACEHOLDER)]
+    return str(Path(sp.output_path(str(log_file.parent))) / JOB_ID_PLACEHOLDER.join(parts))
 
 
 def _command_env(environ: Mapping[str, str]) -> dict[str, str]:

@@ -38,6 +38,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -210,7 +211,7 @@ def write_job_files(
     # Everything that can be refused is checked before anything is written.
     facts, merged_sha = _complete_facts(facts, prepared, allowed_exportvars)
     cfg_text = render_job_cfg(facts, job_dir, merged_sha, site_config or {})
-    overwritten: list[str] = []
+    overwritten: list[str] = remove_reserved(job_dir)
     cfg_dir = _bot_dir(job_dir, CFG_DIR, overwritten)
     if repos_cfg_dir is not None:
         _copy_site_dir(Path(repos_cfg_dir), cfg_dir, job_dir, overwritten)
@@ -374,6 +375,33 @@ def _ini_text(cfg: configparser.ConfigParser) -> str:
     out = io.StringIO()
     cfg.write(out)
     return out.getvalue()
+
+
+# ---------------------------------------------------------------------------- reserved names
+
+#: Names at the top of the job directory that only the bot or the running job may create:
+#: result files (a PR must not forge its own result), EESSI's ``_bot_job*`` files, the job's
+#: output (``slurm-<ID>.out``, older layerbot logs) and the local executor's state
+#: directory. A committed file, directory or symlink under such a name would be read as
+#: the job's word, or followed when the bot or the batch system writes there.
+RESERVED_NAMES = re.compile(
+    r"result\.json|_bot_job.*|slurm-.*\.out|layerbot-job\.log|job\.log|\.layerbot"
+)
+
+
+def remove_reserved(job_dir: Path) -> list[str]:
+    """Remove what the PR committed under a reserved name (never following a link);
+    returns the names removed, for the job's report."""
+    removed = []
+    with os.scandir(job_dir) as it:
+        entries = [e for e in it if RESERVED_NAMES.fullmatch(e.name)]
+    for entry in sorted(entries, key=lambda e: e.name):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)  # fd-based: never descends through a symlink
+        else:
+            os.unlink(entry.path)
+        removed.append(entry.name)
+    return removed
 
 
 # ---------------------------------------------------------------------------- safe writes

@@ -29,27 +29,44 @@ A job reports its result in one of two files in its job directory, read in this 
 Whatever is wrong (no result file, a corrupt one, a missing artifact, a checksum that does
 not match, an artifact outside the job directory) becomes a line in
 :attr:`JobResult.problems` and makes the result a failure, so nothing doubtful is deployed;
-problems with the test file only are listed and leave the build's status alone. Nothing here
-raises on bad input.
+problems with the test file or the log only are listed and leave the build's status alone.
+Nothing here raises on bad input.
+
+The job directory is the job's: every file is read through :mod:`layerbot.build.hostile`
+(no link followed anywhere in the path, regular files only, size caps, time limits), so a
+symlink, FIFO or huge file in place of a result, test file, log or artifact is a problem
+line ("_bot_job12.result is a symlink, not a regular file: ignored"), never a hang and never
+the content of another file.
+
+The job's output is EESSI's ``slurm-<ID>.out`` (Slurm's default name, which EESSI's check
+scripts read); jobs of older layerbot versions wrote ``layerbot-job.log``.
+
+An EESSI ``.test`` file may hold its verdict in ``[TEST]`` or in ``[RESULT]`` (EESSI's site
+script writes the latter when the PR has no ``bot/check-test.sh``); without a
+SUCCESS/FAILURE verdict the tests are "unknown", which never fails a successful build.
 """
 
 from __future__ import annotations
 
 import configparser
-import hashlib
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from layerbot.build import hostile
+
 RESULT_JSON = "result.json"
-EESSI_RESULT_GLOB = "_bot_job*.result"
-EESSI_TEST_GLOB = "_bot_job*.test"
-HASH_CHUNK = 1024 * 1024
+EESSI_RESULT_RE = re.compile(r"_bot_job(.+)\.result")
+EESSI_TEST_RE = re.compile(r"_bot_job(.+)\.test")
+#: The job's output (stdout+stderr), as Slurm names it by default and EESSI's scripts
+#: expect (backends.base.OUTPUT_PATTERN).
+OUTPUT_RE = re.compile(r"slurm-([A-Za-z0-9_.-]+)\.out")
+#: The output name of jobs submitted by layerbot before it used EESSI's name.
+LEGACY_LOG_NAMES = ("layerbot-job.log", "job.log")
 #: A result file is a few kilobytes; anything much bigger is not one.
 MAX_RESULT_BYTES = 10 * 1024 * 1024
 
@@ -127,31 +144,90 @@ def read_result(
     backend_job_id: str | None = None,
     log_file: Path | None = None,
     tail_lines: int = 30,
+    *,
+    job_ids: Iterable[str] = (),
 ) -> JobResult:
     """The result a finished job left in ``job_dir``: result.json, else EESSI's files.
 
-    ``backend_job_id`` picks ``_bot_job<ID>.result``; if that file is absent, any
-    ``_bot_job*.result`` is used (the newest). ``log_file`` (default ``job_dir/job.log``)
-    gives the last ``tail_lines`` lines in :attr:`JobResult.log_tail`.
+    ``backend_job_id`` (and ``job_ids``, other names of the job such as layerbot's id)
+    pick ``_bot_job<ID>.result`` and ``slurm-<ID>.out``; if absent, the newest of each
+    kind is used. ``log_file`` (default: :func:`output_name`) gives the last
+    ``tail_lines`` lines in :attr:`JobResult.log_tail`.
     """
-    log_tail = tail(log_file or job_dir / "job.log", tail_lines)
-    result_json = job_dir / RESULT_JSON
-    if result_json.exists():
-        result = _from_result_json(job_dir, result_json)
-    elif (eessi := _eessi_result_file(job_dir, backend_job_id)) is not None:
-        result = _from_eessi(job_dir, eessi)
+    names = {e.name: e for e in hostile.entries(job_dir)}
+    ids = _ids(backend_job_id, job_ids)
+    log_name = _relative(job_dir, log_file) if log_file else output_name(job_dir, ids, names)
+    log_tail, log_problem = _tail(job_dir, log_name, tail_lines)
+    if RESULT_JSON in names:
+        result = _from_result_json(job_dir, job_dir / RESULT_JSON, names)
+    elif (eessi := _pick(names, EESSI_RESULT_RE, ids)) is not None:
+        result = _from_eessi(job_dir, job_dir / eessi, names)
     else:
-        wanted = f"_bot_job{backend_job_id or '<ID>'}.result"
+        wanted = f"_bot_job{ids[0] if ids else '<ID>'}.result"
         message = f"no result file: the job produced no {RESULT_JSON} or {wanted}"
         result = JobResult("failure", message, problems=[message])
+    if log_problem is not None:
+        result = replace(result, problems=[*result.problems, _LOG_PREFIX + log_problem])
     return replace(result, log_tail=log_tail)
+
+
+def output_name(job_dir: Path, ids: Iterable[str] = (),
+                names: dict[str, hostile.Entry] | None = None) -> str | None:
+    """The name of the job's output file: ``slurm-<ID>.out`` for one of ``ids``, else the
+    newest ``slurm-*.out``, else a legacy name; None if there is none (yet)."""
+    found = names if names is not None else {e.name: e for e in hostile.entries(job_dir)}
+    picked = _pick(found, OUTPUT_RE, list(ids))
+    if picked is not None:
+        return picked
+    return next((n for n in LEGACY_LOG_NAMES if n in found), None)
+
+
+def _relative(job_dir: Path, path: Path) -> str:
+    if path.is_absolute() and path.is_relative_to(job_dir.absolute()):
+        return str(path.relative_to(job_dir.absolute()))
+    return str(path)
+
+
+def failure_reason(result: JobResult) -> str:
+    """Why a failed job failed, for the PR: the build's own failure first, then problems
+    with its test file (which never fail a build on their own)."""
+    build = [p for p in result.problems if not p.startswith(_SIDE_PREFIXES)]
+    tests = [p for p in result.problems if p.startswith(_TEST_PREFIX)]
+    first = build or [result.summary.strip() or "the job reported failure"]
+    return "; ".join([*first, *tests])
+
+
+def _ids(backend_job_id: str | None, job_ids: Iterable[str]) -> list[str]:
+    """File-name ids of a job: a Slurm backend id ``123;cluster/45`` names job ``123``."""
+    ids = []
+    for raw in (backend_job_id, *job_ids):
+        if not raw:
+            continue
+        candidate = raw.split("/")[0].split(";")[0] if raw[0].isdigit() else raw
+        if _safe_id(candidate) and candidate not in ids:
+            ids.append(candidate)
+    return ids
+
+
+def _pick(names: dict[str, hostile.Entry], pattern: re.Pattern[str],
+          ids: list[str]) -> str | None:
+    """The name matching ``pattern`` whose id is one of ``ids``, else the newest match.
+
+    Non-regular entries are picked too, so a symlinked result is reported, not skipped.
+    """
+    matching = [e for e in names.values() if pattern.fullmatch(e.name)]
+    for ident in ids:
+        exact = next((e for e in matching if pattern.fullmatch(e.name).group(1) == ident), None)  # type: ignore[union-attr]
+        if exact is not None:
+            return exact.name
+    return max(matching, key=lambda e: (e.mtime, e.name)).name if matching else None
 
 
 # --- result.json -------------------------------------------------------------------------------
 
 
-def _from_result_json(job_dir: Path, path: Path) -> JobResult:
-    text, problem = _read_text(path)
+def _from_result_json(job_dir: Path, path: Path, names: dict[str, hostile.Entry]) -> JobResult:
+    text, problem = _read_text(job_dir, path.name)
     if problem is not None:
         return _broken(problem, path)
     try:
@@ -172,7 +248,7 @@ def _from_result_json(job_dir: Path, path: Path) -> JobResult:
         t = parsed.tests
         tests = TestResult(t.status, t.summary, t.passed, t.failed)
     else:
-        tests = _eessi_tests(job_dir, None, problems)
+        tests = _eessi_tests(job_dir, [], names, problems)
     status: Status = "failure" if _build_problems(problems) else parsed.status
     return JobResult(status, parsed.summary, artifacts, tests, problems, source=path)
 
@@ -201,16 +277,8 @@ def _first_errors(exc: ValidationError, limit: int = 3) -> str:
 # --- EESSI's INI files -------------------------------------------------------------------------
 
 
-def _eessi_result_file(job_dir: Path, backend_job_id: str | None) -> Path | None:
-    if backend_job_id and _safe_id(backend_job_id):
-        exact = job_dir / f"_bot_job{backend_job_id}.result"
-        if exact.is_file():
-            return exact
-    return _newest(job_dir.glob(EESSI_RESULT_GLOB))
-
-
-def _from_eessi(job_dir: Path, path: Path) -> JobResult:
-    section, problem = _ini_section(path, "RESULT")
+def _from_eessi(job_dir: Path, path: Path, names: dict[str, hostile.Entry]) -> JobResult:
+    section, problem = _ini_section(job_dir, path.name, ("RESULT",))
     if section is None:
         return _broken(problem or f"cannot read {path.name}", path)
     problems: list[str] = []
@@ -227,45 +295,53 @@ def _from_eessi(job_dir: Path, path: Path) -> JobResult:
         artifact = _artifact(job_dir, name, path.name, problems)
         if artifact is not None:
             artifacts.append(artifact)
-    tests = _eessi_tests(job_dir, _job_id_of(path), problems)
+    own = _job_id_of(path)
+    tests = _eessi_tests(job_dir, [own] if own else [], names, problems)
     if _build_problems(problems):
         status = "failure"
     return JobResult(status, summary, artifacts, tests, problems, source=path)
 
 
-def _eessi_tests(job_dir: Path, job_id: str | None, problems: list[str]) -> TestResult | None:
-    path = job_dir / f"_bot_job{job_id}.test" if job_id else None
-    if path is None or not path.is_file():
-        path = _newest(job_dir.glob(EESSI_TEST_GLOB))
-    if path is None:
+def _eessi_tests(job_dir: Path, ids: list[str], names: dict[str, hostile.Entry],
+                 problems: list[str]) -> TestResult | None:
+    name = _pick(names, EESSI_TEST_RE, ids)
+    if name is None:
         return None
-    section, problem = _ini_section(path, "TEST")
+    # [TEST] is EESSI's check-test.sh; [RESULT] is what its site script writes without one.
+    section, problem = _ini_section(job_dir, name, ("TEST", "RESULT"))
     if section is None:
-        problems.append(_TEST_PREFIX + (problem or f"cannot read {path.name}"))
+        problems.append(_TEST_PREFIX + (problem or f"cannot read {name}"))
         return None
     raw = section.get("status", "").strip().upper()
-    status = _TEST_STATUSES.get(raw, "unknown")
-    if raw not in ("SUCCESS", "FAILURE", "UNKNOWN"):
-        shown = repr(raw) if raw else "nothing"
-        problems.append(
-            f"{_TEST_PREFIX}{path.name}: status must be SUCCESS, FAILURE or UNKNOWN, not {shown}"
-        )
-    return TestResult(status, section.get("comment_description", "").strip())
+    summary = section.get("comment_description", "").strip()
+    if raw not in _TEST_STATUSES:
+        # No verdict (or UNKNOWN): the tests did not say; never a failure of the build.
+        if raw not in ("", "UNKNOWN"):
+            problems.append(f"{_TEST_PREFIX}{name}: status must be SUCCESS, FAILURE or "
+                            f"UNKNOWN, not {raw!r}")
+        return TestResult("unknown", summary or UNKNOWN_TESTS)
+    return TestResult(_TEST_STATUSES[raw], summary)
 
+
+#: The summary of tests that gave no verdict.
+UNKNOWN_TESTS = "test result unknown"
 
 _TEST_STATUSES: dict[str, TestStatus] = {"SUCCESS": "success", "FAILURE": "failure"}
 
-#: Problems starting with this concern the tests only and do not fail the build.
+#: Problems starting with these concern the tests or the log only: the build stands.
 _TEST_PREFIX = "tests: "
+_LOG_PREFIX = "log: "
+_SIDE_PREFIXES = (_TEST_PREFIX, _LOG_PREFIX)
 
 
 def _build_problems(problems: list[str]) -> bool:
-    return any(not p.startswith(_TEST_PREFIX) for p in problems)
+    return any(not p.startswith(_SIDE_PREFIXES) for p in problems)
 
 
-def _ini_section(path: Path, name: str) -> tuple[dict[str, str] | None, str | None]:
-    """The keys of section ``name``, or (None, why not)."""
-    text, problem = _read_text(path)
+def _ini_section(job_dir: Path, name: str, sections: tuple[str, ...]
+                 ) -> tuple[dict[str, str] | None, str | None]:
+    """The keys of the first of ``sections`` present, or (None, why not)."""
+    text, problem = _read_text(job_dir, name)
     if problem is not None:
         return None, problem
     # No comment prefixes: a markdown heading ("# ...") or a ';' on an indented line of
@@ -274,13 +350,15 @@ def _ini_section(path: Path, name: str) -> tuple[dict[str, str] | None, str | No
     kept = "\n".join(line for line in text.splitlines() if not line.startswith(("#", ";")))
     parser = configparser.ConfigParser(interpolation=None, comment_prefixes=(), strict=False)
     try:
-        parser.read_string(kept, source=path.name)
+        parser.read_string(kept, source=name)
     except configparser.Error as exc:
-        return None, f"{path.name} is not a valid INI file: {_one_line(str(exc))}"
-    if not parser.has_section(name):
-        found = ", ".join(f"[{s}]" for s in parser.sections()) or "none"
-        return None, f"{path.name} has no [{name}] section (sections found: {found})"
-    return dict(parser.items(name)), None
+        return None, f"{name} is not a valid INI file: {_one_line(str(exc))}"
+    for wanted in sections:
+        if parser.has_section(wanted):
+            return dict(parser.items(wanted)), None
+    found = ", ".join(f"[{s}]" for s in parser.sections()) or "none"
+    expected = " or ".join(f"[{s}]" for s in sections)
+    return None, f"{name} has no {expected} section (sections found: {found})"
 
 
 def _job_id_of(path: Path) -> str | None:
@@ -297,84 +375,70 @@ def _safe_id(job_id: str) -> bool:
 
 
 def _artifact(job_dir: Path, name: str, listed_in: str, problems: list[str]) -> Artifact | None:
-    """The artifact ``name`` (relative to the job directory), measured; None if unusable."""
-    root = job_dir.resolve()
-    path = (job_dir / name).resolve()
-    # Resolved, so neither "../" nor a symlink can make us publish a file from elsewhere.
-    if not path.is_relative_to(root):
+    """The artifact ``name`` (relative to the job directory), measured; None if unusable.
+
+    Opened component by component without following links, so neither "../" nor a
+    symlink (of the file or of a directory on its way) can publish a file from elsewhere.
+    """
+    rel = PurePosixPath(name)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
         problems.append(f"artifact {name} (in {listed_in}) is outside the job directory")
         return None
-    if not path.is_file():
-        what = "is not a file" if path.exists() else "does not exist"
+    try:
+        size, digest = hostile.size_and_sha256(job_dir, str(rel))
+    except hostile.Refused as exc:
+        what = str(exc).removeprefix(f"{rel} ")  # "does not exist", "is a symlink, ..."
         problems.append(f"artifact {name} (in {listed_in}) {what}")
         return None
-    try:
-        size, digest = file_size_and_sha256(path)
-    except OSError as exc:
-        problems.append(f"artifact {name}: cannot read it: {exc.strerror or exc}")
-        return None
-    return Artifact(name=path.name, path=path, size=size, sha256=digest)
-
-
-def file_size_and_sha256(path: Path) -> tuple[int, str]:
-    """Size and sha256 of a file, read in 1 MiB chunks (artifacts can be gigabytes)."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
+    return Artifact(name=rel.name, path=job_dir.absolute() / rel, size=size, sha256=digest)
 
 
 # --- logs ------------------------------------------------------------------------------------
 
 
 def tail(path: Path, n: int, *, block_size: int = 64 * 1024) -> str:
-    """The last ``n`` lines of a file, reading backwards from its end ("" if it is absent).
+    """The last ``n`` lines of the job-directory file ``path`` ("" if it is absent).
 
-    Only the blocks holding those lines are read, so a log of gigabytes costs no more than
-    a small one.
+    A file the bot must not read (a symlink, a FIFO, ...) gives a bracketed note saying
+    so instead of its content.
     """
-    if n <= 0:
-        return ""
+    text, problem = _tail(path.parent, path.name, n, block_size)
+    return f"[layerbot: {problem}]" if problem is not None else text
+
+
+def job_log_tail(job_dir: Path, n: int) -> str:
+    """The last ``n`` lines of the job's output, wherever it is (see :func:`output_name`)."""
+    name = output_name(job_dir)
+    return "" if name is None else tail(job_dir / name, n)
+
+
+def _tail(job_dir: Path, name: str | None, n: int,
+          block_size: int = 64 * 1024) -> tuple[str, str | None]:
+    if n <= 0 or name is None:
+        return "", None
     try:
-        with path.open("rb") as f:
-            end = f.seek(0, os.SEEK_END)
-            data = b""
-            position = end
-            # n lines need n newlines before them (plus possibly one at the very end).
-            while position > 0 and data.count(b"\n") <= n:
-                step = min(block_size, position)
-                position -= step
-                f.seek(position)
-                data = f.read(step) + data
-    except OSError:
-        return ""
+        data = hostile.tail_bytes(job_dir, name, n, block=block_size)
+    except hostile.Refused as exc:
+        if "does not exist" in str(exc):
+            return "", None
+        return "", str(exc)
     lines = data.decode("utf-8", errors="replace").splitlines()
-    return "\n".join(lines[-n:])
+    return "\n".join(lines[-n:]), None
 
 
 # --- small helpers ---------------------------------------------------------------------------
 
 
-def _read_text(path: Path) -> tuple[str, str | None]:
+def _read_text(job_dir: Path, name: str) -> tuple[str, str | None]:
     try:
-        size = path.stat().st_size
-        if size > MAX_RESULT_BYTES:
-            return "", f"{path.name} is {size} bytes: too big for a result file"
-        return path.read_bytes().decode("utf-8", errors="replace"), None
-    except OSError as exc:
-        return "", f"cannot read {path.name}: {exc.strerror or exc}"
+        data = hostile.read_bytes(job_dir, name, MAX_RESULT_BYTES)
+    except hostile.Refused as exc:
+        return "", str(exc)
+    return data.decode("utf-8", errors="replace"), None
 
 
 def _broken(problem: str, source: Path) -> JobResult:
     return JobResult("failure", problem, problems=[problem], source=source)
-
-
-def _newest(paths: Iterable[Path]) -> Path | None:
-    files = [p for p in paths if p.is_file()]
-    return max(files, key=lambda p: (p.stat().st_mtime, p.name)) if files else None
 
 
 def _one_line(text: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +21,16 @@ from layerbot.backends.base import Backend, BackendState, BackendUnavailable, Jo
 from layerbot.build import results
 from layerbot.config import Config
 from layerbot.core.jobs import JobState
-from layerbot.jobs.submitter import LOG_NAME
 from layerbot.reporting import report_build
 from layerbot.store import jobs as jobstore
 from layerbot.store.db import Store
 from layerbot.store.models import Artifact, Build, Job
 
 _log = log.get("jobs")
+
+#: Job directories read at the same time, and how long a cycle waits for them.
+READERS = 4
+READ_BUDGET_SECONDS = 20.0
 
 #: How a backend's final word maps to a job state, and the reason shown on the PR.
 FINAL: dict[BackendState, tuple[JobState, str | None]] = {
@@ -46,8 +50,12 @@ class Outcome:
     artifacts: list[results.Artifact]
 
 
-def decide(status: JobStatus, job_dir: Path | None, tail_lines: int) -> Outcome | None:
-    """The job's next state from the backend's status (None: nothing new to record)."""
+def decide(status: JobStatus, job_dir: Path | None, tail_lines: int,
+           job_id: int | None = None) -> Outcome | None:
+    """The job's next state from the backend's status (None: nothing new to record).
+
+    ``job_id`` (layerbot's) is another name of the job's files (the local executor's
+    ``SLURM_JOB_ID``)."""
     if status.state is BackendState.PENDING:
         return None
     if status.state is BackendState.RUNNING:
@@ -55,9 +63,9 @@ def decide(status: JobStatus, job_dir: Path | None, tail_lines: int) -> Outcome 
     if status.state in FINAL:
         state, reason = FINAL[status.state]
         detail = f"{reason} ({status.reason})" if status.reason else reason
-        res = _read(job_dir, status, tail_lines)
+        res = _read(job_dir, status, tail_lines, job_id)
         return Outcome(state, detail, _result_json(res) if res else None, [])
-    res = _read(job_dir, status, tail_lines)
+    res = _read(job_dir, status, tail_lines, job_id)
     if status.state is BackendState.UNKNOWN and (res is None or res.source is None):
         return Outcome(JobState.LOST, "the batch system no longer knows this job and it left "
                        "no result", _result_json(res) if res else None, [])
@@ -66,17 +74,23 @@ def decide(status: JobStatus, job_dir: Path | None, tail_lines: int) -> Outcome 
     if status.state is BackendState.FAILED:
         # The backend's own word first ("exit code 3", "killed by signal SIGKILL").
         reason = status.reason or f"exit code {status.exit_code}"
+        if res.status == "failure" and res.source is not None:
+            reason = f"{reason}: {results.failure_reason(res)}"  # what the job itself said
         return Outcome(JobState.FAILED, reason, _result_json(res), res.artifacts)
     if res.status == "success":
         return Outcome(JobState.SUCCEEDED, None, _result_json(res), res.artifacts)
-    reason = res.problems[0] if res.problems else "the job reported failure"
-    return Outcome(JobState.FAILED, reason, _result_json(res), res.artifacts)
+    return Outcome(JobState.FAILED, results.failure_reason(res), _result_json(res),
+                   res.artifacts)
 
 
-def _read(job_dir: Path | None, status: JobStatus, tail_lines: int) -> results.JobResult | None:
-    if job_dir is None or not job_dir.exists():
+def _read(job_dir: Path | None, status: JobStatus, tail_lines: int,
+          job_id: int | None) -> results.JobResult | None:
+    if job_dir is None or not job_dir.is_dir():
         return None
-    return results.read_result(job_dir, status.backend_id, job_dir / LOG_NAME, tail_lines)
+    # Every file is read without following links and with a time limit (build.hostile):
+    # the job directory belongs to the job.
+    ids = [str(job_id)] if job_id is not None else []
+    return results.read_result(job_dir, status.backend_id, None, tail_lines, job_ids=ids)
 
 
 def _result_json(res: results.JobResult) -> dict[str, object]:
@@ -107,6 +121,9 @@ class Reconciler:
         self._failures = 0
         #: Cancels already asked of the backend by this process (asked again after a restart).
         self._cancel_sent: set[str] = set()
+        #: Reads of job directories still going on, by job id (see _decide_all).
+        self._reads: dict[int, tuple[JobStatus, Future[Outcome | None]]] = {}
+        self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="reconciler-read")
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -163,15 +180,37 @@ class Reconciler:
 
     def _decide_all(self, active: list[ActiveJob], statuses: Mapping[str, JobStatus]
                     ) -> dict[int, tuple[JobStatus, Outcome]]:
+        """Each job's outcome, its directory read in a pool of readers.
+
+        Why a pool and a budget: reading a job directory (hashing a large artifact, a slow
+        file system) must not hold up the other jobs. A read not done within
+        READ_BUDGET_SECONDS keeps going and is collected by a later cycle (never started
+        twice); every single file read is bounded itself (build.hostile), so none runs for
+        ever.
+        """
         tail = self.config.reporting.log_tail_lines
-        outcomes: dict[int, tuple[JobStatus, Outcome]] = {}
         for job in active:
             status = statuses.get(job.backend_id)
-            if status is None:
+            if status is None or job.id in self._reads:
                 continue
-            outcome = decide(status, Path(job.job_dir) if job.job_dir else None, tail)
-            if outcome is not None and outcome.state is not job.state:
-                outcomes[job.id] = (status, outcome)
+            job_dir = Path(job.job_dir) if job.job_dir else None
+            future = self._readers.submit(decide, status, job_dir, tail, job.id)
+            self._reads[job.id] = (status, future)
+        wait([f for _, f in self._reads.values()], timeout=READ_BUDGET_SECONDS)
+        states = {job.id: job.state for job in active}
+        outcomes: dict[int, tuple[JobStatus, Outcome]] = {}
+        for job_id, (status, future) in list(self._reads.items()):
+            if not future.done():
+                _log.warning("job directory still being read", job_id=job_id)
+                continue
+            del self._reads[job_id]
+            try:
+                outcome = future.result()
+            except Exception:  # read again next cycle; the others go on
+                _log.exception("reading a job directory failed", job_id=job_id)
+                continue
+            if job_id in states and outcome is not None and outcome.state is not states[job_id]:
+                outcomes[job_id] = (status, outcome)
         return outcomes
 
     def _apply(self, outcomes: Mapping[int, tuple[JobStatus, Outcome]]) -> int:

@@ -17,7 +17,13 @@ from pathlib import Path
 from sqlalchemy import select
 
 from layerbot import clock, log
-from layerbot.backends.base import Backend, BackendUnavailable, SubmitError, SubmitRequest
+from layerbot.backends.base import (
+    OUTPUT_PATTERN,
+    Backend,
+    BackendUnavailable,
+    SubmitError,
+    SubmitRequest,
+)
 from layerbot.build import jobdir
 from layerbot.build.workspace import (
     FetchError,
@@ -43,6 +49,7 @@ _log = log.get("jobs")
 UNAVAILABLE_RETRY_SECONDS = 30.0
 
 #: The job's stdout and stderr, in its directory.
+#: The job's output before layerbot used EESSI's ``slurm-<ID>.out`` (kept for old jobs).
 LOG_NAME = "layerbot-job.log"
 
 
@@ -175,7 +182,8 @@ class Submitter:
         return SubmitRequest(job_id=job.id, instance=self.config.instance.name, job_dir=dest,
                              script=path, env=self._env(env), time_limit_seconds=limit,
                              options=options,
-                             log_file=dest / LOG_NAME)
+                             # EESSI's name: its check scripts read slurm-$SLURM_JOB_ID.out
+                             log_file=dest / OUTPUT_PATTERN)
 
     def _env(self, job_env: dict[str, str]) -> dict[str, str]:
         """Only allowlisted variables of the bot's own environment: never its secrets."""
