@@ -16,27 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from pathlib import Path
 
 from layerbot.build.identity import JobUser
+from layerbot.build.safe_remove import remove_tree
 
 #: Kept by the bot inside the job directory; never the job's.
 BOT_STATE_DIR = ".layerbot"
-
-
-def remove_tree(path: Path) -> None:
-    """Remove ``path`` without following any link (``rmtree`` with fd-based walking)."""
-    import shutil
-
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)  # fd-based (avoids symlink attacks) where os.fwalk is available
-    else:
-        path.unlink()
 
 
 def hand_over(job_dir: Path, user: JobUser) -> None:

@@ -52,8 +52,6 @@ import fcntl
 import hashlib
 import os
 import re
-import shutil
-import stat
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
@@ -65,7 +63,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from layerbot import log
-from layerbot.build import gitenv
+from layerbot.build import gitenv, safe_remove
 
 
 def _log() -> Any:
@@ -398,19 +396,9 @@ async def _file_lock(path: Path, *, exclusive: bool, poll: float = 0.05) -> Asyn
 
 
 def remove_tree(path: Path) -> None:
-    """Remove a tree even where a build left read-only directories behind."""
-
-    def make_writable(func: Callable[..., Any], target: str, _exc: Any) -> None:
-        parent = os.path.dirname(target)
-        with contextlib.suppress(OSError):
-            os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
-            os.chmod(target, os.stat(target, follow_symlinks=False).st_mode | stat.S_IWUSR)
-        func(target)
-
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path, onerror=make_writable)
+    """Remove a tree even where a build left read-only directories behind; never follows
+    a link (see build/safe_remove.py)."""
+    safe_remove.remove_tree(path)
 
 
 # ---------------------------------------------------------------------------- mirrors
