@@ -7,3 +7,5 @@ if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check uv
 fi
 uv sync --frozen --quiet
+# The unprivileged user PR jobs run as (a no-op unless root).
+scripts/jobuser.sh

@@ -182,6 +182,10 @@ class LocalBackend:
         if self.job_user is not None:
             hand_over(job_dir, self.job_user)
             state["run_as"] = asdict(self.job_user)
+            # The bot's HOME is not the job's (and not reachable by it): its own directory.
+            name = self.job_user.name
+            state["env"] = {**state["env"], "HOME": str(job_dir), "USER": name,
+                            "LOGNAME": name}
         state_file = state_file_for(job_dir)
         self._ensure_dirs()
         with locked(self._lock_file):
