@@ -65,6 +65,9 @@ def test_eessis_example_migrates_to_a_configuration_that_loads(
     assert cfg.reporting.chatlevel == "normal"
     assert cfg.deploy.policy == "once" and cfg.deploy.staging == "s3"
     assert cfg.deploy.s3.buckets == {"*": "eessi-staging"}
+    # EESSI's staging layout; empty prefixes: EESSI's legacy path, as its bot would use
+    assert cfg.deploy.layout == "eessi"
+    assert (cfg.deploy.artifact_prefix, cfg.deploy.metadata_prefix) == ("", "")
     assert cfg.build.site_config["local_tmp"] == "/tmp/$USER/EESSI"
     assert cfg.build.jobs_dir == Path(os.environ["HOME"]) / "jobs"
 
@@ -112,7 +115,8 @@ clone_git_repo_via = ssh
 bucket_name = {"eessi.io-2023.06-software": "eessi.io-staging-2023.06"}
 upload_policy = none
 endpoint_url = https://s3.example.org
-artefact_prefix = new/${github_repository}/${pull_request_number}
+artefact_prefix = {"eessi.io-2023.06-software": "new/${github_repository}/${pull_request_number}"}
+metadata_prefix = {"eessi.io-2023.06-software": "new/${github_repository}/${pull_request_number}"}
 [architecturetargets]
 node_type_map = {
     "cpu_zen2": {"os": "linux", "cpu_subdir": "x86_64/amd/zen2",
@@ -150,9 +154,21 @@ shiny = yes
     assert "--output: layerbot sets it itself" in text
     assert "--get-user-env: layerbot sets it itself" in text
     assert "[some_future_section] shiny = yes" in text
-    assert "${pull_request_number} is {pr}" in text
+    assert cfg.deploy.artifact_prefix == cfg.deploy.metadata_prefix == {
+        "eessi.io-2023.06-software": "new/${github_repository}/${pull_request_number}"}
     assert "[job_manager] scontrol_command" in text and "backend.slurm.clusters" in text
     assert "TODO: not defined in repos.cfg" in text
+
+
+def test_a_metadata_prefix_elsewhere_is_left_for_the_operator(tmp_path: Path) -> None:
+    migration = migrate("[deploycfg]\nartefact_prefix = a/${pull_request_number}\n"
+                        "metadata_prefix = meta/${pull_request_number}\n")
+    out = tmp_path / "x.toml"
+    out.write_text(migration.render())
+    cfg = config_mod.load(out)
+    assert cfg.deploy.artifact_prefix == "a/${pull_request_number}"
+    assert cfg.deploy.metadata_prefix == ""
+    assert "TODO: EESSI's metadata_prefix differs from artefact_prefix" in out.read_text()
 
 
 def test_slurm_params_in_the_forms_eessi_sites_write() -> None:

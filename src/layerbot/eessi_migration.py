@@ -474,9 +474,13 @@ def _deploycfg(ctx: _Context, section: str) -> None:
         "upload_policy": _policy, "deploy_permission": _deploy_permission,
         "no_deploy_permission_comment": _dropper(
             "layerbot's refusal says who may deploy (from access.deploy); no template"),
-        "metadata_prefix": _prefix, "artefact_prefix": _prefix, "signing": _signing,
+        "metadata_prefix": _seen, "artefact_prefix": _seen, "signing": _signing,
     })
-    ctx.m.table("[deploy]").set("staging", "s3", "EESSI stages to an S3 bucket")
+    deploy = ctx.m.table("[deploy]")
+    deploy.set("staging", "s3", "EESSI stages to an S3 bucket")
+    deploy.set("layout", "eessi", "names and metadata EESSI's automated ingestion reads "
+               "unchanged (<tarball>.meta.txt, .sig files)")
+    _prefixes(ctx, section)
 
 
 def _endpoint(ctx: _Context, section: str, key: str) -> None:
@@ -522,15 +526,33 @@ def _deploy_permission(ctx: _Context, section: str, key: str) -> None:
                                 "deploy_permission was empty: nobody may deploy, as in EESSI")
 
 
-def _prefix(ctx: _Context, section: str, key: str) -> None:
-    value = ctx.get(section, key)
-    if not value:
-        ctx.m.drop(section, key, "(empty)", "empty means EESSI's legacy layout; layerbot "
-                   "stages under deploy.artifact_prefix (see docs/migrating-from-eessi.md)")
-        return
-    ctx.m.drop(section, key, value, "layerbot's key template is deploy.artifact_prefix "
-               "({repo}, {pr}, {repo_target}, {target}); write the equivalent there "
-               "(${github_repository} is {repo}, ${pull_request_number} is {pr})")
+def _seen(ctx: _Context, section: str, key: str) -> None:
+    """Read as a pair by :func:`_prefixes`."""
+
+
+def _prefix_value(ctx: _Context, section: str, key: str) -> str | dict[str, str]:
+    text = ctx.get(section, key)
+    if text.startswith("{"):
+        return {str(k): str(v) for k, v in ctx.json(section, key).items()}
+    return text
+
+
+def _prefixes(ctx: _Context, section: str) -> None:
+    """artefact_prefix and metadata_prefix, in EESSI's own forms (a string or a map per
+    repository id, with ${github_repository}, ${pull_request_number}, ${legacy_aws_path}),
+    which deploy.artifact_prefix and deploy.metadata_prefix take as they are."""
+    deploy = ctx.m.table("[deploy]")
+    artefact = _prefix_value(ctx, section, "artefact_prefix")
+    metadata = _prefix_value(ctx, section, "metadata_prefix")
+    deploy.set("artifact_prefix", artefact, "EESSI's artefact_prefix" + (
+        "; empty: EESSI's legacy path (${legacy_aws_path})" if not artefact else ""))
+    if not metadata or metadata == artefact:
+        deploy.set("metadata_prefix", metadata, "EESSI's metadata_prefix: the metadata sits "
+                   "beside each tarball")
+    else:
+        deploy.off("metadata_prefix", metadata, "TODO: EESSI's metadata_prefix differs from "
+                   "artefact_prefix; its ingestion only reads <tarball>.meta.txt beside the "
+                   "tarball, so layerbot requires it empty or the same")
 
 
 def _signing(ctx: _Context, section: str, key: str) -> None:
