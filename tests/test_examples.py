@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -33,6 +34,8 @@ def test_the_software_layer_example_builds_its_tarball(tmp_path: Path) -> None:
     (artifact,) = job["artifacts"]
     assert artifact["name"].startswith("hello-1.0-") and artifact["size"] > 0
     tarballs = list((tmp_path / "data" / "jobs").rglob(artifact["name"]))
+    # The digest a deploy signs, so a script can check the file before it is staged.
+    assert artifact["sha256"] == hashlib.sha256(tarballs[0].read_bytes()).hexdigest()
     with tarfile.open(tarballs[0]) as tar:
         assert "software/bin/hello" in tar.getnames()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from sqlalchemy import select
 
 from layerbot import clock
 from layerbot.backends import make_backend
@@ -31,7 +33,7 @@ from layerbot.jobs.reconciler import Reconciler
 from layerbot.jobs.submitter import Submitter
 from layerbot.store import jobs as jobstore
 from layerbot.store.db import Store
-from layerbot.store.models import Build
+from layerbot.store.models import Artifact, Build
 
 
 class RunError(Exception):
@@ -157,7 +159,22 @@ async def execute(config: Config, options: RunOptions, console: Console,
             await asyncio.sleep(options.poll_seconds)
 
 
-def as_json(build: Build, job_rows: list[report.JobRow]) -> str:
+def artifact_digests(config: Config, build_id: int) -> dict[tuple[int, str], str]:
+    """(job id, artifact name) -> sha256 of what the job reported, as recorded in the store:
+    the same digest the deploy signs, so a script can check a tarball before staging it."""
+    store = Store(config.store_url)
+    with store.read() as session:
+        jobs = jobstore.jobs_of_build(session, build_id)
+        found = session.execute(
+            select(Artifact.job_id, Artifact.name, Artifact.sha256)
+            .where(Artifact.job_id.in_([j.id for j in jobs]))
+        ).all()
+    return {(job_id, name): sha256 for job_id, name, sha256 in found}
+
+
+def as_json(build: Build, job_rows: list[report.JobRow],
+            digests: Mapping[tuple[int, str], str] | None = None) -> str:
+    digests = digests or {}
     out: dict[str, Any] = {
         "build": build.id, "repo": build.repo, "head_sha": build.head_sha,
         "base_ref": build.base_ref,
@@ -165,7 +182,8 @@ def as_json(build: Build, job_rows: list[report.JobRow]) -> str:
         "jobs": [{"id": r.id, "target": r.target, "repo_target": r.repo_target,
                   "state": r.state.value, "reason": r.reason, "summary": r.summary,
                   "backend_id": r.backend_id,
-                  "artifacts": [{"name": n, "size": s} for n, s in r.artifacts],
+                  "artifacts": [{"name": n, "size": s, "sha256": digests.get((r.id, n))}
+                                for n, s in r.artifacts],
                   "started_at": r.started_at.isoformat() if r.started_at else None,
                   "ended_at": r.ended_at.isoformat() if r.ended_at else None}
                  for r in job_rows],
