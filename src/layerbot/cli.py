@@ -212,7 +212,7 @@ def run(
         err.print(f"[red]layerbot run: {exc}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if as_json:
-        print(runner.as_json(build, rows))
+        print(runner.as_json(build, rows, runner.artifact_digests(cfg, build.id)))
     else:
         console.print(runner.text_report(cfg, build, rows), highlight=False, markup=False)
     raise typer.Exit(0 if all(r.state is JobState.SUCCEEDED for r in rows) else 1)
