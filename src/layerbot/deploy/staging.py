@@ -14,6 +14,9 @@ sees a half-staged artifact (``<key>.meta.json`` is the marker and comes last):
     <key>.meta.json.sig   the metadata's signature
     <key>.meta.json       the metadata (EESSI's fields + layerbot's)
 
+(with ``deploy.layout = "eessi"``: ``.meta.txt`` in place of ``.meta.json``, the names
+EESSI's automated ingestion reads; see ``layout``).
+
 S3 uploads above a threshold go multipart, several parts at a time. The upload id and the
 ETags of finished parts are kept in a small JSON file in a caller-given state directory, so
 an upload cut by a crash, a restart or a dead server resumes (``list_parts``) instead of
