@@ -14,7 +14,39 @@ async def run_checks(config: Config) -> list[Check]:
     checks = [_check_config(config), await _check_database(config), _check_data_dir(config)]
     checks.extend(await _check_github(config))
     checks.extend(await _check_backend(config))
+    checks.extend(_check_file_exposure(config))
     return checks
+
+
+def _check_file_exposure(config: Config) -> list[Check]:
+    """Each bot file the job user could read or write, named with its remedy."""
+    from layerbot.build.identity import IsolationRefused, resolve
+    from layerbot.file_exposure import exposure, remedy
+
+    try:
+        user = resolve(config.build.run_as, config.build.allow_unisolated)
+    except IsolationRefused as exc:
+        return [Check("job isolation", False, str(exc), "see docs/security.md")]
+    if user is None:
+        return [Check("job isolation", False, "jobs run as the bot's own user "
+                      "(build.allow_unisolated)", "run the bot as root or see docs/security.md")]
+    gh, web = config.github, config.web
+    files = [(config.source, "configuration"), (gh.private_key_file, "App private key"),
+             (gh.webhook_secret_file, "webhook secret"),
+             (web.session_secret_file, "session secret"),
+             (web.oauth_client_secret_file, "OAuth client secret"),
+             (config.deploy.signing_key_file, "deploy signing key")]
+    url = config.store_url
+    if url.startswith("sqlite:///"):
+        files.append((Path(url[len("sqlite:///"):]), "database"))
+    found = [e for path, what in files if path is not None
+             if (e := exposure(Path(path), what, user)) is not None]
+    if (e := exposure(config.instance.data_dir, "data directory", user, directory=True)):
+        found.append(e)
+    checks = [Check(f"{e.what} closed to {user.name}", False,
+                    f"{e.path}: the job user can {e.access} it", remedy(e)) for e in found]
+    return checks or [Check("job isolation", True, f"jobs run as {user.name}; the bot's "
+                            "files are closed to it")]
 
 
 def _check_config(config: Config) -> Check:
