@@ -583,7 +583,8 @@ def test_bot_environment_and_home_config_never_reach_git(
     home = tmp_path / "home"
     home.mkdir()
     (home / ".gitconfig").write_text(f'[filter "x"]\n\tsmudge = touch {marker}; cat\n')
-    head = origin.open_pr(1, {".gitattributes": "a* filter=x\nb* filter=y\n", "a": "1\n", "b": "2\n"})
+    attributes = "a* filter=x\nb* filter=y\n"
+    head = origin.open_pr(1, {".gitattributes": attributes, "a": "1\n", "b": "2\n"})
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("GIT_CONFIG_PARAMETERS", f"'filter.y.smudge=touch {marker}; cat'")
     monkeypatch.setenv("GIT_DIR", str(tmp_path / "elsewhere"))
