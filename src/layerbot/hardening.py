@@ -12,7 +12,6 @@ child is started (``cli.load_config``) and again in the worker process.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 from layerbot.config import (
@@ -38,11 +37,9 @@ def scrub_secret_env() -> list[str]:
 
 def make_undumpable() -> bool:
     """``prctl(PR_SET_DUMPABLE, 0)``; False where the call is not available (not Linux)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
+        # The C library the interpreter already uses (find_library would spawn ldconfig).
+        libc = ctypes.CDLL(None, use_errno=True)
         return bool(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
