@@ -241,7 +241,7 @@ def adversary(tmp_path_factory: pytest.TempPathFactory,
     config.chmod(0o600)
     bot_dir.chmod(0o711)
     bot = BotProcess(config, port, env={"LAYERBOT_SESSION_SECRET": ENV_SESSION_SECRET})
-    bot.start()
+    bot.start(timeout=90)  # a loaded CI machine can take long to start Python
     adv = Adversary(fake, origin, bot, root=tmp)
     adv.secrets = [private, SECRET, ENV_SESSION_SECRET,
                    (bot_dir / "session-secret").read_text(),
