@@ -21,6 +21,14 @@ if TYPE_CHECKING:
 #: Commands of other modules (each has ``register(app)``), imported only when one of them
 #: runs. ``summary`` is the line `layerbot --help` shows: the first line of its docstring.
 LAZY_COMMANDS: tuple[LazyCommand, ...] = (
+    LazyCommand("serve", "layerbot.cli", "Run the bot: webhook receiver, workers, sender, "
+                "and (with a backend) jobs."),
+    LazyCommand("doctor", "layerbot.cli", "Check the configuration and reach every "
+                "configured part; exit 1 if any fails."),
+    LazyCommand("replay", "layerbot.cli",
+                "Handle a stored delivery again (e.g. one kept as failed)."),
+    LazyCommand("run", "layerbot.cli", "Build like the bot would for a PR, without GitHub; "
+                "exit 0 only if every job succeeded."),
     LazyCommand("ingest", "layerbot.cli_deploy",
                 "Ingest staged artifacts into the repository (run on the repository server)."),
     LazyCommand("deploy-status", "layerbot.cli_deploy",
@@ -51,6 +59,20 @@ app = typer.Typer(cls=_Commands, no_args_is_help=True, add_completion=False,
                   help="layerbot: builds and deploys scientific software from pull requests.")
 console = LazyConsole()
 err = LazyConsole(stderr=True)
+#: This module's own commands but `version`: typer turns each parameter into a pydantic
+#: adapter when it builds a command, so they too are built only when one of them runs.
+commands = typer.Typer()
+
+
+def register(target: typer.Typer) -> None:
+    """Add ``commands`` (serve, doctor, replay, run) to ``target``; see ``LAZY_COMMANDS``."""
+    target.add_typer(commands)
+
+
+@app.callback()
+def _root() -> None:
+    # Makes `app` a group even though `version` is its only command built up front.
+    pass
 
 ConfigOption = Annotated[
     Path | None,
@@ -98,7 +120,7 @@ def version() -> None:
     typer.echo(__version__)  # a plain line: rich would cost more than the whole command
 
 
-@app.command()
+@commands.command()
 def serve(config: ConfigOption = None,
           host: Annotated[str | None, typer.Option(help="override server.host")] = None,
           port: Annotated[int | None, typer.Option(help="override server.port")] = None) -> None:
@@ -141,7 +163,7 @@ def serve(config: ConfigOption = None,
                 log_level="warning", access_log=False, timeout_graceful_shutdown=5)
 
 
-@app.command()
+@commands.command()
 def doctor(config: ConfigOption = None) -> None:
     """Check the configuration and reach every configured part; exit 1 if any fails."""
     import asyncio
@@ -162,7 +184,7 @@ def doctor(config: ConfigOption = None) -> None:
     raise typer.Exit(0 if all(c.ok for c in checks) else 1)
 
 
-@app.command()
+@commands.command()
 def replay(delivery_id: str, config: ConfigOption = None) -> None:
     """Handle a stored delivery again (e.g. one kept as failed)."""
     from layerbot import clock
@@ -180,7 +202,7 @@ def replay(delivery_id: str, config: ConfigOption = None) -> None:
     console.print(f"delivery {delivery_id} queued again; a running `layerbot serve` handles it")
 
 
-@app.command()
+@commands.command()
 def run(
     repo: Annotated[str, typer.Argument(help="a git directory, a plain directory, or a git URL")],
     pr: Annotated[int | None, typer.Option("--pr", help="build refs/pull/N/head")] = None,

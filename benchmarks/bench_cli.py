@@ -1,0 +1,87 @@
+"""Benchmark: how long `layerbot` commands take to start, beside `python -c pass`.
+
+Run: ``uv run python benchmarks/bench_cli.py [--runs N]``.
+
+Each command runs N times as a fresh process through the installed entry point
+(``.venv/bin/layerbot``, what a user types), after one unmeasured warm-up run that fills
+the page cache. Reported per command: the median wall time and the median CPU time
+(user + system of the child, from ``wait4``). On a machine shared with other work the wall
+time is the figure a user sees but it moves with the load; the CPU time moves much less, so
+both are printed, as is the load average. ``jobs`` runs on an empty local SQLite store made
+for the run (``--json``: no table drawing), so it measures start-up, config and the store,
+not a large query.
+
+Prints plain ``key=value`` lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Timing:
+    wall_ms: float
+    cpu_ms: float
+
+
+def _once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    start = time.perf_counter()
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    stderr = child.stderr.read() if child.stderr else b""
+    if child.stderr:
+        child.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {stderr.decode(errors='replace')[-500:]}")
+    return wall * 1000, (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def measure(argv: list[str], runs: int, env: dict[str, str]) -> Timing:
+    _once(argv, env)  # warm-up: page cache, .pyc files
+    samples = [_once(argv, env) for _ in range(runs)]
+    return Timing(statistics.median(s[0] for s in samples),
+                  statistics.median(s[1] for s in samples))
+
+
+def _entry_point() -> str:
+    beside = Path(sys.executable).with_name("layerbot")
+    found = str(beside) if beside.exists() else shutil.which("layerbot")
+    if not found:
+        raise SystemExit("no `layerbot` entry point; run `uv sync` first")
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    args = parser.parse_args()
+    layerbot = _entry_point()
+    with tempfile.TemporaryDirectory(prefix="layerbot-bench-cli-") as tmp:
+        config = Path(tmp) / "layerbot.toml"
+        config.write_text(f'[store]\nurl = "sqlite:///{Path(tmp) / "bot.db"}"\n')
+        env = {**os.environ, "LAYERBOT_CONFIG": str(config)}
+        cases = {
+            "python_pass": [sys.executable, "-c", "pass"],
+            "help": [layerbot, "--help"],
+            "version": [layerbot, "version"],
+            "jobs": [layerbot, "jobs", "--json"],
+        }
+        print(f"runs={args.runs} loadavg={os.getloadavg()[0]:.2f} cpus={os.cpu_count()}")
+        for name, argv in cases.items():
+            t = measure(argv, args.runs, env)
+            print(f"{name}_wall_ms={t.wall_ms:.0f} {name}_cpu_ms={t.cpu_ms:.0f}")
+
+
+if __name__ == "__main__":
+    main()
