@@ -181,3 +181,14 @@ def test_reserved_names_committed_by_a_pr_are_removed(job: Path, secret: Path) -
                        "slurm-1.out"]
     assert sorted(p.name for p in job.iterdir()) == ["README.md"]
     assert secret.exists() and secret.parent.is_dir()  # links removed, not followed
+
+
+def test_job_json_replaced_by_a_fifo_does_not_block_archiving(job: Path, tmp_path: Path) -> None:
+    from layerbot.build.jobdir import archive
+
+    (job / "cfg").mkdir()
+    os.mkfifo(job / "cfg" / "job.json")
+    started = time.monotonic()
+    target = archive(job, tmp_path / "archive")
+    assert target.is_file() and not job.exists()
+    assert time.monotonic() - started < 5

@@ -45,6 +45,7 @@ from layerbot.backends.base import (
     SubmitError,
     SubmitRequest,
 )
+from layerbot.build import hostile
 from layerbot.config import NodeType, SlurmBackendConfig
 
 _log = log.get("slurm")
@@ -572,12 +573,13 @@ def _maybe_oom(status: JobStatus) -> bool:
 
 
 def _log_says_oom(path: Path) -> bool:
+    """The job's output is the job's: read without following links, never blocking on a
+    FIFO, time-limited (build.hostile)."""
     try:
-        with path.open("rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - LOG_PROBE_BYTES))
-            return sp.OOM_LOG_LINE.encode() in f.read()
-    except OSError:
+        end = hostile.tail_bytes(path.parent, path.name, 1 << 30, max_bytes=LOG_PROBE_BYTES)
+    except hostile.Refused:
         return False
+    return sp.OOM_LOG_LINE.encode() in end
 
 
 def _user_name(uid: int) -> str | None:

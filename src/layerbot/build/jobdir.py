@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from layerbot.build import hostile
 from layerbot.build.workspace import Prepared, remove_tree
 from layerbot.core.facts import JobFacts
 
@@ -461,8 +462,15 @@ def _copy_site_dir(src: Path, cfg_dir: Path, job_dir: Path, overwritten: list[st
 
 
 def read_job_json(job_dir: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((Path(job_dir) / JOB_JSON).read_text())
+    """cfg/job.json as the bot wrote it; read as a hostile file, since the job may have
+    replaced it (or ``cfg/``) with a symlink or a FIFO (:class:`hostile.Refused` then)."""
+    raw = hostile.read_bytes(Path(job_dir), JOB_JSON, MAX_JOB_JSON_BYTES)
+    data: dict[str, Any] = json.loads(raw)
     return data
+
+
+#: cfg/job.json is a few kilobytes.
+MAX_JOB_JSON_BYTES = 1024 * 1024
 
 
 def read_facts(job_dir: Path) -> JobFacts:
@@ -513,7 +521,7 @@ def archive(job_dir: Path, archive_root: Path) -> Path:
 def _archive_path(job_dir: Path, archive_root: Path) -> Path:
     try:
         repo = str(read_job_json(job_dir)["repo"])
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, hostile.Refused):  # the job changed cfg/job.json
         repo = f"{job_dir.parent.parent.parent.name}/{job_dir.parent.parent.name}"
     owner, _, name = repo.partition("/")
     parts = [p if _NAME.match(p) and p not in (".", "..") else "unknown" for p in (owner, name)]
