@@ -116,6 +116,21 @@ def test_a_person_who_cannot_read_the_repository_sees_only_public_ones(env: Env)
     _assert_hidden(env, client)
 
 
+def test_acting_on_a_private_job_without_read_access_is_as_if_it_did_not_exist(
+        env: Env, fake_github: FakeGitHub) -> None:
+    # eve could cancel in the policy's eyes if she could see the repository: she cannot.
+    fake_github.set_permission("octo-org", "secret-stack", "eve", "none")
+    client, csrf = env.web.client("eve")
+    for verb in ("redo", "cancel", "deploy"):
+        answer = client.post(f"/api/jobs/{env.private_job}/{verb}",
+                             headers={"X-CSRF-Token": csrf})
+        nowhere = client.post(f"/api/jobs/999999/{verb}", headers={"X-CSRF-Token": csrf})
+        assert answer.status_code == nowhere.status_code == 404, answer.text
+        assert answer.json()["detail"] == f"there is no job {env.private_job}"
+    form = client.post(f"/jobs/{env.private_job}/cancel", data={"csrf": csrf})
+    assert form.status_code == 404 and MARKER not in form.text
+
+
 def test_a_token_without_read_private_sees_only_public_ones(env: Env) -> None:
     _, secret = create_token(env.web.store, "ci", ["build"], "ops", clock.now())
     client, _ = env.web.client(token=secret)

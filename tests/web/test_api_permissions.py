@@ -20,6 +20,7 @@ from layerbot import clock
 from layerbot.core.jobs import JobState
 from layerbot.jobs.planner import BuildRequest, planned_from_job, record_build
 from layerbot.store import jobs as jobstore
+from layerbot.store import repos
 from layerbot.store.models import Artifact, Instance, Job
 from layerbot.web.auth import create_token
 from tests.support.fakegithub import FakeGitHub
@@ -67,6 +68,9 @@ def setup(web_factory: Any, fake_github: FakeGitHub, github_app_key: tuple[str, 
                        sha256="0" * 64))
         s.add(Instance(name=INSTANCE, version="0", backend="local", started_at=now,
                        heartbeat_at=now, paused=False))
+        # What the repository's events told the bot: it is public (private ones are in
+        # tests/adversarial/test_private_repos.py).
+        repos.record(s, REPO, False, DEFAULT_INSTALLATION_ID, now)
         s.flush()
         ids = failed.id, running.id, succeeded.id
     return Setup(web, *ids)

@@ -219,6 +219,7 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
         """Build the job's target again, at the same commit or at the PR's current head
         (needs the ``build`` permission)."""
         repo, installation = await asyncio.to_thread(control.job_scope, store, job_id)
+        await auth.must_see(principal, repo, f"there is no job {job_id}")
         await auth.authorize(principal, "build", repo, installation)
         return await controller.redo(job_id, principal.login, (body or RedoIn()).at)
 
@@ -227,6 +228,7 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
     async def cancel(principal: Actor, job_id: JobId) -> control.ActionResult:
         """Cancel a waiting or running job (needs the ``cancel`` permission)."""
         repo, installation = await asyncio.to_thread(control.job_scope, store, job_id)
+        await auth.must_see(principal, repo, f"there is no job {job_id}")
         await auth.authorize(principal, "cancel", repo, installation)
         return await controller.cancel(job_id, principal.login)
 
@@ -238,6 +240,7 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
         ``force_deploy``)."""
         force = (body or DeployIn()).force
         repo, installation = await asyncio.to_thread(control.job_scope, store, job_id)
+        await auth.must_see(principal, repo, f"there is no job {job_id}")
         await auth.authorize(principal, "force_deploy" if force else "deploy", repo,
                              installation)
         return await controller.deploy(job_id, principal.login, force)

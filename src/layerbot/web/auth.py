@@ -264,6 +264,14 @@ class Auth:
                 allowed.add(repo)
         return frozenset(allowed)
 
+    async def must_see(self, who: Principal, repo: str, missing: str) -> None:
+        """Acting on a job of a repository one cannot read answers as for a job that does
+        not exist (404 with ``missing``), before any permission is looked up: a 403 would
+        tell that the private repository has this job."""
+        visible = await self.readable(who)
+        if visible is not None and repo not in visible:
+            raise AuthError(404, missing)
+
     async def _can_read(self, login: str, repo: str, installation: int | None) -> bool:
         try:
             permission = await self.access.permission(repo, login, installation)

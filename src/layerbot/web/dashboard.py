@@ -232,6 +232,7 @@ def dashboard_router(controller: Controller, auth: Auth,
         if isinstance(scoped, list):  # instance-wide: the configured repositories
             await auth.authorize_instance(who, action, scoped)
         else:
+            await auth.must_see(who, scoped[0], f"there is no job {scope[-1]}")
             await auth.authorize(who, action, *scoped)
         result = await do(who)
         response = RedirectResponse(goto(result) if goto else back, 303)
