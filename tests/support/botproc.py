@@ -114,7 +114,7 @@ class BotProcess:
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20) -> BotProcess:
+    def start(self, timeout: float = 60) -> BotProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "layerbot", "serve", "--config", str(self.config)],
