@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ class Env:
     def __init__(self, tmp: Path, fake: FakeGitHub, origin: Origin, s3: S3Server,
                  bucket: S3Staging, private_key: str, signers: Path, key: Path) -> None:
         self.tmp = tmp
+        self._label_changes = 0
         self.fake = fake
         self.origin = origin
         self.s3 = s3
@@ -141,8 +143,13 @@ class Env:
               bot: BotProcess | None = None) -> None:
         head = self.fake.pull(OWNER, NAME, number).head_sha
         assert head is not None
+        # GitHub stamps each label change with its own time; two changes in one second
+        # would look like a replayed body (the event's identity includes updated_at).
+        self._label_changes += 1
+        stamp = (datetime.now(UTC) + timedelta(seconds=self._label_changes)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ")
         self.send("pull_request", pull_request_event(action, number, head, label="bot:deploy",
-                                                     sender=login), bot)
+                                                     sender=login, updated_at=stamp), bot)
 
     def pr(self, number: int, **kwargs: Any) -> str:
         sha = self.origin.open_pr(number, **kwargs)

@@ -100,6 +100,9 @@ def write_config(
             data[key] = value
     path = directory / "layerbot.toml"
     path.write_text(to_toml(data))
+    # As a site must (doctor checks it): the job user may read none of the bot's files.
+    for secret in (path, directory / "app.pem", directory / "secret"):
+        secret.chmod(0o600)
     return path
 
 
