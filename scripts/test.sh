@@ -8,6 +8,7 @@ scripts/postgres.sh start
 scripts/s3.sh start
 scripts/slurm.sh install
 scripts/slurm.sh start
+scripts/sudo-bot.sh  # a stand-in bot account that is not root, for the sudo tests
 scripts/easybuild.sh
 command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 mkdir -p test-artifacts

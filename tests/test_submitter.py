@@ -28,6 +28,7 @@ class DownThenUpBackend:
     """A batch system that is down for the first ``down`` calls (a port double)."""
 
     name = "test"
+    job_user = None
 
     def __init__(self, down: int) -> None:
         self.down = down
@@ -47,7 +48,7 @@ class DownThenUpBackend:
     async def release(self, backend_ids: Sequence[str]) -> None:
         return None
 
-    async def find(self, job_id: int, instance: str) -> str | None:
+    async def find(self, job_id: int, instance: str, job_dir: Path) -> str | None:
         self._ask()
         return None
 

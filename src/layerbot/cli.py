@@ -101,13 +101,12 @@ def load_config(path: Path | None) -> config_mod.Config:
 
 
 def _refuse_unisolated(cfg: config_mod.Config) -> None:
-    """PR job scripts never run as the bot's own user unless the operator allowed it."""
-    if cfg.backend.kind != "local":
-        return
+    """PR job scripts never run as the bot's own user (on any backend) unless the operator
+    allowed it."""
     from layerbot.build.identity import IsolationRefused, resolve
 
     try:
-        resolve(cfg.build.run_as, cfg.build.allow_unisolated)
+        resolve(cfg.build.run_as, cfg.build.allow_unisolated, backend=cfg.backend.kind)
     except IsolationRefused as exc:
         err.print(f"refusing to run PR job scripts: {exc}", style="red", markup=False,
                   highlight=False, soft_wrap=True)

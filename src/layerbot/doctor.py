@@ -24,7 +24,8 @@ def _check_file_exposure(config: Config) -> list[Check]:
     from layerbot.file_exposure import exposure, remedy
 
     try:
-        user = resolve(config.build.run_as, config.build.allow_unisolated)
+        user = resolve(config.build.run_as, config.build.allow_unisolated,
+                       backend=config.backend.kind)
     except IsolationRefused as exc:
         return [Check("job isolation", False, str(exc), "see docs/security.md")]
     if user is None:

@@ -462,9 +462,11 @@ def test_job_survives_a_killed_bot_and_a_new_instance_finds_it(
     local = backend(state_dir)  # "after the restart"
 
     async def scenario() -> JobStatus:
-        assert await local.find(70, "restart") == backend_id
-        assert await local.find(70, "other-instance") is None
-        assert await local.find(71, "restart") is None
+        assert await local.find(70, "restart", job_dir) == backend_id
+        assert await local.find(70, "other-instance", job_dir) is None
+        assert await local.find(71, "restart", job_dir) is None
+        # Only the directory the bot asks about is proof: not an earlier one of this job.
+        assert await local.find(70, "restart", job_dir.parent / "job-70-elsewhere") is None
         await wait_for(local, backend_id, BackendState.RUNNING)
         (job_dir / "release").touch()
         return await wait_for(local, backend_id, *ENDED)

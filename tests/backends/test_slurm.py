@@ -22,6 +22,7 @@ from layerbot.backends.base import (
     SubmitRequest,
 )
 from layerbot.backends.slurm import SlurmBackend
+from layerbot.build.identity import DEDICATED_USER, lookup
 from layerbot.config import NodeType, SlurmBackendConfig
 from tests.backends.conftest import SlurmCluster
 
@@ -40,6 +41,9 @@ NODE_TYPES = [
 ]
 
 
+JOB_USER = lookup(DEDICATED_USER)  # scripts/jobuser.sh, run by bootstrap
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
@@ -53,7 +57,9 @@ def instance(slurm: SlurmCluster) -> Iterator[str]:
 
 
 def backend(**config: Any) -> SlurmBackend:
-    return SlurmBackend(SlurmBackendConfig(**config), NODE_TYPES, unavailable_wait_seconds=5)
+    """As the bot runs here: root, submitting as the dedicated job user."""
+    return SlurmBackend(SlurmBackendConfig(**config), NODE_TYPES, unavailable_wait_seconds=5,
+                        job_user=JOB_USER)
 
 
 def job(root: Path, instance: str, job_id: int, body: str, *,
@@ -92,13 +98,14 @@ def test_held_job_is_found_released_and_completes_with_accounting(
     async def main() -> None:
         b = backend()
         req = job(tmp_path, instance, 1, "echo built; sleep 3\n")
-        assert await b.find(1, instance) is None
+        assert await b.find(1, instance, req.job_dir) is None
         backend_id = await b.submit(req)
         assert backend_id.endswith("/1") and backend_id.split("/")[0].isdigit()
         held = (await b.poll([backend_id]))[backend_id]
         assert held.state is BackendState.PENDING and held.reason == "JobHeldUser"
-        assert await b.find(1, instance) == backend_id  # a restarted bot would not resubmit
-        assert await backend().find(1, instance) == backend_id
+        # a restarted bot would not resubmit
+        assert await b.find(1, instance, req.job_dir) == backend_id
+        assert await backend().find(1, instance, req.job_dir) == backend_id
         await b.release([backend_id])
         done = await wait_for(b, backend_id, *FINAL)
         assert done.state is BackendState.COMPLETED and done.exit_code == 0
@@ -107,7 +114,7 @@ def test_held_job_is_found_released_and_completes_with_accounting(
         assert done.max_rss_bytes and done.max_rss_bytes > 0  # sampled every 2 s here
         assert "built" in (req.job_dir / "job.log").read_text()
         # still found once ended (a crash after submit, noticed late)
-        assert await b.find(1, instance) == backend_id
+        assert await b.find(1, instance, req.job_dir) == backend_id
 
     run(main())
     info = slurm.tagged(instance)[0]
@@ -199,7 +206,8 @@ def test_failure_memory_kill_and_cancel_each_get_their_state(
         await b.cancel(sleeper)
         cancelled = await wait_for(b, sleeper, *FINAL)
         assert cancelled.state is BackendState.CANCELLED
-        assert cancelled.reason == "by root, uid 0"
+        assert JOB_USER is not None  # cancelled as the job user, like every change to a job
+        assert cancelled.reason == f"by {JOB_USER.name}, uid {JOB_USER.uid}"
 
     run(main())
 
@@ -245,9 +253,10 @@ def test_sbatch_refusals_carry_slurms_own_message(tmp_path: Path, instance: str)
 def test_with_clusters_every_command_names_them(tmp_path: Path, instance: str) -> None:
     async def main() -> None:
         b = backend(clusters=["layerbot"])  # the only cluster here; -M all the same
-        backend_id = await b.submit(job(tmp_path, instance, 12, "true\n"))
+        req = job(tmp_path, instance, 12, "true\n")
+        backend_id = await b.submit(req)
         assert backend_id.endswith(";layerbot/12")
-        assert await b.find(12, instance) == backend_id
+        assert await b.find(12, instance, req.job_dir) == backend_id
         await b.release([backend_id])
         assert (await wait_for(b, backend_id, *FINAL)).state is BackendState.COMPLETED
         other = await b.submit(job(tmp_path, instance, 13, "true\n"))
@@ -326,8 +335,10 @@ def test_slurmctld_killed_then_started_again(tmp_path: Path, instance: str,
         # Killed before it saved its state, slurmctld would lose the job.
         await asyncio.to_thread(slurm.wait_saved, submitted)
         slurm.kill_ctld()
-        impatient = SlurmBackend(SlurmBackendConfig(), unavailable_wait_seconds=0.5)
-        patient = SlurmBackend(SlurmBackendConfig(), unavailable_wait_seconds=120)
+        impatient = SlurmBackend(SlurmBackendConfig(), unavailable_wait_seconds=0.5,
+                                 job_user=JOB_USER)
+        patient = SlurmBackend(SlurmBackendConfig(), unavailable_wait_seconds=120,
+                               job_user=JOB_USER)
         try:
             waiting = asyncio.create_task(patient.submit(job(tmp_path, instance, 32, "true\n")))
             outcomes: tuple[Any, ...] = await asyncio.gather(

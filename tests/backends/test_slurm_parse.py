@@ -7,6 +7,7 @@ the job was made.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -249,15 +250,49 @@ def test_squeue_json_of_later_versions_is_tolerated() -> None:
 
 
 def test_squeue_by_name_gives_tagged_jobs() -> None:
-    # SLURM_TIME_FORMAT=%s squeue [-M layerbot] -t all --name=... -o "%i|%j|%V|%k"
-    text = ("CLUSTER: layerbot\nJOBID|NAME|SUBMIT_TIME|COMMENT\n"
-            "71|layerbot-try-1001|1795792614|layerbot:try:1001\n"
-            "73|layerbot-cap-1|1795792623|layerbot:cap:1\n")
+    # SLURM_TIME_FORMAT=%s squeue [-M layerbot] -t all --name=... --user=... -o
+    # "%i|%j|%V|%u|%Z|%k"
+    text = ("CLUSTER: layerbot\nJOBID|NAME|SUBMIT_TIME|USER|WORK_DIR|COMMENT\n"
+            "71|layerbot-try-1001|1795792614|layerbot-job|/d/job-1001-ab|layerbot:try:1001\n"
+            "73|layerbot-cap-1|1795792623|layerbot-job|/d/job-1-cd|layerbot:cap:1\n")
     assert sp.parse_squeue_tagged(text) == [
-        sp.TaggedJob("71", "layerbot", "layerbot-try-1001", "layerbot:try:1001", 1795792614),
-        sp.TaggedJob("73", "layerbot", "layerbot-cap-1", "layerbot:cap:1", 1795792623)]
-    plain = "JOBID|NAME|SUBMIT_TIME|COMMENT\n34|wrap|1795791325|(null)\n"
-    assert sp.parse_squeue_tagged(plain) == [sp.TaggedJob("34", None, "wrap", "", 1795791325)]
+        sp.TaggedJob("71", "layerbot", "layerbot-try-1001", "layerbot:try:1001", 1795792614,
+                     "layerbot-job", "/d/job-1001-ab"),
+        sp.TaggedJob("73", "layerbot", "layerbot-cap-1", "layerbot:cap:1", 1795792623,
+                     "layerbot-job", "/d/job-1-cd")]
+    plain = "JOBID|NAME|SUBMIT_TIME|USER|WORK_DIR|COMMENT\n34|wrap|1795791325|root|/tmp|(null)\n"
+    assert sp.parse_squeue_tagged(plain) == [
+        sp.TaggedJob("34", None, "wrap", "", 1795791325, "root", "/tmp")]
+
+
+def test_sacct_by_name_gives_tagged_jobs_without_steps() -> None:
+    # SLURM_TIME_FORMAT=%s sacct -P -n -X -D --name=... --user=... -o <SACCT_TAG_FIELDS>
+    text = ("161|layerbot|layerbot-e2e-11|1796408752|layerbot-job|/d/job-11-ab|COMPLETED|"
+            "layerbot:e2e:11\n161.batch|layerbot|batch|1796408752||/d|COMPLETED|\n"
+            "163|layerbot|probe|1796409791|root|/tmp|CANCELLED by 0|\n")
+    assert sp.parse_sacct_tagged(text) == [
+        sp.TaggedJob("161", "layerbot", "layerbot-e2e-11", "layerbot:e2e:11", 1796408752,
+                     "layerbot-job", "/d/job-11-ab", "COMPLETED"),
+        sp.TaggedJob("163", "layerbot", "probe", "", 1796409791, "root", "/tmp",
+                     "CANCELLED by 0")]
+
+
+@pytest.mark.parametrize(("change", "proves"), [
+    ({}, True),
+    ({"comment": ""}, True),  # a site that keeps no comments in accounting
+    ({"user": "mallory"}, False),  # another user chose our name and comment
+    ({"work_dir": "/d/job-7-other"}, False),  # the job user, but not in our directory
+    ({"work_dir": "/d/job-7-ab/sub"}, False),
+    ({"name": "layerbot-i-70"}, False),
+    ({"comment": "layerbot:i:70"}, False),
+    # a "|" in the working directory shifts the comment: never a match
+    ({"work_dir": "/d/job-7-ab", "comment": "layerbot:i:7|x"}, False),
+])
+def test_a_job_is_adopted_only_with_proof(change: dict[str, str], proves: bool) -> None:
+    job = sp.TaggedJob("5", None, "layerbot-i-7", "layerbot:i:7", 1, "layerbot-job",
+                       "/d/job-7-ab")
+    job = dataclasses.replace(job, **change)  # type: ignore[arg-type]
+    assert sp.proves_job(job, "i", 7, "layerbot-job", "/d/job-7-ab") is proves
 
 
 def test_sacct_lines_are_grouped_per_incarnation_with_max_rss_from_steps() -> None:

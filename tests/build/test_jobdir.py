@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import configparser
 import dataclasses
+import re
+import stat
 import subprocess
 import tarfile
 from pathlib import Path
@@ -15,8 +17,9 @@ import pytest
 from layerbot.build.jobdir import (
     ExportVariablesRefused,
     archive,
+    create_job_dir,
     filter_exportvariables,
-    job_dir_path,
+    job_group_dir,
     read_facts,
     read_job_cfg,
     read_job_json,
@@ -77,8 +80,7 @@ SITE = {
 
 @pytest.fixture
 def job_dir(tmp_path: Path) -> Path:
-    path = job_dir_path(tmp_path / "jobs", "EESSI/software-layer", 42, pr=123)
-    path.mkdir(parents=True)
+    path = create_job_dir(tmp_path / "jobs", "EESSI/software-layer", 42, pr=123)
     (path / "bot").mkdir()
     (path / "bot" / "build.sh").write_text("#!/bin/bash\n")
     return path
@@ -88,20 +90,41 @@ def job_dir(tmp_path: Path) -> Path:
 
 
 def test_layout(tmp_path: Path) -> None:
-    assert job_dir_path(tmp_path, "EESSI/software-layer", 7, pr=12) == (
-        tmp_path / "EESSI" / "software-layer" / "pr-12" / "job-7"
+    assert job_group_dir(tmp_path, "EESSI/software-layer", pr=12) == (
+        tmp_path / "EESSI" / "software-layer" / "pr-12"
     )
-    run_dir = job_dir_path(tmp_path, "o/n", 8, ref="main")
-    assert run_dir == tmp_path / "o" / "n" / "ref-main" / "job-8"
-    run_dir = job_dir_path(tmp_path, "o/n", 9, ref="feature/../x")
-    assert run_dir.parent.name.startswith("ref-feature-x-") and ".." not in run_dir.parts
+    assert job_group_dir(tmp_path, "o/n", ref="main") == tmp_path / "o" / "n" / "ref-main"
+    run_dir = job_group_dir(tmp_path, "o/n", ref="feature/../x")
+    assert run_dir.name.startswith("ref-feature-x-") and ".." not in run_dir.parts
     assert sanitise_ref("refs/heads/main") != sanitise_ref("main")  # distinct refs stay distinct
     assert sanitise_ref("a/b") != sanitise_ref("a-b")
     for bad in ("../x", "x", "o/..", "o/n/extra"):
         with pytest.raises(ValueError):
-            job_dir_path(tmp_path, bad, 1, pr=1)
+            job_group_dir(tmp_path, bad, pr=1)
     with pytest.raises(ValueError):
-        job_dir_path(tmp_path, "o/n", 1)
+        job_group_dir(tmp_path, "o/n")
+
+
+def test_job_dirs_are_new_unpredictable_and_not_listable(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    first = create_job_dir(jobs, "o/n", 7, pr=12)
+    again = create_job_dir(jobs, "o/n", 7, pr=12)  # a second attempt of the same job
+    assert first != again and first.parent == again.parent == job_group_dir(jobs, "o/n", pr=12)
+    assert re.fullmatch(r"job-7-[0-9a-f]{16}", first.name)
+    assert stat.S_IMODE(first.stat().st_mode) == 0o700 and not any(first.iterdir())
+    # Traversable, not listable: a job cannot learn other jobs' directory names.
+    for directory in (jobs, jobs / "o", jobs / "o" / "n", first.parent):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o711, directory
+
+
+def test_job_dirs_are_never_made_through_a_link(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    (jobs / "o").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (jobs / "o" / "n").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(NotADirectoryError):
+        create_job_dir(jobs, "o/n", 1, pr=1)
+    assert not any((tmp_path / "elsewhere").iterdir())
 
 
 # ---------------------------------------------------------------------------- job.cfg / job.json
@@ -286,7 +309,7 @@ def test_archive_of_a_real_job_dir(tmp_path: Path) -> None:
     origin.commit({"README": "r\n", "bot/build.sh": "#!/bin/bash\n"})
     head = origin.open_pr(123, {"easystacks/new.yml": "x\n"})
     mirrors = Mirrors(tmp_path / "mirrors")
-    dest = job_dir_path(tmp_path / "jobs", "EESSI/software-layer", 42, pr=123)
+    dest = create_job_dir(tmp_path / "jobs", "EESSI/software-layer", 42, pr=123)
 
     async def go() -> Prepared:
         mirror = await mirrors.fetch_pr(origin.path, "main", 123)
@@ -299,13 +322,15 @@ def test_archive_of_a_real_job_dir(tmp_path: Path) -> None:
 
     target = archive(dest, tmp_path / "archive")
 
-    assert target == tmp_path / "archive" / "EESSI" / "software-layer" / "pr-123" / "job-42.tar.gz"
+    assert target == (tmp_path / "archive" / "EESSI" / "software-layer" / "pr-123"
+                      / f"{dest.name}.tar.gz")
     assert not dest.exists()
+    top = dest.name
     with tarfile.open(target) as tar:
         names = set(tar.getnames())
-        link = tar.getmember("job-42/link")
-    assert "job-42/.git" not in names
-    assert {"job-42/cfg/job.json", "job-42/easystacks/new.yml", "job-42/_bot_job42.result"} <= names
+        link = tar.getmember(f"{top}/link")
+    assert f"{top}/.git" not in names
+    assert {f"{top}/cfg/job.json", f"{top}/easystacks/new.yml", f"{top}/_bot_job42.result"} <= names
     assert link.issym() and link.linkname == "/etc/passwd"
     mirror = mirrors.mirror(origin.path).path
     asyncio.run(mirrors.prune())

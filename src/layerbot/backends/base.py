@@ -13,6 +13,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from layerbot.build.identity import JobUser
+
 
 class BackendState(StrEnum):
     """What a batch system says of a job, before layerbot maps it to a JobState."""
@@ -108,6 +110,8 @@ class Backend(Protocol):
     name: str
     #: Scheduler calls made so far (for metrics and benchmarks).
     calls: int
+    #: Who jobs run as (None: the bot's own user, allowed explicitly by the operator).
+    job_user: JobUser | None
 
     async def submit(self, request: SubmitRequest) -> str:
         """Hand the job over; returns the backend's job id. Raises SubmitError."""
@@ -117,10 +121,13 @@ class Backend(Protocol):
         """Let held jobs start (hold_release protocol); a no-op where nothing is held."""
         ...
 
-    async def find(self, job_id: int, instance: str) -> str | None:
-        """The backend id of a job submitted earlier under this tag, if any.
+    async def find(self, job_id: int, instance: str, job_dir: Path) -> str | None:
+        """The backend id of a job submitted earlier for this job, if any.
 
-        Used after a crash between submit and recording the id, so nothing is submitted twice.
+        Used after a crash between submit and recording the id, so nothing is submitted
+        twice. Adoption needs proof, not just a name: a backend only answers with a job that
+        runs as the job user in ``job_dir``, the directory the bot created for it
+        (unpredictably named, created exclusively: :func:`layerbot.build.jobdir.create_job_dir`).
         """
         ...
 

@@ -141,8 +141,8 @@ class LocalBackend:
     async def release(self, backend_ids: Sequence[str]) -> None:
         """Nothing is ever held here: jobs start as soon as a slot is free."""
 
-    async def find(self, job_id: int, instance: str) -> str | None:
-        return await asyncio.to_thread(self._find, job_id, instance)
+    async def find(self, job_id: int, instance: str, job_dir: Path) -> str | None:
+        return await asyncio.to_thread(self._find, job_id, instance, job_dir)
 
     async def poll(self, backend_ids: Sequence[str]) -> Mapping[str, JobStatus]:
         self.calls += 1
@@ -434,11 +434,13 @@ class LocalBackend:
 
     # --- find ------------------------------------------------------------------------------
 
-    def _find(self, job_id: int, instance: str) -> str | None:
+    def _find(self, job_id: int, instance: str, expected: Path) -> str | None:
         try:
             job_dir = Path(os.readlink(self._index_entry(job_id, instance)))
         except OSError:
             return None
+        if job_dir != Path(os.path.abspath(expected)):
+            return None  # an earlier directory of this job: not the one being asked about
         state = _read_or_none(state_file_for(job_dir))
         if state is None or state.get("job_id") != job_id or state.get("instance") != instance:
             return None

@@ -46,6 +46,8 @@ from layerbot.backends.base import (
     SubmitRequest,
 )
 from layerbot.build import hostile
+from layerbot.build.handover import hand_over
+from layerbot.build.identity import JobUser
 from layerbot.config import NodeType, SlurmBackendConfig
 
 _log = log.get("slurm")
@@ -143,8 +145,13 @@ class SlurmBackend:
         *,
         timeout_seconds: float = 60.0,
         unavailable_wait_seconds: float = 120.0,
+        job_user: JobUser | None = None,
     ) -> None:
         self.config = config
+        #: Who submits, and so who the jobs run as (sbatch, scontrol release and scancel run
+        #: as this user); None: the bot's own user, which the operator allowed explicitly.
+        self.job_user = job_user
+        self.submit_user = job_user.name if job_user else _user_name(os.geteuid()) or ""
         self.node_types = tuple(node_types)
         #: Longest a single Slurm command may take before it counts as "slurmctld hung".
         self.timeout_seconds = timeout_seconds
@@ -174,14 +181,25 @@ class SlurmBackend:
         return ["-M", ",".join(self._clusters)] if self._clusters else []
 
     async def _run(self, tool: str, *args: str, stdin: str | None = None,
-                   cwd: Path | None = None, env: Mapping[str, str] | None = None) -> _Result:
+                   cwd: Path | None = None, env: Mapping[str, str] | None = None,
+                   as_job_user: bool = False) -> _Result:
+        """Run one Slurm command. ``as_job_user``: the commands that create or change jobs
+        run as the job user, so Slurm records that user as the job's owner and runs the job
+        as it; queries run as the bot."""
         argv = self._argv(tool, *args)
+        switch: dict[str, object] = {}
+        if as_job_user and self.job_user is not None:
+            argv = [*self.job_user.sudo_prefix(), *argv]
+            if not self.job_user.sudo_prefix():
+                switch = {"user": self.job_user.uid, "group": self.job_user.gid,
+                          "extra_groups": list(self.job_user.groups)}
         self.calls += 1
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=cwd, env={**self._env, **(env or {})},
                 stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                **switch)  # type: ignore[arg-type]
         except OSError as exc:
             raise _Refused(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
         try:
@@ -236,12 +254,15 @@ class SlurmBackend:
             raise SubmitError(str(exc)) from None
         if not request.job_dir.is_dir():
             raise SubmitError(f"the job directory {request.job_dir} does not exist")
+        if self.job_user is not None:
+            await asyncio.to_thread(hand_over, request.job_dir, self.job_user)
         first = True
 
         async def attempt() -> str:
             nonlocal first
             if not first:  # an earlier sbatch may have got through before it failed
-                found = await self._find(request.job_id, request.instance, fresh=True)
+                found = await self._find(request.job_id, request.instance, request.job_dir,
+                                         fresh=True)
                 if found is not None:
                     return found
             first = False
@@ -250,7 +271,8 @@ class SlurmBackend:
         return await self._patiently(f"submitting job {request.job_id}", attempt)
 
     async def _sbatch(self, request: SubmitRequest, args: list[str], script: str) -> str:
-        result = await self._run("sbatch", *args, stdin=script, cwd=request.job_dir)
+        result = await self._run("sbatch", *args, stdin=script, cwd=request.job_dir,
+                                 as_job_user=True)
         if result.ok:
             try:
                 job, cluster = sp.parse_parsable(result.stdout)
@@ -315,7 +337,8 @@ class SlurmBackend:
         for cluster, group in by_cluster.items():
             ids = ",".join(s.job for s in group)
             try:
-                result = await self._run("scontrol", *self._cluster_args(cluster), "release", ids)
+                result = await self._run("scontrol", *self._cluster_args(cluster), "release", ids,
+                                         as_job_user=True)
             except BackendUnavailable:
                 result = _Result(1, "", "Unable to contact slurm controller")
             if not result.ok and sp.is_unavailable(result.stderr):
@@ -330,54 +353,61 @@ class SlurmBackend:
 
     # --- find ------------------------------------------------------------------------------
 
-    async def find(self, job_id: int, instance: str) -> str | None:
+    async def find(self, job_id: int, instance: str, job_dir: Path) -> str | None:
         return await self._patiently(f"looking up job {job_id}",
-                                     lambda: self._find(job_id, instance))
+                                     lambda: self._find(job_id, instance, job_dir))
 
-    async def _find(self, job_id: int, instance: str, *, fresh: bool = False) -> str | None:
+    async def _find(self, job_id: int, instance: str, job_dir: Path, *,
+                    fresh: bool = False) -> str | None:
         """The queue and accounting are asked side by side (the common answer, "never
-        submitted", needs both), by job name. ``fresh``: a call of its own, not one shared
-        with concurrent callers (after an sbatch whose fate is unknown, an answer that
-        started before it could miss the job)."""
+        submitted", needs both), by job name and user. ``fresh``: a call of its own, not one
+        shared with concurrent callers (after an sbatch whose fate is unknown, an answer
+        that started before it could miss the job).
+
+        A name is only a filter: anyone can give a job any name and comment. A job is
+        adopted only with proof (:func:`slurm_parse.proves_job`): it runs as the job user,
+        in the directory the bot created for it."""
         name = sp.job_name(instance, job_id)
         queued, accounted = await asyncio.gather(
             self._squeue_by_names([name]) if fresh else self._queued_by_name.get(name),
             self._accounted_by_name.get(name))
-        ours = [j for j in queued if j.name == name]
         # Only a job that ended counts: one gone from the queue but not finished in
         # accounting was lost by slurmctld and must be submitted again.
-        ours += [sp.TaggedJob(j.job_id, j.cluster, j.name, j.comment, j.submit)
-                 for j in accounted or []
-                 if j.name == name and sp.map_state(j.state) in sp.FINAL_STATES]
-        ours = [j for j in ours if sp.names_job(j.name, j.comment, job_id)]
+        candidates = [*queued, *(j for j in accounted or []
+                                 if sp.map_state(j.state or "") in sp.FINAL_STATES)]
+        ours = [j for j in candidates  # job_dir is absolute, as given to sbatch --chdir
+                if sp.proves_job(j, instance, job_id, self.submit_user, str(job_dir))]
         if not ours:
             return None
         latest = max(ours, key=lambda j: j.submit or 0)
         return str(sp.SlurmId(latest.job_id, self._cluster_of(latest.cluster), job_id))
 
     async def _squeue_by_names(self, names: list[str]) -> list[sp.TaggedJob]:
-        """Jobs of these names slurmctld knows. Plain squeue honours --name (--json does
-        not filter at all in 22.05) and prints a few lines instead of every job's JSON."""
+        """Jobs of these names and of the submitting user that slurmctld knows. Plain squeue
+        honours --name and --user (--json does not filter at all in 22.05) and prints a few
+        lines instead of every job's JSON."""
         out = await self._query("squeue", *self._cluster_args(), "-t", "all",
-                                f"--name={','.join(names)}", "-o", sp.SQUEUE_TAG_FORMAT,
-                                env={"SLURM_TIME_FORMAT": "%s"})
+                                f"--name={','.join(names)}", f"--user={self.submit_user}",
+                                "-o", sp.SQUEUE_TAG_FORMAT, env={"SLURM_TIME_FORMAT": "%s"})
         return sp.parse_squeue_tagged(out)
 
-    async def _sacct_by_names(self, names: list[str]) -> list[sp.AcctJob] | None:
-        """Jobs of these names in accounting (None: it cannot be asked at this site).
+    async def _sacct_by_names(self, names: list[str]) -> list[sp.TaggedJob] | None:
+        """Jobs of these names and of the submitting user in accounting (None: it cannot be
+        asked at this site).
 
         With -S, sacct lists only jobs eligible in the window, which a held job cancelled
         before its release never was: hence every state named with -s (measured)."""
         try:
             out = await self._query(
                 "sacct", *self._cluster_args(), "-P", "-n", "-X", "-D",
-                f"--name={','.join(names)}", "-s", sp.SACCT_ALL_STATES,
+                f"--name={','.join(names)}", f"--user={self.submit_user}",
+                "-s", sp.SACCT_ALL_STATES,
                 "-S", f"now-{FIND_LOOKBACK_DAYS}days", "-E", "now",
-                "-o", ",".join(sp.SACCT_FIELDS), env={"SLURM_TIME_FORMAT": "%s"})
+                "-o", ",".join(sp.SACCT_TAG_FIELDS), env={"SLURM_TIME_FORMAT": "%s"})
         except _Refused as exc:  # e.g. no accounting at this site: the queue is all
             _log.warning("sacct refused the lookup; trusting squeue alone", error=str(exc))
             return None
-        return sp.parse_sacct(out)
+        return sp.parse_sacct_tagged(out)
 
     def _cluster_of(self, cluster: str | None) -> str | None:
         """Backend ids name the cluster only where several may be asked."""
@@ -453,7 +483,8 @@ class SlurmBackend:
             job = sp.pick_queued(await self._queue.get(), sid)
             if job is None or _final(job):
                 return  # gone, ended, or the id now names a job that is not ours
-        result = await self._run("scancel", *self._cluster_args(sid.cluster), sid.job)
+        result = await self._run("scancel", *self._cluster_args(sid.cluster), sid.job,
+                                 as_job_user=True)
         if not result.ok:
             message = sp.clean_error(result.stderr)
             if sp.is_unavailable(result.stderr):
@@ -531,7 +562,8 @@ class SlurmBackend:
         except sp.OptionError as exc:
             return Check(name, False, str(exc), "fix the node type's options")
         result = await self._run("sbatch", "--test-only", *self._cluster_args(),
-                                 "--output=/dev/null", *args, "--wrap", "true")
+                                 "--output=/dev/null", *args, "--wrap", "true", cwd=Path("/"),
+                                 as_job_user=True)
         text = sp.clean_error(result.stderr)
         if not result.ok:
             return Check(name, False, f"sbatch refuses {' '.join(args) or 'the defaults'}: {text}",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shlex
 import signal
@@ -445,10 +446,14 @@ def _tres_mem(tres: str) -> int | None:
     return None
 
 
-# --- squeue --name (find) ------------------------------------------------------------------
+# --- squeue/sacct --name (find) -----------------------------------------------------------
 
-#: Plain squeue for find: id, name, submit time (with SLURM_TIME_FORMAT=%s), comment last.
-SQUEUE_TAG_FORMAT = "%i|%j|%V|%k"
+#: Plain squeue for find: id, name, submit time (with SLURM_TIME_FORMAT=%s), the job's user
+#: and working directory (the proof that it is the bot's job), comment last.
+SQUEUE_TAG_FORMAT = "%i|%j|%V|%u|%Z|%k"
+#: The same facts from accounting, for jobs that already left the queue.
+SACCT_TAG_FIELDS = ("JobIDRaw", "Cluster", "JobName", "Submit", "User", "WorkDir", "State",
+                    "Comment")
 
 
 @dataclass(frozen=True)
@@ -460,6 +465,9 @@ class TaggedJob:
     name: str
     comment: str
     submit: int | None
+    user: str = ""
+    work_dir: str = ""
+    state: str | None = None  # accounting's word; None from squeue
 
 
 def parse_squeue_tagged(text: str) -> list[TaggedJob]:
@@ -471,13 +479,37 @@ def parse_squeue_tagged(text: str) -> list[TaggedJob]:
         if line.startswith("CLUSTER:"):
             cluster = line.split(":", 1)[1].strip()
             continue
-        values = line.strip().split("|", 3)
-        if len(values) != 4 or not values[0].isdigit():  # the header, or noise
+        values = line.strip().split("|", 5)
+        if len(values) != 6 or not values[0].isdigit():  # the header, or noise
             continue
-        job_id, name, submit, comment = values
+        job_id, name, submit, user, work_dir, comment = values
         jobs.append(TaggedJob(job_id, cluster, name, "" if comment == "(null)" else comment,
-                              int(submit) if submit.isdigit() else None))
+                              int(submit) if submit.isdigit() else None, user, work_dir))
     return jobs
+
+
+def parse_sacct_tagged(text: str) -> list[TaggedJob]:
+    """Job lines (not steps) of ``sacct -P -n -X -o SACCT_TAG_FIELDS``."""
+    jobs: list[TaggedJob] = []
+    for line in text.splitlines():
+        values = line.split("|", len(SACCT_TAG_FIELDS) - 1)
+        if len(values) != len(SACCT_TAG_FIELDS) or not values[0].isdigit():
+            continue
+        job_id, cluster, name, submit, user, work_dir, state, comment = values
+        jobs.append(TaggedJob(job_id, cluster or None, name, comment,
+                              int(submit) if submit.isdigit() else None, user, work_dir, state))
+    return jobs
+
+
+def proves_job(job: TaggedJob, instance: str, job_id: int, user: str, job_dir: str) -> bool:
+    """Whether ``job`` is the bot's submission of ``job_id``: names are self-asserted (any
+    user may choose them), so it must also run as ``user`` in ``job_dir``, the directory the
+    bot created for it with a name nobody could predict. Any ``|`` inside a field shifts
+    the columns, which can only make this false."""
+    return (job.name == job_name(instance, job_id)
+            and job.comment in (job_tag(instance, job_id), "")  # some sites drop comments
+            and job.user == user
+            and os.path.normpath(job.work_dir) == os.path.normpath(job_dir))
 
 
 # --- sacct -P ------------------------------------------------------------------------------

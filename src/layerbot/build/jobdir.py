@@ -2,8 +2,11 @@
 
 Layout (one directory per job, never shared, never reused)::
 
-    <jobs_dir>/<owner>/<name>/pr-<N>/job-<ID>/         a PR build
-    <jobs_dir>/<owner>/<name>/ref-<ref>/job-<ID>/      ``layerbot run --ref`` (no PR)
+    <jobs_dir>/<owner>/<name>/pr-<N>/job-<ID>-<random>/     a PR build
+    <jobs_dir>/<owner>/<name>/ref-<ref>/job-<ID>-<random>/  ``layerbot run --ref`` (no PR)
+
+The random part makes the name unpredictable and the directory is created exclusively
+(:func:`create_job_dir`): it is what proves a batch job is the bot's own.
 
 The job directory **is** the working tree (``Mirrors.prepare(..., dest=job_dir)``): EESSI's
 scripts run in the checkout and find everything relative to it. Inside it, next to the
@@ -31,17 +34,20 @@ directory is replaced). The bot's files show as untracked in ``git status`` of t
 from __future__ import annotations
 
 import configparser
+import contextlib
 import dataclasses
 import hashlib
 import io
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
+import stat
 import tarfile
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +73,8 @@ LAYERBOT_SECTION = "layerbot"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+#: Random bytes in a job directory's name (hex: twice as many characters).
+JOB_DIR_TOKEN_BYTES = 8
 
 
 class ExportVariablesRefused(ValueError):
@@ -104,16 +112,14 @@ class JobDir:
 # ---------------------------------------------------------------------------- layout
 
 
-def job_dir_path(
-    jobs_dir: Path, repo: str, job_id: int, *, pr: int | None = None, ref: str | None = None
+def job_group_dir(
+    jobs_dir: Path, repo: str, *, pr: int | None = None, ref: str | None = None
 ) -> Path:
-    """``<jobs_dir>/<owner>/<name>/pr-<N>/job-<ID>`` (or ``ref-<ref>`` without a PR)."""
+    """``<jobs_dir>/<owner>/<name>/pr-<N>`` (or ``ref-<ref>`` without a PR)."""
     owner, _, name = repo.partition("/")
     for part in (owner, name):
         if not _NAME.match(part) or part in (".", ".."):
             raise ValueError(f"{repo!r} is not a repository name like owner/name")
-    if job_id < 0:
-        raise ValueError("job_id must not be negative")
     if pr is not None:
         if pr <= 0:
             raise ValueError("a PR number is positive")
@@ -122,7 +128,50 @@ def job_dir_path(
         group = f"ref-{sanitise_ref(ref)}"
     else:
         raise ValueError("a job directory needs a PR number or a ref")
-    return Path(jobs_dir) / owner / name / group / f"job-{job_id}"
+    return Path(jobs_dir) / owner / name / group
+
+
+def create_job_dir(
+    jobs_dir: Path, repo: str, job_id: int, *, pr: int | None = None, ref: str | None = None
+) -> Path:
+    """Create a new, empty job directory ``<group dir>/job-<ID>-<random>`` and return it.
+
+    Why a random part, and why exclusive: a job directory is the bot's proof that a batch
+    job is the one it submitted (Slurm's ``find`` only adopts a job whose working directory
+    is this directory). A name nobody can predict cannot be prepared in advance by another
+    job or user, and ``mkdir`` fails rather than reuse anything already there. The
+    directories above it are made traversable but not listable (0711), so a job cannot
+    learn the names of other jobs' directories either.
+    """
+    if job_id < 0:
+        raise ValueError("job_id must not be negative")
+    jobs_dir = Path(os.path.abspath(jobs_dir))  # the path Slurm reports as the work dir
+    group = job_group_dir(jobs_dir, repo, pr=pr, ref=ref)
+    _make_traversable_dirs(jobs_dir, group)
+    while True:
+        path = group / f"job-{job_id}-{secrets.token_hex(JOB_DIR_TOKEN_BYTES)}"
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:  # 2**-64: a collision, or something planted; never reused
+            continue
+        return path
+
+
+def _make_traversable_dirs(root: Path, leaf: Path) -> None:
+    """``root`` and every directory below it down to ``leaf``: created if missing, mode
+    0711, and never a symlink (refused: the bot does not build where a link points)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    chain = [root]
+    for part in leaf.relative_to(root).parts:
+        chain.append(chain[-1] / part)
+    for current in chain:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(current, 0o711)
+        info = os.lstat(current)
+        if not stat.S_ISDIR(info.st_mode):
+            raise NotADirectoryError(f"{current} is not a directory (a link?)")
+        if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != 0o711:
+            os.chmod(current, 0o711)  # noqa: S103 (traverse only: no listing of job names)
 
 
 def sanitise_ref(ref: str, max_len: int = 60) -> str:
@@ -489,8 +538,9 @@ def read_job_cfg(job_dir: Path) -> configparser.ConfigParser:
 # ---------------------------------------------------------------------------- archiving
 
 
-def archive(job_dir: Path, archive_root: Path) -> Path:
-    """Pack the job directory into ``<archive_root>/<owner>/<name>/<group>/job-<ID>.tar.gz``
+def archive(job_dir: Path, archive_root: Path,
+            remove: Callable[[Path], None] = remove_tree) -> Path:
+    """Pack the job directory into ``<archive_root>/<owner>/<name>/<group>/<job dir name>.tar.gz``
     and delete it. The worktree's ``.git`` link is left out (the mirror stays where it is);
     symlinks are stored as symlinks, never followed.
 
@@ -514,7 +564,7 @@ def archive(job_dir: Path, archive_root: Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    remove_tree(job_dir)
+    remove(job_dir)
     return target
 
 

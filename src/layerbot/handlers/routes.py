@@ -43,7 +43,7 @@ def add_loops(bot: Bot) -> None:
         uploader.wakeup.set()  # and the uploader: deployments are recorded there too
 
     bot.processor.on_written = written
-    archiver = Archiver(bot.config, bot.store, bot.mirrors)
+    archiver = Archiver(bot.config, bot.store, bot.mirrors, job_user=bot.backend.job_user)
     bot.loops += [submitter.run, reconciler.run, uploader.run, archiver.run]
     # The fleet heartbeat: this instance's row in `instances` (alive, version, resources).
     heartbeat = fleet.Heartbeat(bot.config, bot.store, bot.backend)

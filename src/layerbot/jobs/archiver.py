@@ -14,6 +14,8 @@ from sqlalchemy import select
 
 from layerbot import clock, log
 from layerbot.build import jobdir
+from layerbot.build.handover import remove_job_dir
+from layerbot.build.identity import JobUser
 from layerbot.build.workspace import Mirrors
 from layerbot.config import Config
 from layerbot.core.jobs import TERMINAL
@@ -26,10 +28,13 @@ INTERVAL_SECONDS = 600
 
 
 class Archiver:
-    def __init__(self, config: Config, store: Store, mirrors: Mirrors) -> None:
+    def __init__(self, config: Config, store: Store, mirrors: Mirrors,
+                 job_user: JobUser | None = None) -> None:
         self.config = config
         self.store = store
         self.mirrors = mirrors
+        #: Who the jobs ran as: without root, it removes what it created (handover).
+        self.job_user = job_user
 
     @property
     def archive_root(self) -> Path:
@@ -68,7 +73,10 @@ class Archiver:
         return done
 
     def _archive(self, path: Path) -> Path | None:
-        return jobdir.archive(path, self.archive_root) if path.is_dir() else None
+        if not path.is_dir():
+            return None
+        return jobdir.archive(path, self.archive_root,
+                              remove=lambda p: remove_job_dir(p, self.job_user))
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

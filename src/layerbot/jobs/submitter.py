@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from layerbot.backends.base import (
     SubmitRequest,
 )
 from layerbot.build import jobdir
+from layerbot.build.handover import remove_job_dir
 from layerbot.build.workspace import (
     FetchError,
     MergeConflict,
@@ -121,12 +121,16 @@ class Submitter:
         if job is None or build is None or job.state != JobState.QUEUED.value:
             return
         facts = JobFacts.from_json(job.facts)
-        dest = jobdir.job_dir_path(self.config.jobs_dir, build.repo, job.id, pr=build.pr,
-                                   ref=None if build.pr else build.base_ref)
+        dest = Path(job.job_dir) if job.job_dir else None
         try:
-            backend_id = await self.backend.find(job.id, self.config.instance.name)
+            backend_id = None
+            if dest is not None:  # an earlier attempt got this far: did it submit?
+                backend_id = await self.backend.find(job.id, self.config.instance.name, dest)
             base_sha = job.base_sha
             if backend_id is None:
+                dest = await self._new_job_dir(build, job, dest)
+                if dest is None:
+                    return  # cancelled meanwhile
                 mirror, prepared = await self._prepare(build, job, dest)
                 base_sha = prepared.base_sha
                 # EESSI's build scripts expect the PR's diff beside the checkout.
@@ -164,10 +168,29 @@ class Submitter:
         await self.backend.release([backend_id])
         _log.info("job submitted", backend_id=backend_id)
 
+    async def _new_job_dir(self, build: Build, job: Job, old: Path | None) -> Path | None:
+        """A fresh job directory, recorded on the job before anything is put in it, so a
+        later attempt knows which directory proves a submission (``Backend.find``). What an
+        attempt that died before submitting left behind is removed."""
+        if old is not None:
+            await asyncio.to_thread(remove_job_dir, old, self.backend.job_user)
+        dest = await asyncio.to_thread(
+            jobdir.create_job_dir, self.config.jobs_dir, build.repo, job.id, pr=build.pr,
+            ref=None if build.pr else build.base_ref)
+        if not await asyncio.to_thread(self._record_job_dir, job.id, dest):
+            await asyncio.to_thread(remove_job_dir, dest, self.backend.job_user)
+            return None
+        return dest
+
+    def _record_job_dir(self, job_id: int, dest: Path) -> bool:
+        with self.store.transaction() as s:
+            job = s.get(Job, job_id)
+            if job is None or JobState(job.state) is not JobState.QUEUED:
+                return False
+            job.job_dir = str(dest)
+        return True
+
     async def _prepare(self, build: Build, job: Job, dest: Path) -> tuple[Mirror, Prepared]:
-        if await asyncio.to_thread(dest.exists):  # left by an attempt that died before submit
-            await self.mirrors.remove(dest)
-            await asyncio.to_thread(shutil.rmtree, dest, True)
         refs = [build.base_ref] + ([f"refs/pull/{build.pr}/head"] if build.pr else [])
         mirror = await self.mirrors.fetch(build.clone_url, refs)
         return mirror, await self.mirrors.prepare(mirror, job.head_sha, build.base_ref, dest)

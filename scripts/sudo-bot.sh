@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# For the tests of a bot that does not run as root: the user `layerbot-bot` (a stand-in for
+# a site's bot account), a member of the job user's group, allowed by sudo to run Slurm's
+# job commands as the job user, exactly as docs/security.md tells a site. Idempotent; root.
+set -euo pipefail
+BOT=${LAYERBOT_BOT_USER:-layerbot-bot}
+JOB=${LAYERBOT_JOB_USER:-layerbot-job}
+if [ "$(id -u)" != 0 ]; then
+  echo "sudo-bot.sh: not root; skipped (the non-root tests are skipped too)"
+  exit 0
+fi
+command -v sudo >/dev/null || (apt-get update -qq && apt-get install -y -qq sudo >/dev/null)
+"$(dirname "$0")/jobuser.sh" >/dev/null
+if ! id -u "$BOT" >/dev/null 2>&1; then
+  useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin "$BOT"
+fi
+usermod -aG "$JOB" "$BOT"  # the bot reads what jobs leave; never the other way round
+rule=/etc/sudoers.d/layerbot-bot
+tmp=$(mktemp)
+commands=$(for c in sbatch scontrol scancel rm; do command -v "$c" || echo "/usr/bin/$c"; done \
+  | paste -sd, | sed 's/,/, /g')
+{
+  # Only where the site's slurm.conf is not the default one (as in scripts/slurm.sh).
+  echo "Defaults:$BOT env_keep += \"SLURM_CONF\""
+  echo "$BOT ALL=($JOB) NOPASSWD: $commands"
+} > "$tmp"
+visudo -cqf "$tmp"
+install -m 0440 "$tmp" "$rule"
+rm -f "$tmp"
+echo "bot user: $(id "$BOT")"; cat "$rule"
