@@ -106,7 +106,7 @@ def _refuse_unisolated(cfg: config_mod.Config) -> None:
     from layerbot.build.identity import IsolationRefused, resolve
 
     try:
-        resolve(cfg.build.run_as, cfg.build.allow_unisolated, backend=cfg.backend.kind)
+        resolve(cfg.build.run_as, cfg.build.allow_unisolated)
     except IsolationRefused as exc:
         err.print(f"refusing to run PR job scripts: {exc}", style="red", markup=False,
                   highlight=False, soft_wrap=True)

@@ -24,8 +24,7 @@ def _check_file_exposure(config: Config) -> list[Check]:
     from layerbot.file_exposure import exposure, remedy
 
     try:
-        user = resolve(config.build.run_as, config.build.allow_unisolated,
-                       backend=config.backend.kind)
+        user = resolve(config.build.run_as, config.build.allow_unisolated)
     except IsolationRefused as exc:
         return [Check("job isolation", False, str(exc), "see docs/security.md")]
     if user is None:

@@ -24,15 +24,10 @@ def test_as_root_the_bot_drops_privileges_itself() -> None:
         resolve("root", allow_unisolated=False, euid=0)
 
 
-def test_without_root_slurm_switches_through_sudo() -> None:
-    user = resolve(FALLBACK_USER, allow_unisolated=False, euid=BOT_UID, backend="slurm")
+def test_without_root_the_switch_goes_through_sudo() -> None:
+    user = resolve(FALLBACK_USER, allow_unisolated=False, euid=BOT_UID)
     assert user is not None and user.switch is Switch.SUDO
     assert user.sudo_prefix() == ["sudo", "-n", "-u", FALLBACK_USER, "--"]
-
-
-def test_without_root_the_local_executor_refuses_to_pretend() -> None:
-    with pytest.raises(IsolationRefused, match="only when the bot runs as root"):
-        resolve(FALLBACK_USER, allow_unisolated=False, euid=BOT_UID, backend="local")
 
 
 def test_the_job_user_is_never_the_bot_or_root() -> None:
@@ -40,13 +35,12 @@ def test_the_job_user_is_never_the_bot_or_root() -> None:
     assert nobody is not None
     for name, euid in (("root", BOT_UID), (FALLBACK_USER, nobody.uid)):
         with pytest.raises(IsolationRefused, match="root or the bot's own user"):
-            resolve(name, allow_unisolated=False, euid=euid, backend="slurm")
+            resolve(name, allow_unisolated=False, euid=euid)
     with pytest.raises(IsolationRefused, match="no user"):
-        resolve("no-such-user-here", allow_unisolated=False, euid=BOT_UID, backend="slurm")
+        resolve("no-such-user-here", allow_unisolated=False, euid=BOT_UID)
 
 
-@pytest.mark.parametrize("backend", ["local", "slurm"])
-def test_without_root_or_run_as_only_an_explicit_allowance_runs_unisolated(backend: str) -> None:
+def test_without_root_or_run_as_only_an_explicit_allowance_runs_unisolated() -> None:
     with pytest.raises(IsolationRefused, match=r"build\.allow_unisolated"):
-        resolve("", allow_unisolated=False, euid=BOT_UID, backend=backend)
-    assert resolve("", allow_unisolated=True, euid=BOT_UID, backend=backend) is None
+        resolve("", allow_unisolated=False, euid=BOT_UID)
+    assert resolve("", allow_unisolated=True, euid=BOT_UID) is None

@@ -41,7 +41,7 @@ def prepare(jobs_dir: Path, instance: str, job_id: int) -> SubmitRequest:
 
 
 async def main(jobs_dir: Path, instance: str, job_user: str) -> dict[str, object]:
-    user = resolve(job_user, allow_unisolated=False, backend="slurm")
+    user = resolve(job_user, allow_unisolated=False)
     assert user is not None
     backend = SlurmBackend(SlurmBackendConfig(), job_user=user, unavailable_wait_seconds=5)
     request = prepare(jobs_dir, instance, 1)

@@ -29,8 +29,7 @@ def job_user(config: Config) -> JobUser | None:
     from layerbot.config import ConfigError
 
     try:
-        user = identity.resolve(config.build.run_as, config.build.allow_unisolated,
-                                backend=config.backend.kind)
+        user = identity.resolve(config.build.run_as, config.build.allow_unisolated)
     except identity.IsolationRefused as exc:
         raise ConfigError("(job isolation)", [f"build.run_as: {exc}"]) from None
     handover.secure_data_dir(config.instance.data_dir, _sqlite_files(config.store.url))

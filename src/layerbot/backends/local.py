@@ -54,7 +54,7 @@ from layerbot.backends.local_launcher import (
     proc_stat,
     process_alive,
     read_state,
-    signal_group,
+    signal_job_group,
     state_file_for,
     update_state,
     write_state,
@@ -170,6 +170,8 @@ class LocalBackend:
     async def check(self) -> list[Check]:
         checks = [await asyncio.to_thread(self._check_state_dir), _check_proc()]
         checks.append(await self._check_launcher())
+        if self.job_user is not None and self.job_user.sudo_prefix():
+            checks.append(await self._check_launcher(as_job_user=True))
         return checks
 
     # --- submit ----------------------------------------------------------------------------
@@ -314,7 +316,7 @@ class LocalBackend:
                 return False  # the launcher wrote its outcome after all
             job = state.get("job") or {}
             if job.get("pgid") and process_alive(job.get("pid"), job.get("start_ticks")):
-                signal_group(job["pgid"], signal.SIGKILL)
+                signal_job_group(state, job["pgid"], signal.SIGKILL)
             state["outcome"] = _outcome(error=reason, lost=True)
             return True
 
@@ -426,7 +428,7 @@ class LocalBackend:
         state = _read_or_none(state_file) or {}
         job = state.get("job") or {}
         if job.get("pgid") and process_alive(job.get("pid"), job.get("start_ticks")):
-            signal_group(job["pgid"], signal.SIGKILL)
+            signal_job_group(state, job["pgid"], signal.SIGKILL)
         launcher = state.get("launcher") or {}
         if not process_alive(launcher.get("pid"), launcher.get("start_ticks")):
             update_state(state_file, lambda s: _set_outcome(s, cancelled=True))
@@ -462,10 +464,15 @@ class LocalBackend:
             )
         return Check("local state directory", True, f"{self.state_dir} is writable")
 
-    async def _check_launcher(self) -> Check:
-        name = "local launcher"
+    async def _check_launcher(self, as_job_user: bool = False) -> Check:
+        """The launcher starts; ``as_job_user``: and sudo lets the bot start it as the job
+        user, which is how every job starts when the bot is not root."""
+        user = self.job_user if as_job_user else None
+        prefix = user.sudo_prefix() if user else []
+        name = f"local launcher as {user.name} (sudo)" if user else "local launcher"
         try:
             proc = await asyncio.create_subprocess_exec(
+                *prefix,
                 *launcher_command(self.python),
                 "--check",
                 env=launcher_env(),
@@ -480,7 +487,8 @@ class LocalBackend:
             return Check(
                 name,
                 False,
-                f"{self.python} {LAUNCHER_PATH} failed: {text[-300:]}",
+                f"{' '.join(prefix)} {self.python} {LAUNCHER_PATH} failed: {text[-300:]}".strip(),
+                "allow it with the sudoers rule of docs/security.md" if prefix else
                 "reinstall layerbot; the launcher needs only the interpreter's standard library",
             )
         return Check(name, True, f"{self.python} {LAUNCHER_PATH} starts")

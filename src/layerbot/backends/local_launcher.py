@@ -44,6 +44,9 @@ STATE_FILE_NAME = "local.json"
 LOCK_FILE_NAME = "local.lock"
 LAUNCHER_LOG_NAME = "launcher.log"
 
+#: How long a ``sudo -n`` call (starting the job, signalling it) may take.
+SUDO_TIMEOUT_SECONDS = 30.0
+
 #: Exit codes a shell would give for these cases, so reports read familiarly.
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
@@ -161,6 +164,78 @@ def signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
+def sudo_prefix(state: State) -> list[str]:
+    """``sudo -n -u <job user> --`` when jobs run as another user through sudo (the bot is
+    not root), else nothing (see layerbot/build/identity.py)."""
+    run_as = state.get("run_as") or {}
+    if run_as.get("switch") != "sudo":
+        return []
+    return ["sudo", "-n", "-u", str(run_as["name"]), "--"]
+
+
+def signal_job_group(state: State, pgid: int, signum: int) -> None:
+    """Signal the job's process group. Without root the bot may not signal the job user's
+    processes itself, so ``kill`` runs as the job user: it can reach nothing but that user's
+    processes, whatever pgid it is given."""
+    prefix = sudo_prefix(state)
+    if prefix:
+        _kill_as(prefix, f"-{pgid}", signum)
+    else:
+        signal_group(pgid, signum)
+
+
+def _kill_as(prefix: list[str], target: str, signum: int) -> None:
+    """``kill`` as the job user: ``target`` is a pid, or ``-pgid`` for a process group."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run([*prefix, "kill", "-s", signal_name(signum).removeprefix("SIG"), "--",
+                        target], stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=SUDO_TIMEOUT_SECONDS, check=False, env=_sudo_env())
+
+
+def _sudo_env() -> dict[str, str]:
+    """sudo's own environment: nothing of the bot's (sudo resets the command's anyway)."""
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+
+def _read_pid(stream: Any, timeout: float) -> int | None:
+    """The first line of ``stream`` as a pid, waiting at most ``timeout`` seconds."""
+    fd = stream.fileno()
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 64)
+        if not chunk:
+            break
+        data += chunk
+    line = data.split(b"\n", 1)[0].strip()  # a pty may add "\r"
+    return int(line) if line.isdigit() and int(line) > 1 else None
+
+
+def exec_job(log_file: str, script: str) -> int:
+    """As the job user, under sudo (see ``Launcher._start_via_sudo``): become a session of
+    its own, report the pid, then become the job. Never returns on success."""
+    env = json.loads(sys.stdin.read() or "{}")
+    with contextlib.suppress(OSError):
+        os.setsid()  # already a session leader under sudo's pty
+    sys.stdout.write(f"{os.getpid()}\n")
+    sys.stdout.flush()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    for extra in (null, fd):
+        os.close(extra)
+    try:
+        os.execve(script, [script], {str(k): str(v) for k, v in env.items()})  # noqa: S606
+    except OSError as exc:  # the launcher checked the script; this is a late surprise
+        print(f"cannot run job script {script}: {exc.strerror}", file=sys.stderr)
+        return EXIT_NOT_EXECUTABLE
+
+
 def signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
@@ -234,6 +309,7 @@ class Launcher:
         self.kill_at: float | None = None  # when the grace period after SIGTERM ends
         self.terminated_by: str | None = None  # "timeout" or "stop" once we stopped the job
         self.grace = 10.0
+        self.state: State = {}  # as registered: who the job runs as, and how
         self._wake_r, self._wake_w = os.pipe()
 
     # Signals: handlers only note what arrived; the wake-up pipe interrupts select(), so a
@@ -256,6 +332,7 @@ class Launcher:
         state = self._register()
         if state is None or state.get("outcome") is not None:
             return 0
+        self.state = state
         if state.get("cancel_requested_at"):
             self._finish(cancelled=True)
             return 0
@@ -292,6 +369,8 @@ class Launcher:
             return None
         log_file = Path(state["log_file"])
         run_as = state.get("run_as")
+        if run_as and sudo_prefix(state):
+            return self._start_via_sudo(state, script, display, log_file)
         if run_as:
             return self._start_as(state, run_as, script, display, log_file)
         try:
@@ -346,6 +425,42 @@ class Launcher:
             return None
         return self._started(proc)
 
+    def _start_via_sudo(self, state: State, script: Path, display: str,
+                        log_file: Path) -> subprocess.Popen[bytes] | None:
+        """Start the job as the job user through sudo (the bot is not root).
+
+        sudo runs this file again as the job user (:func:`exec_job`): it reads the job's
+        environment from stdin (sudo passes no environment), makes its own session, tells
+        us its pid (the job's process group) on stdout, opens the log as the job user with
+        ``O_NOFOLLOW`` and execs the script. The launcher stays the bot's, so the job cannot
+        touch its state; it signals the job's group as the job user (:func:`signal_job_group`).
+        """
+        argv = [*sudo_prefix(state), sys.executable, "-I", os.path.abspath(__file__),
+                "--exec", str(log_file), str(script)]
+        try:
+            proc = subprocess.Popen(argv, cwd=Path(state["job_dir"]), stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True, env=_sudo_env())
+        except OSError as exc:
+            self._finish(error=f"cannot run sudo to start the job: {exc.strerror or exc}")
+            return None
+        assert proc.stdin is not None and proc.stdout is not None
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(json.dumps(dict(state.get("env") or {})).encode())
+        proc.stdin.close()
+        pgid = _read_pid(proc.stdout, SUDO_TIMEOUT_SECONDS)
+        proc.stdout.close()
+        if pgid is None:
+            proc.wait()
+            assert proc.stderr is not None
+            why = proc.stderr.read(2000).decode(errors="replace").strip() or "no answer"
+            self._finish(error=f"cannot start the job as {state['run_as']['name']} through "
+                               f"sudo: {why}", exit_code=EXIT_NOT_EXECUTABLE)
+            return None
+        assert proc.stderr is not None
+        proc.stderr.close()
+        return self._started(proc, pgid)  # sudo's pid is the child; the job has its group
+
     def _not_started(self, exc: OSError, display: str) -> None:
         hint = " (does it start with #!?)" if exc.errno == 8 else ""
         self._finish(
@@ -353,19 +468,22 @@ class Launcher:
             exit_code=EXIT_NOT_EXECUTABLE,
         )
 
-    def _started(self, proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    def _started(self, proc: subprocess.Popen[bytes],
+                 pgid: int | None = None) -> subprocess.Popen[bytes]:
+        """``pgid``: the job's process group when it is not the child's own pid (sudo)."""
         self.started_mono = time.monotonic()
-        self.main_pid = self.pgid = proc.pid
-        self._record_start(proc.pid)
+        self.main_pid = proc.pid
+        self.pgid = pgid or proc.pid
+        self._record_start(proc.pid, self.pgid)
         return proc
 
-    def _record_start(self, pid: int) -> None:
+    def _record_start(self, pid: int, pgid: int) -> None:
         stat = proc_stat(pid)
 
         def change(state: State) -> bool:
             state["job"] = {
                 "pid": pid,
-                "pgid": pid,
+                "pgid": pgid,
                 "start_ticks": stat[1] if stat else None,
                 "started_at": now_iso(),
             }
@@ -388,15 +506,18 @@ class Launcher:
             if pid == self.main_pid:
                 self.main_status = status
 
-    def _terminate(self, why: str) -> None:
+    def _signal_job(self, signum: int) -> None:
         assert self.pgid is not None
+        signal_job_group(self.state, self.pgid, signum)
+
+    def _terminate(self, why: str) -> None:
         self.terminated_by = why
-        signal_group(self.pgid, signal.SIGTERM)
+        self._signal_job(signal.SIGTERM)
         self.kill_at = time.monotonic() + self.grace
 
     def _escalate_if_due(self) -> None:
         if self.kill_at is not None and time.monotonic() >= self.kill_at and self.pgid:
-            signal_group(self.pgid, signal.SIGKILL)
+            self._signal_job(signal.SIGKILL)
             self.kill_at = None
 
     def _supervise(self, time_limit: float | None) -> None:
@@ -438,17 +559,19 @@ class Launcher:
         """
         assert self.pgid is not None
         if group_alive(self.pgid) and self.kill_at is None and self.terminated_by is None:
-            signal_group(self.pgid, signal.SIGTERM)
+            self._signal_job(signal.SIGTERM)
             self.kill_at = time.monotonic() + self.grace
         while group_alive(self.pgid) and self.kill_at is not None:
             if time.monotonic() >= self.kill_at:
                 break
             self._wait(0.05)
             self._reap()
-        signal_group(self.pgid, signal.SIGKILL)
+        self._signal_job(signal.SIGKILL)
         for pid in _adopted_children():
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)  # the job user's: only as root (or unisolated)
+            if sudo_prefix(self.state):
+                _kill_as(sudo_prefix(self.state), str(pid), signal.SIGKILL)
         deadline = time.monotonic() + 1.0
         while (group_alive(self.pgid) or _adopted_children()) and time.monotonic() < deadline:
             self._wait(0.02)
@@ -502,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
     if args == ["--check"]:  # `layerbot doctor`: the launcher can be imported and started
         print("layerbot local launcher ok")
         return 0
+    if len(args) == 3 and args[0] == "--exec":  # as the job user, under sudo
+        return exec_job(args[1], args[2])
     if len(args) != 1:
         print("usage: python -m layerbot.backends.local_launcher STATE_FILE", file=sys.stderr)
         return 2

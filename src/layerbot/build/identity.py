@@ -61,21 +61,11 @@ def lookup(name: str) -> JobUser | None:
     return JobUser(name, entry.pw_uid, entry.pw_gid, groups)
 
 
-def resolve(run_as: str, allow_unisolated: bool, euid: int | None = None,
-            backend: str = "local") -> JobUser | None:
-    """The job user, None for "unisolated (allowed)", or :class:`IsolationRefused`.
-
-    ``backend``: the local executor switches users only as root (its launcher drops
-    privileges itself); through sudo only Slurm's few commands run as the job user."""
+def resolve(run_as: str, allow_unisolated: bool, euid: int | None = None) -> JobUser | None:
+    """The job user, None for "unisolated (allowed)", or :class:`IsolationRefused`."""
     euid = os.geteuid() if euid is None else euid
     if euid != 0:
-        user = _without_root(run_as, allow_unisolated, euid)
-        if user is not None and backend == "local":
-            raise IsolationRefused(
-                f"build.run_as = {run_as!r}: the local executor runs jobs as another user "
-                "only when the bot runs as root; run the bot as root, or use the Slurm "
-                "backend, which submits through sudo (docs/security.md)")
-        return user
+        return _without_root(run_as, allow_unisolated, euid)
     for name in ([run_as] if run_as else [DEDICATED_USER, FALLBACK_USER]):
         user = lookup(name)
         if user is not None:
