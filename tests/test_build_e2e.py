@@ -233,21 +233,35 @@ def test_new_commits_cancel_waiting_jobs_of_older_ones(env: Env) -> None:
     env.comment(11, "bot: cancel all")
 
 
-def test_rerun_from_a_check_run_rebuilds_at_the_current_head(env: Env) -> None:
+def test_rerun_from_a_check_run_rebuilds_its_commit_only_while_it_is_the_head(env: Env) -> None:
     env.pr(12)
     env.comment(12, "bot: build for:arch=x86_64/amd/zen3 repo:eessi-2025.06")
     env.build_reply(12)
     old_job = env.jobs(12)[0]
-    new_head = env.origin.push_pr(12, {"NEWS": "more\n"})
-    env.fake.update_pull(OWNER, NAME, 12, head_sha=new_head)
     run = next(r for r in env.fake.check_runs(OWNER, NAME) if r.external_id == str(old_job["id"]))
-    env.send("check_run", check_run_rerequested(run.id, old_job["head_sha"], name=run.name,
-                                                pull_number=12, external_id=str(old_job["id"]),
-                                                sender="alice"))
+
+    def rerun(completed_at: str) -> None:
+        payload = check_run_rerequested(run.id, old_job["head_sha"], name=run.name,
+                                        pull_number=12, external_id=str(old_job["id"]),
+                                        sender="alice")
+        # As on GitHub: a re-run rewrote the check run, so a second request shows new times.
+        payload["check_run"]["completed_at"] = completed_at
+        env.send("check_run", payload)
+
+    rerun("2026-12-04T10:00:00Z")
     env.fake.wait_for(lambda: len(env.jobs(12)) == 2 and env.jobs(12)[1]["state"] == "succeeded",
                       timeout=60, message=f"{[dict(j) for j in env.jobs(12)]}")
-    assert env.jobs(12)[1]["head_sha"] == new_head
+    assert env.jobs(12)[1]["head_sha"] == old_job["head_sha"]
     assert env.jobs(12)[1]["redo_of"] == old_job["id"]
+    # A push after the check run: what the re-runner saw is not the head any more.
+    new_head = env.origin.push_pr(12, {"NEWS": "more\n"})
+    env.fake.update_pull(OWNER, NAME, 12, head_sha=new_head)
+    rerun("2026-12-04T10:05:00Z")
+    refusal = env.fake.wait_for(lambda: next((c for c in env.replies(12)
+                                              if "builds nothing" in c.body), None), timeout=30)
+    assert f"head is now `{new_head[:12]}`" in refusal.body
+    assert f"bot: build sha:{new_head[:12]}" in refusal.body
+    assert len(env.jobs(12)) == 2  # nothing was built at the new head
 
 
 def test_the_bot_killed_while_jobs_run_picks_them_up(env: Env) -> None:

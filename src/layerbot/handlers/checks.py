@@ -1,4 +1,9 @@
-"""Check runs: GitHub's Re-run button rebuilds that job's target at the PR's current head."""
+"""Check runs: GitHub's Re-run button rebuilds that job's target, for the check run's commit.
+
+The person who clicks Re-run saw the check run of one commit; a push since then is not what
+they approved (issue 9, item 9), so the re-run builds only if that commit is still the PR's
+head, and otherwise says what the head is now and builds nothing.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +46,14 @@ async def on_rerun(event: Event, ctx: Context) -> str | None:
     if planned is None:
         return "re-run impossible: target no longer configured"
     pull = await fetch_pull(ctx, build.pr)
+    seen = str(run.get("head_sha") or job.head_sha)
+    if pull.head_sha != seen:
+        ctx.reply(build.pr, f"stale:{event.delivery_id}:rerun",
+                  f"**layerbot `{ctx.instance}`**: @{event.sender_login}, the re-run of job "
+                  f"{job.id} builds nothing: its check run is for `{seen[:12]}`, and the PR's "
+                  f"head is now `{pull.head_sha[:12]}`. Re-run the check of the new head, or "
+                  f"write `bot: build sha:{pull.head_sha[:12]}`.")
+        return f"re-run refused: check run for {seen[:12]}, head is {pull.head_sha[:12]}"
     request = BuildRequest(
         repo=event.repo, pr=build.pr, installation_id=event.installation_id,
         head_sha=pull.head_sha, base_ref=pull.base_ref, clone_url=pull.clone_url,
