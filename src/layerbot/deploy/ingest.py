@@ -695,7 +695,10 @@ class Ingestor:
             raise _Refused(f"no valid signature by an allowed signer: {p.sig_key} is missing")
         signature = await asyncio.to_thread(self.staging.get_bytes, p.sig_key)
         signer = await self._verify(None, tarball, signature, metadata, "the tarball")
-        report = await asyncio.to_thread(inspect_tarball, tarball, self.allowed_link_prefixes)
+        # Extracted for the lstat walk beside the download (the ingest's own work space),
+        # not in the system's /tmp, which a software tarball could fill.
+        report = await asyncio.to_thread(inspect_tarball, tarball, self.allowed_link_prefixes,
+                                         work_dir=tarball.parent)
         if not report.ok:
             raise _Refused(f"unsafe tarball: {report.summary()}")
         return signer, [str(w) for w in report.warnings]
