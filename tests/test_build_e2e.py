@@ -15,13 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.botproc import SECRET, BotProcess, free_port, write_config
-from tests.support.e2e import Session
-from tests.support.fakegithub import FakeGitHub, generate_app_key
-from tests.support.origin import Origin
+from tests.support.botproc import SECRET
+from tests.support.e2e import Session, start_session
 from tests.support.webhooks import (
-    DEFAULT_APP_ID,
-    DEFAULT_INSTALLATION_ID,
     DEFAULT_REPO,
     check_run_rerequested,
     pull_request_event,
@@ -54,42 +50,20 @@ Env = Session
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    tmp = tmp_path_factory.mktemp("build-e2e")
-    private, _ = generate_app_key()
-    fake = FakeGitHub(DEFAULT_APP_ID, private)
-    fake.add_installation(DEFAULT_INSTALLATION_ID, OWNER)
-    fake.set_permission(OWNER, NAME, "alice", "write")
-    fake.set_permission(OWNER, NAME, "mallory", "read")
-    fake.start()
-    origin = Origin(tmp / "origin", DEFAULT_REPO)
-    port = free_port()
-    config = write_config(tmp / "bot", api_url=fake.url, app_id=DEFAULT_APP_ID,
-                          private_key_pem=private, port=port, extra={
-                              "build": {"clone_url": str(tmp / "origin" / "{repo}"),
-                                        "allowed_exportvars": ["SLEEP"],
-                                        "time_limit_minutes": 2},
-                              "reporting": {"check_runs": "live",
-                                            "min_edit_interval_seconds": 0.2},
-                              "backend": {"poll_seconds": 0.3,
-                                          "local": {"max_concurrent": 4}},
-                              "node_types": [
-                                  {"name": "zen2", "cpu_target": "x86_64/amd/zen2"},
-                                  {"name": "zen3", "cpu_target": "x86_64/amd/zen3"},
-                              ],
-                              "repo_targets": [
-                                  {"id": "eessi-2023.06", "name": "software.eessi.io",
-                                   "version": "2023.06"},
-                                  {"id": "eessi-2025.06", "name": "software.eessi.io",
-                                   "version": "2025.06"},
-                              ]})
-    bot = BotProcess(config, port, env={"LAYERBOT_TEST_SECRET_PROBE": JOB_SECRET_PROBE})
-    bot.start()
-    try:
-        yield Env(fake, origin, bot)
-    finally:
-        bot.stop()
-        fake.stop()
-    fake.assert_no_violations()
+    with start_session(
+        tmp_path_factory.mktemp("build-e2e"),
+        permissions={"alice": "write", "mallory": "read"},
+        bot_env={"LAYERBOT_TEST_SECRET_PROBE": JOB_SECRET_PROBE},
+        extra={"build": {"allowed_exportvars": ["SLEEP"]},
+               "reporting": {"check_runs": "live", "min_edit_interval_seconds": 0.2},
+               "backend": {"local": {"max_concurrent": 4}},
+               "node_types": [{"name": "zen2", "cpu_target": "x86_64/amd/zen2"},
+                              {"name": "zen3", "cpu_target": "x86_64/amd/zen3"}],
+               "repo_targets": [{"id": "eessi-2023.06", "name": "software.eessi.io",
+                                 "version": "2023.06"},
+                                {"id": "eessi-2025.06", "name": "software.eessi.io",
+                                 "version": "2025.06"}]}) as session:
+        yield session
 
 
 def test_build_of_four_targets_is_reported_in_one_reply_and_check_runs(env: Env) -> None:

@@ -9,11 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.botproc import BotProcess, free_port, write_config
-from tests.support.e2e import Session
-from tests.support.fakegithub import FakeGitHub, generate_app_key
-from tests.support.origin import Origin
-from tests.support.webhooks import DEFAULT_APP_ID, DEFAULT_INSTALLATION_ID, DEFAULT_REPO
+from tests.support.e2e import Session, start_session
+from tests.support.webhooks import DEFAULT_REPO
 
 OWNER, NAME = DEFAULT_REPO.split("/")
 MULTI = "nvidia/cc70+nvidia/cc90+nvidia/cc100+nvidia/cc120"
@@ -21,36 +18,15 @@ MULTI = "nvidia/cc70+nvidia/cc90+nvidia/cc100+nvidia/cc120"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    tmp = tmp_path_factory.mktemp("eessi-commands")
-    private, _ = generate_app_key()
-    fake = FakeGitHub(DEFAULT_APP_ID, private)
-    fake.add_installation(DEFAULT_INSTALLATION_ID, OWNER)
-    fake.set_permission(OWNER, NAME, "alice", "write")
-    fake.start()
-    origin = Origin(tmp / "origin", DEFAULT_REPO)
-    port = free_port()
-    config = write_config(tmp / "bot", api_url=fake.url, app_id=DEFAULT_APP_ID,
-                          private_key_pem=private, port=port, instance="eessi-bot-mc-aws",
-                          extra={
-                              "build": {"clone_url": str(tmp / "origin" / "{repo}"),
-                                        "time_limit_minutes": 2},
-                              "backend": {"poll_seconds": 0.3},
-                              "node_types": [
-                                  {"name": "zen3-a100", "cpu_target": "x86_64/amd/zen3",
-                                   "accelerator": "nvidia/cc80"},
-                                  {"name": "zen3", "cpu_target": "x86_64/amd/zen3"},
-                              ],
-                              "repo_targets": [{"id": "eessi.io-2025.06-software",
-                                                "name": "software.eessi.io",
-                                                "version": "2025.06"}]})
-    bot = BotProcess(config, port)
-    bot.start()
-    try:
-        yield Session(fake, origin, bot)
-    finally:
-        bot.stop()
-        fake.stop()
-    fake.assert_no_violations()
+    with start_session(
+        tmp_path_factory.mktemp("eessi-commands"), instance="eessi-bot-mc-aws",
+        extra={"node_types": [{"name": "zen3-a100", "cpu_target": "x86_64/amd/zen3",
+                               "accelerator": "nvidia/cc80"},
+                              {"name": "zen3", "cpu_target": "x86_64/amd/zen3"}],
+               "repo_targets": [{"id": "eessi.io-2025.06-software",
+                                 "name": "software.eessi.io", "version": "2025.06"}]},
+    ) as session:
+        yield session
 
 
 def test_several_accelerators_build_in_one_job_on_the_cpu_node(env: Session) -> None:

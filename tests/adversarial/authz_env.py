@@ -18,11 +18,9 @@ from typing import Any
 
 import httpx
 
-from tests.support.botproc import BotProcess, free_port, write_config
-from tests.support.e2e import Session
-from tests.support.fakegithub import FakeGitHub, generate_app_key
-from tests.support.origin import Origin
-from tests.support.webhooks import DEFAULT_APP_ID, DEFAULT_INSTALLATION_ID, DEFAULT_REPO
+from tests.support.e2e import Session, start_session
+from tests.support.fakegithub import FakeGitHub
+from tests.support.webhooks import DEFAULT_REPO
 
 OWNER, NAME = DEFAULT_REPO.split("/")
 OTHER = f"{OWNER}/other"
@@ -32,36 +30,17 @@ EVIL_INSTALLATION = 9_990_001
 
 @contextmanager
 def session(tmp: Path, **extra: Any) -> Iterator[Session]:
-    private, _ = generate_app_key()
-    fake = FakeGitHub(DEFAULT_APP_ID, private)
-    fake.add_installation(DEFAULT_INSTALLATION_ID, OWNER)
-    fake.add_installation(EVIL_INSTALLATION, "mallory-org")
-    for repo, login, role in ((DEFAULT_REPO, "alice", "write"),
-                              (DEFAULT_REPO, "mona", "maintain"),
-                              (OTHER, "mallory", "write"), (EVIL, "mallory", "admin")):
-        fake.set_permission(*repo.split("/"), login, role)
-    fake.start()
-    origin = Origin(tmp / "origin", DEFAULT_REPO)
-    port = free_port()
-    config = write_config(tmp / "bot", api_url=fake.url, app_id=DEFAULT_APP_ID,
-                          private_key_pem=private, port=port, extra={
-                              "github": {"repositories": [DEFAULT_REPO, OTHER]},
-                              "server": {"host": "127.0.0.1", "port": port,
-                                         "worker_process": False},
-                              "build": {"clone_url": str(tmp / "origin" / "{repo}"),
-                                        "time_limit_minutes": 2},
-                              "backend": {"poll_seconds": 0.3},
-                              "node_types": [{"name": "zen2",
-                                              "cpu_target": "x86_64/amd/zen2"}],
-                              "repo_targets": [{"id": "eessi-2023.06"}], **extra})
-    bot = BotProcess(config, port)
-    bot.start()
-    try:
-        yield Session(fake, origin, bot)
-    finally:
-        bot.stop()
-        fake.stop()
-    fake.assert_no_violations()
+    def others(fake: FakeGitHub) -> None:
+        fake.add_installation(EVIL_INSTALLATION, "mallory-org")
+        for repo, login, role in ((DEFAULT_REPO, "mona", "maintain"),
+                                  (OTHER, "mallory", "write"), (EVIL, "mallory", "admin")):
+            fake.set_permission(*repo.split("/"), login, role)
+
+    with start_session(tmp, prepare=others, extra={
+            "github": {"repositories": [DEFAULT_REPO, OTHER]},
+            "server": {"worker_process": False},
+            "repo_targets": [{"id": "eessi-2023.06"}], **extra}) as started:
+        yield started
 
 
 def finished_events(env: Session, event: str) -> list[tuple[str, str]]:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,16 @@ def to_toml(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``: tables are merged one level deep, anything else replaced."""
+    out = dict(base)
+    for key, value in extra.items():
+        old = out.get(key)
+        out[key] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) \
+            else value
+    return out
+
+
 def write_config(
     directory: Path,
     *,
@@ -93,11 +104,7 @@ def write_config(
         "deliveries": {"recover_interval_seconds": 0},
         "reporting": {"min_edit_interval_seconds": 0.2},
     }
-    for key, value in (extra or {}).items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
+    data = merged(data, extra or {})
     path = directory / "layerbot.toml"
     path.write_text(to_toml(data))
     # As a site must (doctor checks it): the job user may read none of the bot's files.

@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.support.botproc import SECRET, BotProcess
-from tests.support.fakegithub import FakeGitHub
+from tests.support.botproc import SECRET, BotProcess, free_port, merged, write_config
+from tests.support.fakegithub import FakeGitHub, generate_app_key
 from tests.support.origin import Origin
-from tests.support.webhooks import DEFAULT_REPO, delivery_headers, encode, issue_comment_created
+from tests.support.webhooks import (
+    DEFAULT_APP_ID,
+    DEFAULT_INSTALLATION_ID,
+    DEFAULT_REPO,
+    delivery_headers,
+    encode,
+    issue_comment_created,
+)
 
 OWNER, NAME = DEFAULT_REPO.split("/")
 BOT_LOGIN = "layerbot[bot]"
@@ -80,3 +90,52 @@ class Session:
             return list(jobs) if ok else []
         return self.fake.wait_for(ready, timeout=timeout,
                                   message=f"PR {number}: not {count} jobs {state}")
+
+
+#: The bot of an end-to-end session unless a test says otherwise: one node type, one
+#: repository target, quick polls, PRs fetched from the session's origin.
+BASE_CONFIG: dict[str, Any] = {
+    "build": {"time_limit_minutes": 2},
+    "backend": {"poll_seconds": 0.3},
+    "node_types": [{"name": "zen2", "cpu_target": "x86_64/amd/zen2"}],
+    "repo_targets": [{"id": "eessi-2023.06", "name": "software.eessi.io",
+                      "version": "2023.06"}],
+}
+
+
+@contextmanager
+def start_session(
+    tmp: Path,
+    *,
+    extra: Mapping[str, Any] | None = None,
+    permissions: Mapping[str, str] | None = None,
+    instance: str = "test-a",
+    bot_env: Mapping[str, str] | None = None,
+    prepare: Callable[[FakeGitHub], None] | None = None,
+) -> Iterator[Session]:
+    """A fake GitHub (``permissions``: login -> role on the default repository), a real
+    origin under ``tmp`` and a started `layerbot serve` configured by ``BASE_CONFIG`` and
+    ``extra``; stopped afterwards, and every request the fake saw checked against the
+    OpenAPI description. ``prepare(fake)`` may add installations or permissions first."""
+    private, _ = generate_app_key()
+    fake = FakeGitHub(DEFAULT_APP_ID, private)
+    fake.add_installation(DEFAULT_INSTALLATION_ID, OWNER)
+    for login, role in (permissions or {"alice": "write"}).items():
+        fake.set_permission(OWNER, NAME, login, role)
+    if prepare is not None:
+        prepare(fake)
+    fake.start()
+    origin = Origin(tmp / "origin", DEFAULT_REPO)
+    port = free_port()
+    settings = merged(BASE_CONFIG, {"build": {"clone_url": str(tmp / "origin" / "{repo}")}})
+    config = write_config(tmp / "bot", api_url=fake.url, app_id=DEFAULT_APP_ID,
+                          private_key_pem=private, port=port, instance=instance,
+                          extra=merged(settings, extra or {}))
+    bot = BotProcess(config, port, env=dict(bot_env or {}))
+    try:
+        bot.start()
+        yield Session(fake, origin, bot)
+    finally:
+        bot.stop()
+        fake.stop()
+    fake.assert_no_violations()
