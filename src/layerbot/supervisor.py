@@ -33,17 +33,26 @@ WORKER_NICENESS = 10
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Be killed when the web process dies; and if it died already, go now.
+
+    The death signal is only armed once the worker runs this, a second or more after the
+    spawn (a fresh interpreter unpickles the configuration first). A web process killed in
+    that window leaves the worker orphaned and never signalled: it would run the bot's loops
+    forever beside whatever starts next. Checking the parent after arming closes the window.
+    """
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:  # not Linux: the supervisor's terminate() still ends it
         pass
+    if os.getppid() != parent_pid:
+        os._exit(0)
 
 
-def worker_main(config: Config, nudges: Connection) -> None:
+def worker_main(config: Config, nudges: Connection, parent_pid: int | None = None) -> None:
     """The worker process: every background loop of the bot."""
-    _die_with_parent()
+    _die_with_parent(parent_pid if parent_pid is not None else os.getppid())
     from layerbot.hardening import harden
 
     harden()  # a process of its own (spawned): not dumpable either
@@ -98,7 +107,8 @@ class WorkerSupervisor:
     def _start(self) -> None:
         receive, send = self._context.Pipe(duplex=False)
         os.set_blocking(send.fileno(), False)  # a full pipe means the worker is awake anyway
-        process = self._context.Process(target=worker_main, args=(self.config, receive),
+        process = self._context.Process(target=worker_main,
+                                        args=(self.config, receive, os.getpid()),
                                         name="layerbot-worker", daemon=True)
         process.start()
         receive.close()
