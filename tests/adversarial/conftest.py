@@ -6,7 +6,7 @@ demands after each attack:
 
 - the bot's secret files and its configuration are unchanged (content hash *and* mode);
 - the database passes ``PRAGMA integrity_check``;
-- the mirrors are untouched (refs, config, hooks, ``info/attributes``) since the last
+- the mirrors are untouched (config, hooks, ``info/attributes``) since the last
   :meth:`Adversary.snapshot`;
 - no secret string appears in anything the bot sent to GitHub (comments, check runs, any
   request body), in the answers of its REST API, or in its own log;
@@ -83,18 +83,22 @@ def file_facts(path: Path) -> FileFacts:
 
 
 def mirror_facts(mirrors: Path) -> dict[str, str]:
-    """Refs, config, hooks and attributes of every mirror, as path -> hash."""
+    """Config, HEAD, hooks and attributes of every mirror, as path -> hash.
+
+    Refs are left out: fetching the next PR changes them legitimately, and a job cannot
+    write them (the mirror is the bot's). What a job would plant to run code in the bot's
+    next git call (a filter in the config, an attributes file, a hook) is all here.
+    """
     out: dict[str, str] = {}
     if not mirrors.is_dir():
         return out
     for mirror in sorted(p for p in mirrors.rglob("*") if (p / "HEAD").is_file()):
-        for rel in ("config", "packed-refs", "info/attributes", "HEAD"):
+        for rel in ("config", "info/attributes", "HEAD"):
             p = mirror / rel
             out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "-"
-        for sub in ("hooks", "refs"):
-            for p in sorted((mirror / sub).rglob("*")):
-                if p.is_file() or p.is_symlink():
-                    out[str(p)] = file_facts(p).sha256
+        for p in sorted((mirror / "hooks").rglob("*")):
+            if p.is_file() or p.is_symlink():
+                out[str(p)] = file_facts(p).sha256
     return out
 
 
@@ -185,7 +189,7 @@ class Adversary(Session):
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         if self.mirrors_before:
             assert mirror_facts(self.data_dir / "mirrors") == self.mirrors_before, \
-                "a mirror's refs, config, hooks or attributes changed"
+                "a mirror's config, hooks or attributes changed"
         self.assert_no_secret_leaked()
         if normal_build:
             self.next_normal += 1

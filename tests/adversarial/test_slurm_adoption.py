@@ -41,6 +41,7 @@ from layerbot.jobs.planner import BuildRequest, PlannedTarget, record_build
 from layerbot.jobs.submitter import Submitter
 from layerbot.store.db import Store
 from layerbot.store.models import Job
+from tests.adversarial.attacks import STEAL, assert_nothing_stolen
 from tests.adversarial.conftest import Adversary
 from tests.backends.conftest import SlurmCluster, discover
 from tests.support.origin import Origin
@@ -227,3 +228,10 @@ def test_a_prs_job_cannot_plant_the_next_jobs(adversary: Adversary, slurm: Slurm
             assert slurm.job(job)["job_state"] == "PENDING", "a planted job was released"
     finally:
         slurm.cancel_tagged(E2E_INSTANCE)
+
+
+def test_a_job_on_slurm_cannot_read_or_write_the_bots_secrets(adversary: Adversary) -> None:
+    adversary.snapshot()
+    adversary.attack(302, STEAL, timeout=120)
+    assert_nothing_stolen(adversary)
+    adversary.assert_bot_intact()
