@@ -261,5 +261,42 @@ def test_closing_a_pr_cancels_its_waiting_jobs(env: Env) -> None:
                       timeout=30)
     # waiting jobs in the backend are cancelled there by the next reconcile cycle
     env.fake.wait_for(lambda: any(j["state"] == "cancelled" for j in env.jobs(14)), timeout=30)
-    env.comment(14, "bot: cancel")  # the running ones too, to free the slots
+    env.comment(14, "bot: cancel all")  # the running ones of both builds, to free the slots
     env.fake.wait_for(lambda: all(j["state"] == "cancelled" for j in env.jobs(14)), timeout=30)
+
+
+def test_status_last_build_shows_the_jobs_of_the_latest_build_only(env: Env) -> None:
+    env.pr(15)
+    env.comment(15, "bot: build for:arch=x86_64/amd/zen2 repo:eessi-2023.06")
+    env.wait_jobs(15, "succeeded", 1)
+    env.comment(15, "bot: build for:arch=x86_64/amd/zen3 repo:eessi-2025.06")
+    env.wait_jobs(15, "succeeded", 2)
+    first, second = (job["id"] for job in env.jobs(15))
+    env.comment(15, "bot: status last_build")
+    last = env.fake.wait_for(
+        lambda: next((c for c in env.replies(15) if "the latest build" in c.body), None),
+        timeout=30)
+    assert f"| {second} |" in last.body and f"| {first} |" not in last.body
+    env.comment(15, "bot: status")
+    every = env.fake.wait_for(
+        lambda: next((c for c in env.replies(15) if "latest result per target" in c.body), None),
+        timeout=30)
+    assert f"| {second} |" in every.body and f"| {first} |" in every.body
+
+
+def test_cancel_by_default_cancels_the_jobs_of_the_latest_build(env: Env) -> None:
+    env.pr(16, files={"bot/build.sh": SLOW_BUILD})
+    env.comment(16, "bot: build for:arch=x86_64/amd/zen2 repo:eessi-2023.06")
+    env.wait_jobs(16, "running", 1, timeout=30)
+    env.comment(16, "bot: build for:arch=x86_64/amd/zen3 repo:eessi-2025.06")
+    env.fake.wait_for(lambda: [j["state"] for j in env.jobs(16)] == ["running", "running"],
+                      timeout=30)
+    env.comment(16, "bot: cancel")
+    env.fake.wait_for(lambda: env.jobs(16)[1]["state"] == "cancelled", timeout=30)
+    earlier = env.jobs(16)[0]
+    assert earlier["state"] == "running" and not earlier["cancel_requested"]
+    env.comment(16, "bot: cancel")  # the latest build has nothing left: the reply says so
+    env.fake.wait_for(lambda: any("1 job(s) of earlier builds have not ended" in c.body
+                                  for c in env.replies(16)), timeout=30)
+    env.comment(16, "bot: cancel all")
+    env.wait_jobs(16, "cancelled", 2, timeout=30)

@@ -23,9 +23,12 @@ from sqlalchemy.orm import Session
 from layerbot import clock, fleet
 from layerbot.build.results import job_log_tail
 from layerbot.config import Config
+from layerbot.core.deploy_plan import plan_deploy
 from layerbot.core.jobs import JobState
-from layerbot.jobs.planner import BuildRequest, planned_from_job, record_build
-from layerbot.reporting import report_build
+from layerbot.jobs.planner import BuildRequest
+from layerbot.operations import builds
+from layerbot.operations.cancelling import cancel_jobs
+from layerbot.operations.pulls import GitHubReader, PullHead, PullUnavailable, fetch_pull
 from layerbot.store import jobs as jobstore
 from layerbot.store.db import Store
 from layerbot.store.models import Artifact, Build, Deployment, Instance, Job, JobTransition
@@ -35,8 +38,6 @@ FAILED_STATES = (JobState.FAILED.value, JobState.TIMED_OUT.value, JobState.LOST.
 MAX_PAGE = 200
 #: How many recent successful builds of a target its estimate is taken from.
 ESTIMATE_SAMPLES = 20
-PAUSED_NOTE = ("this instance is paused: the jobs are recorded and will be submitted "
-               "when it is resumed")
 
 
 class ControlError(Exception):
@@ -568,30 +569,6 @@ def instance_scopes(store: Store, config: Config) -> list[tuple[str, int | None]
     return scopes
 
 
-def cancel_jobs(session: Session, config: Config, job_ids: Sequence[int], reason: str,
-                now: datetime) -> list[Job]:
-    """Queued jobs end at once; jobs in the backend are cancelled there by the reconciler.
-
-    Returns the jobs touched; their builds' reports are re-derived in the same transaction.
-    """
-    touched: dict[int, list[Job]] = {}
-    for job in session.scalars(select(Job).where(Job.id.in_(list(job_ids)))):
-        state = JobState(job.state)
-        if state is JobState.QUEUED:
-            jobstore.transition(session, job, JobState.CANCELLED, now, reason=reason)
-        elif state.active:
-            job.cancel_requested = True
-            job.reason = reason
-        else:
-            continue
-        touched.setdefault(job.build_id, []).append(job)
-    for build_id, jobs in touched.items():
-        build = session.get(Build, build_id)
-        if build is not None:
-            report_build(session, config, build, now, changed=jobs)
-    return [j for jobs in touched.values() for j in jobs]
-
-
 def _own_job(session: Session, config: Config, job_id: int) -> Job:
     job = session.get(Job, job_id)
     if job is None:
@@ -627,8 +604,8 @@ def redo(store: Store, config: Config, job_id: int, by: str, now: datetime,
             raise ControlError(404, f"the build of job {job_id} is gone")
         if JobState(job.state).active:
             raise ControlError(409, f"job {job_id} is still {job.state}; cancel it first")
-        planned = planned_from_job(config, job)
-        if planned is None:
+        targets, redo_of = builds.redo_targets(config, [job])
+        if not targets:
             raise ControlError(409, f"job {job_id} built node type {job.node_type} and "
                                     f"repository target {job.repo_target}, which this "
                                     "instance no longer has")
@@ -640,22 +617,10 @@ def redo(store: Store, config: Config, job_id: int, by: str, now: datetime,
             clone_url=head.clone_url if head else build.clone_url,
             command=f"redo of job {job_id} at {where[:12]} (control center)",
             requested_by=by, exportvariables=tuple(sorted(exported.items())))
-        new_build, jobs = record_build(s, config, request, [planned], now,
-                                       redo_of={0: job_id})
-        inst = s.get(Instance, config.instance.name)
-        if inst is not None and inst.paused:
-            new_build.note = PAUSED_NOTE
-        report_build(s, config, new_build, now, changed=jobs)
+        new_build, jobs = builds.record_and_report(s, config, request, targets, now, redo_of)
         new_ids = [j.id for j in jobs]
     return ActionResult(message=f"job {job_id} redone as job {new_ids[0]} at {where[:12]}",
                         jobs=new_ids, build_id=new_build.id)
-
-
-class PullHead(Model):
-    sha: str
-    base_ref: str
-    clone_url: str
-    state: str
 
 
 def pull_of_job(store: Store, job_id: int) -> tuple[str, int, int]:
@@ -671,34 +636,24 @@ def pull_of_job(store: Store, job_id: int) -> tuple[str, int, int]:
     return row.repo, row.pr, row.installation_id
 
 
-def parse_pull(config: Config, repo: str, data: dict[str, Any]) -> PullHead:
-    """The PR's head as GitHub answers ``GET /repos/{repo}/pulls/{n}``."""
-    clone_url = str(data["base"]["repo"]["clone_url"])
-    if config.build.clone_url:
-        clone_url = config.build.clone_url.format(repo=repo)
-    head = PullHead(sha=str(data["head"]["sha"]), base_ref=str(data["base"]["ref"]),
-                    clone_url=clone_url, state=str(data["state"]))
-    return head
-
-
 def deploy(store: Store, config: Config, job_id: int, by: str, now: datetime,
            head_sha: str, force: bool = False) -> ActionResult:
     """Queue the job's artifacts for the uploader, as `bot: deploy` would.
 
-    The same plan decides (``handlers.deploy.plan_deploy``): only jobs built from the PR's
-    head now (``head_sha``), and the deploy policy picks among them; ``force`` ships this
-    job even if the policy would not (as ``bot: deploy force job:ID``).
+    The same plan decides (``core.deploy_plan.plan_deploy``): only jobs built from the
+    PR's head now (``head_sha``), and the deploy policy picks among them; ``force`` ships
+    this job even if the policy would not (as ``bot: deploy force job:ID``).
     """
-    # Imported here: the command handlers import this module (cancel), not the other way.
-    from layerbot.deploy.service import deploy_report_key, report_deployments
-    from layerbot.handlers.deploy import plan_deploy
+    # Imported here: it loads the deploy stack (an S3 client), which the CLI's read-only
+    # commands should not pay for at start (tests/test_cli_start.py).
+    from layerbot.operations import deployments
 
     with store.transaction() as s:
         job = _own_job(s, config, job_id)
         if job.pr is None:
             raise ControlError(409, f"job {job_id} was not built for a pull request")
-        jobs, artifacts, deployments = _deploy_views(s, job)
-        plan = plan_deploy(jobs, artifacts, deployments, head_sha=head_sha,
+        jobs, artifacts, done = deployments.plan_views(s, job.repo, job.pr, job.instance)
+        plan = plan_deploy(jobs, artifacts, done, head_sha=head_sha,
                            policy=config.deploy.policy, force_job=job_id if force else None)
         if plan.refusal is not None:
             raise ControlError(409, f"nothing deployed: {plan.refusal}")
@@ -712,38 +667,10 @@ def deploy(store: Store, config: Config, job_id: int, by: str, now: datetime,
             why = next((reason for j, reason in plan.left_out if j.id == job_id),
                        "the deploy policy does not pick it")
             raise ControlError(409, f"job {job_id} is not deployed: {why.replace('`', '')}")
-        key = deploy_report_key(config.instance.name, job.repo, job.pr)
-        for pick in picks:
-            existing = s.scalar(select(Deployment)
-                                .where(Deployment.artifact_id == pick.artifact.id))
-            if existing is None:
-                s.add(Deployment(artifact_id=pick.artifact.id, job_id=job_id, repo=job.repo,
-                                 pr=job.pr, state="queued", requested_by=by, forced=force,
-                                 created_at=now, updated_at=now, report_key=key))
-            elif existing.state == "failed":
-                existing.state, existing.error, existing.updated_at = "queued", None, now
-                existing.requested_by, existing.forced = by, force
-        s.flush()
-        report_deployments(s, config, job.repo, job.pr, now, [job_id])
+        deployments.queue_deployments(s, config, job.repo, job.pr, picks, by=by,
+                                      forced=force, now=now)
     return ActionResult(message=f"{len(picks)} artifact(s) of job {job_id} queued for deploy",
                         jobs=[job_id])
-
-
-def _deploy_views(session: Session, job: Job) -> tuple[list[Any], list[Any], list[Any]]:
-    """The PR's jobs, artifacts and deployments on this instance, as the planner sees them."""
-    from layerbot.deploy.service import job_target
-    from layerbot.handlers.deploy import ArtifactView, DeploymentView, JobView
-
-    assert job.pr is not None
-    jobs = list(jobstore.jobs_of_pr(session, job.repo, job.pr, job.instance))
-    ids = [j.id for j in jobs]
-    views = [JobView(j.id, j.state, j.head_sha, *job_target(j), j.repo_target, j.target)
-             for j in jobs]
-    artifacts = [ArtifactView(a.id, a.job_id, a.name, a.size)
-                 for a in session.scalars(select(Artifact).where(Artifact.job_id.in_(ids)))]
-    deployments = [DeploymentView(d.artifact_id, d.job_id, d.state) for d in
-                   session.scalars(select(Deployment).where(Deployment.job_id.in_(ids)))]
-    return views, artifacts, deployments
 
 
 def set_paused(store: Store, config: Config, name: str, paused: bool, now: datetime
@@ -798,32 +725,27 @@ def own_instance(store: Store, config: Config, name: str) -> None:
 
 def queue_counts(store: Store, instance: str) -> dict[str, int]:
     with store.read() as s:
-        return {state: n for state, n in s.execute(
-            select(Job.state, func.count(Job.id))
-            .where(Job.instance == instance, Job.state.in_(jobstore.ACTIVE))
-            .group_by(Job.state))}
+        return jobstore.queue_counts(s, instance)
 
 
-async def fetch_head(github: Any, config: Config, repo: str, pr: int,
+async def fetch_head(github: GitHubReader | None, config: Config, repo: str, pr: int,
                      installation_id: int) -> PullHead:
     """The PR's head now (through the GitHub App), for a redo at the current head."""
     from layerbot.github.client import GitHubError
 
-    if github is None:
-        raise ControlError(409, "this instance has no GitHub App configured, so it cannot "
-                                "look up the pull request's head; redo at the same commit")
     try:
-        data = await github.json(installation_id, "GET", f"/repos/{repo}/pulls/{pr}")
+        return await fetch_pull(github, config, repo, pr, installation_id)
+    except PullUnavailable as exc:
+        raise ControlError(409, f"{exc}; redo at the same commit") from None
     except GitHubError as exc:
         raise ControlError(502, f"GitHub did not answer for {repo}#{pr}: {exc}") from None
-    return parse_pull(config, repo, data)
 
 
 class Controller:
     """The actions for async callers (API, dashboard, CLI): store work in a thread, then
     wake the loops that act on it (the submitter for new jobs, the sender for reports)."""
 
-    def __init__(self, config: Config, store: Store, github: Any = None,
+    def __init__(self, config: Config, store: Store, github: GitHubReader | None = None,
                  on_written: Callable[[], None] = lambda: None) -> None:
         self.config = config
         self.store = store

@@ -16,7 +16,7 @@ from datetime import timedelta
 from layerbot import clock, log, metrics
 from layerbot.config import Config
 from layerbot.handlers import gate
-from layerbot.handlers.base import Context, Event, Router
+from layerbot.handlers.base import Context, Event, Router, Services
 from layerbot.loops import pause
 from layerbot.store.db import Store
 from layerbot.store.inbox import ClaimedEvent, Inbox
@@ -30,7 +30,7 @@ def backoff(attempt: int, base: float, cap: float) -> timedelta:
 
 class Processor:
     def __init__(self, config: Config, store: Store, inbox: Inbox, router: Router,
-                 services: object, on_written: Callable[[], None] = lambda: None) -> None:
+                 services: Services, on_written: Callable[[], None] = lambda: None) -> None:
         self.config = config
         self.store = store
         self.inbox = inbox

@@ -10,6 +10,7 @@ from layerbot.core.report import (
     JobRow,
     build_comment,
     check_run_fields,
+    last_build_comment,
     size,
     status_comment,
 )
@@ -67,6 +68,16 @@ def test_status_shows_the_latest_job_per_target_of_the_current_head() -> None:
     text = status_comment("a", HEAD, rows)
     assert "| 2 |" in text and "| 1 |" not in text and "| 3 |" not in text
     assert "no builds yet" in status_comment("a", "e" * 40, rows)
+
+
+def test_last_build_lists_every_job_of_the_build_and_says_when_the_head_moved() -> None:
+    old = "f" * 40
+    rows = [row(4, JobState.FAILED, head_sha=old), row(5, JobState.SUCCEEDED, head_sha=old,
+                                                          target="x86_64/amd/zen3")]
+    text = last_build_comment("a", HEAD, rows)
+    assert "| 4 |" in text and "| 5 |" in text
+    assert f"the latest build, of `{old[:12]}`" in text and "head is now" in text
+    assert "head is now" not in last_build_comment("a", old, rows)
 
 
 def test_sizes() -> None:

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 from layerbot.core.commands import BuildFilters, Command, parse_line
-from layerbot.handlers.deploy import (
-    ArtifactView,
-    DeploymentView,
-    JobView,
-    describe_plan,
-    plan_deploy,
-)
+from layerbot.core.deploy_plan import ArtifactView, DeploymentView, JobView, plan_deploy
+from layerbot.handlers.deploy import describe_plan
 
 HEAD = "h" * 40
 OLD = "o" * 40

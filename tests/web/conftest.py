@@ -51,7 +51,7 @@ class Web:
         self.store = store
         self.bot = Bot(config, store)
         self.app = self.bot.app()
-        self.auth = Auth(config, store, self.bot.services.access)
+        self.auth = Auth(config, store, self.bot.access)
 
     def asgi_without_loops(self) -> Any:
         """The app with its lifespan answered but not run: no background loops start

@@ -26,7 +26,7 @@ def _handle(web: Web, body: str) -> tuple[str | None, list[tuple[str, str]]]:
     event = Event(id=1, delivery_id="d-1", name="issue_comment", action="created",
                   raw=encode(payload).decode(), installation_id=1, attempt=1)
     ctx = Context(web.config, clock.now(), event, web.bot.services)
-    outcome = asyncio.run(comments.on_comment(event, ctx))
+    outcome = asyncio.run(comments.on_comment(event, ctx, web.bot.commands))
     with web.store.transaction() as s:
         for write in ctx.writes:
             write(s)

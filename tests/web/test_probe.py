@@ -23,7 +23,7 @@ def _comment(web: Web, body: str, now: Any) -> list[str]:
     event = Event(id=1, delivery_id="d-1", name="issue_comment", action="created",
                   raw=encode(payload).decode(), installation_id=1, attempt=1)
     ctx = Context(web.config, now, event, web.bot.services)
-    outcome = asyncio.run(comments.on_comment(event, ctx))
+    outcome = asyncio.run(comments.on_comment(event, ctx, web.bot.commands))
     assert outcome and "probe" in outcome
     with web.store.transaction() as s:
         for write in ctx.writes:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 __all__ = [
     "PERMISSIONS",
     "AccessCache",
     "AccessFacts",
+    "Action",
     "Decision",
     "decide",
     "facts_needed",
@@ -26,6 +28,9 @@ __all__ = [
 
 #: Repository permissions from weakest to strongest; "none" holds no role.
 PERMISSIONS: tuple[str, ...] = ("none", "read", "triage", "write", "maintain", "admin")
+
+#: What one may be allowed to do: the lists of ``config.AccessConfig``.
+Action = Literal["command", "build", "cancel", "deploy", "force_deploy", "pause"]
 
 #: How a refusal names an action ("Only ... may <verb>.").
 _VERBS = {

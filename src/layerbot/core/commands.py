@@ -242,8 +242,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec(
         "status",
-        "Show the state of this PR's builds and jobs.",
-        (_flag("last_build", "only the latest build"), _inst("(only their jobs)")),
+        "Show the latest result of each target for the PR's current head.",
+        (_flag("last_build", "only the jobs of the latest build, whatever commit it built"),
+         _inst("(only their jobs)")),
         ("bot: status", "bot: status last_build", "bot: status inst:cluster-a"),
     ),
     CommandSpec(
@@ -256,8 +257,10 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec(
         "rebuild",
-        "Run the jobs of the latest build again, for the current head of the PR.",
-        (_job("only this job"), _flag("failed", "only the jobs that did not succeed"), _SHA,
+        "Run this PR's jobs that did not succeed (the latest job of each target) again, "
+        "at the current head of the PR.",
+        (_job("only this job"),
+         _flag("failed", "the jobs that did not succeed (the default; may be written)"), _SHA,
          _inst("(only their jobs run again)")),
         ("bot: rebuild", "bot: rebuild failed", "bot: rebuild job:1234",
          "bot: rebuild failed sha:1a2b3c4", "bot: rebuild failed inst:cluster-a"),

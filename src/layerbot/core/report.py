@@ -176,13 +176,29 @@ def status_comment(instance: str, head_sha: str, rows: Sequence[JobRow]) -> str:
             latest[(r.target, r.repo_target)] = r
     if not latest:
         return f"**layerbot `{instance}`**: no builds yet for the current head `{head_sha[:12]}`."
+    title = f"**layerbot `{instance}`**: latest result per target for `{head_sha[:12]}`"
+    return _status_table(title, list(latest.values()))
+
+
+def last_build_comment(instance: str, head_sha: str, rows: Sequence[JobRow]) -> str:
+    """`bot: status last_build`: every job of the latest build (``rows``), whatever commit
+    it built; says so when that is no longer the PR's head."""
+    ordered = sorted(rows, key=lambda r: r.id)
+    built = ordered[0].head_sha if ordered else head_sha
+    title = f"**layerbot `{instance}`**: the latest build, of `{built[:12]}`"
+    if built != head_sha:
+        title += f" (the PR's head is now `{head_sha[:12]}`)"
+    return _status_table(title, ordered)
+
+
+def _status_table(title: str, rows: Sequence[JobRow]) -> str:
     lines = [
-        f"**layerbot `{instance}`**: latest result per target for `{head_sha[:12]}`",
+        title,
         "",
         "| target | repository | job | state | result | duration |",
         "|---|---|---|---|---|---|",
     ]
-    for r in latest.values():
+    for r in rows:
         lines.append(
             f"| `{r.target}` | {r.repo_target} | {r.id} | {ICONS[r.state]} "
             f"{r.state.value} | {_result(r)} | {duration(r)} |"

@@ -1,6 +1,7 @@
 """The uploader: queued deployments go to the staging area, and the PR is told how it went.
 
-A deployment row (``store.models.Deployment``, one per artifact) moves
+A deployment row (``store.models.Deployment``, one per artifact) moves along
+``core.deployments.TRANSITIONS``; here:
 
     queued ──▶ uploading ──▶ uploaded | skipped | failed
        ▲            │
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from layerbot import clock, log
 from layerbot.config import Config
+from layerbot.core.deployments import PENDING, DeploymentState
 from layerbot.core.report import size as human_size
 from layerbot.deploy.metadata import LayerbotInfo, Link2PR, file_sha256
 from layerbot.deploy.signing import Signer
@@ -45,22 +47,21 @@ from layerbot.github import writes
 from layerbot.loops import pause
 from layerbot.reporting import report_build
 from layerbot.store.db import Store
+from layerbot.store.deployments import transition
 from layerbot.store.models import Artifact, Build, Deployment, GitHubObject, Job
 
 _log = log.get("deploy")
 
-#: States a deployment can be in, and how the PR shows them.
-STATE_ICONS = {
-    "queued": "⏳",
-    "uploading": "⬆️",
-    "uploaded": "✅",
-    "skipped": "☑️",
-    "failed": "❌",
-    "ingested": "📦",
-    "rejected": "⛔",
+#: How the PR shows each state a deployment can be in.
+STATE_ICONS: dict[str, str] = {
+    DeploymentState.QUEUED: "⏳",
+    DeploymentState.UPLOADING: "⬆️",
+    DeploymentState.UPLOADED: "✅",
+    DeploymentState.SKIPPED: "☑️",
+    DeploymentState.FAILED: "❌",
+    DeploymentState.INGESTED: "📦",
+    DeploymentState.REJECTED: "⛔",
 }
-#: Deployments the uploader has to act on.
-PENDING = ("queued", "uploading")
 #: Transient failures are retried after this long, doubling up to the cap.
 RETRY_FIRST_SECONDS = 5.0
 RETRY_MAX_SECONDS = 300.0
@@ -109,7 +110,8 @@ def _cell(text: str, limit: int = 300) -> str:
 
 def deploy_comment(instance: str, rows: Sequence[DeployRow]) -> str:
     """The deploy reply: each artifact's state, with where it went or why it did not."""
-    done = sum(1 for r in rows if r.state in ("uploaded", "skipped", "ingested"))
+    done = sum(1 for r in rows if r.state in (DeploymentState.UPLOADED, DeploymentState.SKIPPED,
+                                              DeploymentState.INGESTED))
     lines = [
         f"**layerbot `{instance}`**: deployment of this PR's artifacts "
         f"({done}/{len(rows)} staged)",
@@ -121,7 +123,7 @@ def deploy_comment(instance: str, rows: Sequence[DeployRow]) -> str:
         state = f"{STATE_ICONS.get(r.state, '')} {r.state}" + (" (forced)" if r.forced else "")
         if r.error:
             detail = _cell(r.error)
-        elif r.state == "skipped":
+        elif r.state == DeploymentState.SKIPPED:
             detail = f"already in the staging area: `{_cell(r.url or '')}`"
         else:
             detail = f"`{_cell(r.url)}`" if r.url else ""
@@ -235,7 +237,7 @@ class Uploader:
 
     async def upload_pending(self, resume: bool = False) -> int:
         """Upload every due deployment of this instance; returns how many were tried."""
-        states = PENDING if resume else ("queued",)
+        states = sorted(s.value for s in PENDING) if resume else [DeploymentState.QUEUED.value]
         ids = await asyncio.to_thread(self._due, states)
         now = time.monotonic()
         ids = [i for i in ids if self._backoff.get(i, (0.0, 0.0))[0] <= now]
@@ -286,7 +288,7 @@ class Uploader:
             build = s.get(Build, job.build_id) if job else None
             if job is None or artifact is None or build is None:
                 return None
-            d.state, d.error, d.updated_at = "uploading", None, now
+            transition(d, DeploymentState.UPLOADING, now)
             report_deployments(s, self.config, d.repo, d.pr, now, [job.id])
             cpu, accel = job_target(job)
             reply = s.get(GitHubObject, f"comment:{build.report_key}")
@@ -294,14 +296,14 @@ class Uploader:
                          accel, job.repo_target, job.ended_at, Path(artifact.path),
                          artifact.name, artifact.sha256, reply.github_id if reply else None)
 
-    def _settle(self, work: _Work, state: str, error: str | None, key: str | None = None,
-                url: str | None = None) -> None:
+    def _settle(self, work: _Work, state: DeploymentState, error: str | None,
+                key: str | None = None, url: str | None = None) -> None:
         now = clock.now()
         with self.store.transaction() as s:
             d = s.get(Deployment, work.deployment_id)
-            if d is None or d.state != "uploading":
+            if d is None or d.state != DeploymentState.UPLOADING:
                 return
-            d.state, d.error, d.updated_at = state, error, now
+            transition(d, state, now, error)
             if key is not None:
                 d.key, d.url = key, url
             report_deployments(s, self.config, work.repo, work.pr, now, [work.job_id])
@@ -310,12 +312,12 @@ class Uploader:
         self._backoff.pop(work.deployment_id, None)
         outcome = staged.outcome
         _log.info("artifact " + outcome.state, key=outcome.key, bytes=outcome.bytes)
-        self._settle(work, outcome.state, None, outcome.key, outcome.url)
+        self._settle(work, DeploymentState(outcome.state), None, outcome.key, outcome.url)
 
     def _fail(self, work: _Work, reason: str) -> None:
         self._backoff.pop(work.deployment_id, None)
         _log.warning("deployment failed", reason=reason)
-        self._settle(work, "failed", reason)
+        self._settle(work, DeploymentState.FAILED, reason)
 
     def _later(self, work: _Work, reason: str) -> None:
         """Back to queued: the staging area may come back (a restarted S3 server)."""
@@ -323,7 +325,7 @@ class Uploader:
         delay = min(RETRY_MAX_SECONDS, last * 2 if last else RETRY_FIRST_SECONDS)
         self._backoff[work.deployment_id] = (time.monotonic() + delay, delay)
         _log.warning("upload interrupted; retrying", reason=reason, retry_in=delay)
-        self._settle(work, "queued", f"will retry in {delay:.0f}s: {reason}")
+        self._settle(work, DeploymentState.QUEUED, f"will retry in {delay:.0f}s: {reason}")
 
     # -------------------------------------------------------------- the upload
 

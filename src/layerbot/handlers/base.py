@@ -14,12 +14,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
+from layerbot.backends.base import Backend
 from layerbot.config import Config
+from layerbot.core.access import Decision
 from layerbot.github import writes
+from layerbot.operations.pulls import GitHubReader, PullHead, fetch_pull
+from layerbot.store.db import Store
+from layerbot.store.inbox import Inbox
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,26 @@ class Event:
 Write = Callable[[Session], object]  # what it returns is ignored
 
 
+class AccessPolicy(Protocol):
+    """Who may do what (``github.access.AccessChecker``); the actions are those of
+    ``config.AccessConfig``: command, build, cancel, deploy, force_deploy, ..."""
+
+    async def check(self, action: str, repo: str, login: str,
+                    installation_id: int | None) -> Decision: ...
+
+
+@dataclass(frozen=True)
+class Services:
+    """What handlers read through while they decide (the app builds it). Ports, not
+    adapters: a test can hand in its own."""
+
+    store: Store
+    inbox: Inbox
+    github: GitHubReader | None
+    access: AccessPolicy
+    backend: Backend
+
+
 @dataclass
 class Context:
     """Per event: configuration, services to read through, and the writes to apply."""
@@ -56,8 +81,13 @@ class Context:
     config: Config
     now: datetime
     event: Event
-    services: Any  # layerbot.app.Services; typed loosely to keep handlers free of adapters
+    services: Services
     writes: list[Write] = field(default_factory=list)
+
+    async def fetch_pull(self, number: int) -> PullHead:
+        """The event's PR as it is now: its head is what a command handled now pins."""
+        return await fetch_pull(self.services.github, self.config, self.event.repo, number,
+                                self.event.installation_id)
 
     @property
     def instance(self) -> str:

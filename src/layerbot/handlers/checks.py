@@ -7,11 +7,10 @@ head, and otherwise says what the head is now and builds nothing.
 
 from __future__ import annotations
 
-import asyncio
-
 from layerbot.handlers.base import Context, Event, Router
-from layerbot.handlers.builds import fetch_pull, paused_note, record_and_report
-from layerbot.jobs.planner import BuildRequest, planned_from_job
+from layerbot.handlers.builds import record_and_report
+from layerbot.jobs.planner import BuildRequest
+from layerbot.operations.builds import redo_targets
 from layerbot.store.models import Build, Job
 
 router = Router()
@@ -42,24 +41,23 @@ async def on_rerun(event: Event, ctx: Context) -> str | None:
                   f"**layerbot `{ctx.instance}`**: @{event.sender_login}, the re-run of job "
                   f"{job.id} is not allowed: {decision.reason}.\n\n{decision.who_may}")
         return "re-run refused"
-    planned = planned_from_job(ctx.config, job)
-    if planned is None:
+    targets, redo_of = redo_targets(ctx.config, [job])
+    if not targets:
         return "re-run impossible: target no longer configured"
-    pull = await fetch_pull(ctx, build.pr)
+    pull = await ctx.fetch_pull(build.pr)
     seen = str(run.get("head_sha") or job.head_sha)
-    if pull.head_sha != seen:
+    if pull.sha != seen:
         ctx.reply(build.pr, f"stale:{event.delivery_id}:rerun",
                   f"**layerbot `{ctx.instance}`**: @{event.sender_login}, the re-run of job "
                   f"{job.id} builds nothing: its check run is for `{seen[:12]}`, and the PR's "
-                  f"head is now `{pull.head_sha[:12]}`. Re-run the check of the new head, or "
-                  f"write `bot: build sha:{pull.head_sha[:12]}`.")
-        return f"re-run refused: check run for {seen[:12]}, head is {pull.head_sha[:12]}"
+                  f"head is now `{pull.sha[:12]}`. Re-run the check of the new head, or "
+                  f"write `bot: build sha:{pull.sha[:12]}`.")
+        return f"re-run refused: check run for {seen[:12]}, head is {pull.sha[:12]}"
     request = BuildRequest(
         repo=event.repo, pr=build.pr, installation_id=event.installation_id,
-        head_sha=pull.head_sha, base_ref=pull.base_ref, clone_url=pull.clone_url,
+        head_sha=pull.sha, base_ref=pull.base_ref, clone_url=pull.clone_url,
         command=f"Re-run of job {job.id} (check run)", requested_by=event.sender_login,
         delivery_id=event.delivery_id)
-    note = await asyncio.to_thread(paused_note, ctx)
-    record_and_report(ctx, request, [planned], note, {0: job.id})
-    return f"re-run of job {job.id} at {pull.head_sha[:12]}"
+    record_and_report(ctx, request, targets, redo_of)
+    return f"re-run of job {job.id} at {pull.sha[:12]}"
 

@@ -1,7 +1,9 @@
-"""PR comments: find the bot commands, acknowledge them, answer `help`, route the rest.
+"""PR comments: find the bot commands, acknowledge them, and hand each to its handler.
 
 Each new comment with at least one command line gets an `eyes` reaction, so the author
 knows at once that the bot read it. Comments by bots (this one included) are ignored.
+Which handler answers a command is the :class:`~layerbot.handlers.registry.CommandRegistry`'s
+business; this module knows no command by name.
 """
 
 from __future__ import annotations
@@ -9,15 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from layerbot.core import commands
-from layerbot.handlers import builds, deploy, probe
 from layerbot.handlers.base import Context, Event, Router
-
-router = Router()
-
-#: Command name -> handler(command, event, context); other concerns register theirs here.
-COMMAND_HANDLERS: dict[str, Any] = dict(builds.HANDLERS)
-COMMAND_HANDLERS["deploy"] = deploy.on_deploy_command
-COMMAND_HANDLERS["probe"] = probe.on_probe
+from layerbot.handlers.permissions import allowed
+from layerbot.handlers.registry import CommandRegistry, Invocation
 
 
 def is_bot(user: dict[str, Any], bot_login: str) -> bool:
@@ -36,8 +32,7 @@ def for_this_instance(item: commands.ParseResult, instance: str) -> bool:
     return commands.pattern_matches(item.filters.inst, instance)
 
 
-@router.on("issue_comment", "created")
-async def on_comment(event: Event, ctx: Context) -> str | None:
+async def on_comment(event: Event, ctx: Context, registry: CommandRegistry) -> str | None:
     comment = event.payload["comment"]
     issue = event.payload["issue"]
     if is_bot(comment.get("user") or {}, ctx.config.bot_login):
@@ -49,23 +44,32 @@ async def on_comment(event: Event, ctx: Context) -> str | None:
     number = int(issue["number"])
     ctx.react(int(comment["id"]), "eyes")
     done = ["eyes"]
-    if not await builds.allowed(ctx, "command", number, None):
+    if not await allowed(ctx, "command", number, None):
         return "eyes; commands refused"
     for item in parsed:
         if isinstance(item, commands.CommandError):
             ctx.reply(number, f"error:{event.delivery_id}:{item.lineno}",
                       commands.render_error(item))
             done.append("error reply")
-        elif item.name == "help":
-            ctx.reply(number, f"help:{event.delivery_id}:{item.lineno}", commands.help_text())
-            done.append("help")
-        elif "pull_request" not in issue:
+            continue
+        binding = registry[item.name]
+        if binding.pull_requests_only and "pull_request" not in issue:
             ctx.reply(number, f"notpr:{event.delivery_id}:{item.lineno}",
                       f"`bot: {item.name}` works on pull requests only.")
             done.append("not a PR")
-        else:
-            handler = COMMAND_HANDLERS.get(item.name)
-            outcome = await handler(item, event, ctx) if handler is not None else None
-            if outcome:
-                done.append(outcome)
+            continue
+        outcome = await binding.handler(Invocation(item, event, ctx, binding.permission))
+        if outcome:
+            done.append(outcome)
     return ", ".join(done)
+
+
+def router(registry: CommandRegistry) -> Router:
+    """The route of new comments, answering with ``registry``'s handlers."""
+    routes = Router()
+
+    async def on_new_comment(event: Event, ctx: Context) -> str | None:
+        return await on_comment(event, ctx, registry)
+
+    routes.on("issue_comment", "created")(on_new_comment)
+    return routes

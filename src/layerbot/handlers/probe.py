@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from layerbot import __version__, control, fleet
-from layerbot.core.commands import Command
+from layerbot import __version__, fleet
 from layerbot.core.targets import describe_capabilities
-from layerbot.handlers.base import Context, Event
+from layerbot.handlers.base import Context
+from layerbot.handlers.registry import CommandBinding, Invocation
+from layerbot.store.jobs import queue_counts
 from layerbot.store.models import Instance
 
 
@@ -24,7 +25,7 @@ def probe_reply(ctx: Context) -> str:
     with store.read() as s:
         inst = s.get(Instance, ctx.instance)
         row = (inst.heartbeat_at, inst.paused, inst.resources) if inst else None
-    queue = control.queue_counts(store, ctx.instance)
+        queue = queue_counts(s, ctx.instance)
     lag = ctx.services.inbox.lag_seconds(ctx.now)
     lines = [f"**layerbot `{ctx.instance}`** (version {__version__}, {cfg.backend.kind} "
              "backend) answers the probe."]
@@ -65,8 +66,10 @@ def _resources(resources: dict[str, Any] | None) -> str:
     return "Resources:\n\n" + "\n".join(rows)
 
 
-async def on_probe(cmd: Command, event: Event, ctx: Context) -> str | None:
-    number = int(event.payload["issue"]["number"])
-    body = await asyncio.to_thread(probe_reply, ctx)
-    ctx.reply(number, f"probe:{event.delivery_id}:{cmd.lineno}", body)
+async def on_probe(inv: Invocation) -> str | None:
+    body = await asyncio.to_thread(probe_reply, inv.ctx)
+    inv.ctx.reply(inv.number, f"probe:{inv.event.delivery_id}:{inv.cmd.lineno}", body)
     return "probe"
+
+
+COMMAND = CommandBinding("probe", on_probe)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from layerbot.core.jobs import JobState
 from layerbot.handlers.base import Context, Event, Router
-from layerbot.handlers.builds import request_cancel
+from layerbot.operations.cancelling import cancel_jobs
 from layerbot.store.models import Build, Job
 from layerbot.store.pushes import record_push
 
@@ -62,7 +62,7 @@ async def on_push(event: Event, ctx: Context) -> str | None:
 
     def write(session: Session) -> None:
         _note_builds(session, ids, note)
-        request_cancel(session, ctx, ids, "superseded by a newer commit")
+        cancel_jobs(session, ctx.config, ids, "superseded by a newer commit", ctx.now)
     ctx.write(write)
     return f"cancelled {len(ids)} superseded job(s)"
 
@@ -87,7 +87,7 @@ async def on_closed(event: Event, ctx: Context) -> str | None:
         if ids:
             _note_builds(session, ids, f"the pull request was {merged}: "
                                        f"{len(ids)} waiting job(s) were cancelled")
-            request_cancel(session, ctx, ids, f"the pull request was {merged}")
+            cancel_jobs(session, ctx.config, ids, f"the pull request was {merged}", ctx.now)
     ctx.write(write)
     retention = timedelta(days=ctx.config.build.archive_after_days)
     return f"PR {merged}: {len(ids)} waiting job(s) cancelled; archive after {retention}"

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from layerbot import metrics
@@ -101,3 +101,11 @@ def jobs_of_pr(session: Session, repo: str, pr: int, instance: str) -> Sequence[
         select(Job).where(Job.repo == repo, Job.pr == pr, Job.instance == instance)
         .order_by(Job.id)
     ).all()
+
+
+def queue_counts(session: Session, instance: str) -> dict[str, int]:
+    """How many of the instance's jobs are in each active state (queued, submitted, ...)."""
+    return {state: n for state, n in session.execute(
+        select(Job.state, func.count(Job.id))
+        .where(Job.instance == instance, Job.state.in_(ACTIVE))
+        .group_by(Job.state))}

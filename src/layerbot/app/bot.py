@@ -1,4 +1,4 @@
-"""Assembly: build every part from the configuration and run them in one process.
+"""The bot: build every part from the configuration and run them in one process.
 
 `layerbot serve` = the HTTP app (webhook, health, API) + background loops: the inbox
 writer and workers, the outbox sender, the missed-delivery recovery, and (with a backend)
@@ -8,17 +8,17 @@ the job submitter and reconciler. Each loop stops on the same event.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from fastapi import FastAPI
 
 from layerbot import log, metrics
+from layerbot.app.commands import BINDINGS, build_router
+from layerbot.app.web import add_web
+from layerbot.app.workers import Loop, make_workers
 from layerbot.backends import make_backend
-from layerbot.backends.base import Backend
 from layerbot.build.workspace import Mirrors
 from layerbot.config import Config
 from layerbot.github import deliveries
@@ -26,7 +26,8 @@ from layerbot.github.access import AccessChecker
 from layerbot.github.client import GitHubApp, RateLimitInfo
 from layerbot.github.sender import Sender
 from layerbot.github.writes import Performer
-from layerbot.handlers import routes
+from layerbot.handlers.base import Services
+from layerbot.handlers.registry import CommandBinding, CommandRegistry
 from layerbot.processing import Processor
 from layerbot.store.db import Store
 from layerbot.store.inbox import Inbox
@@ -36,32 +37,17 @@ from layerbot.web.webhook import InboxWriter, WebhookFirst, webhook_route
 
 _log = log.get("app")
 
-Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
-
-
-@dataclass
-class Services:
-    """Everything handlers and loops may use; adapters are reached only through here."""
-
-    config: Config
-    store: Store
-    inbox: Inbox
-    outbox: Outbox
-    github: GitHubApp | None
-    access: AccessChecker
-    backend: Backend
-    mirrors: Mirrors
-    extra: dict[str, Any] = field(default_factory=dict)
-    #: Called after writes to the outbox were committed, to wake the sender.
-    wake_sender: Callable[[], None] = lambda: None
-
 
 def _note_rate_limit(info: RateLimitInfo) -> None:
     metrics.RATE_LIMIT_REMAINING.labels(resource=info.resource).set(info.remaining)
 
 
 class Bot:
-    def __init__(self, config: Config, store: Store | None = None) -> None:
+    def __init__(self, config: Config, store: Store | None = None,
+                 commands: Iterable[CommandBinding] = BINDINGS) -> None:
+        """``commands``: the handlers of the grammar's commands; :class:`RegistryError`
+        (before anything is started) if a command has none, or a handler no command."""
+        self.commands = CommandRegistry(commands)
         self.config = config
         self.store = store or Store(config.store_url)
         name = config.instance.name
@@ -72,15 +58,19 @@ class Bot:
                        if config.github.app_id and config.github.private_key else None)
         self.backend = make_backend(config)
         self.mirrors = Mirrors(config.mirrors_dir, attempts=config.build.fetch_attempts)
-        self.services = Services(config, self.store, self.inbox, self.outbox, self.github,
-                                 AccessChecker(self.github, config.access), self.backend,
-                                 self.mirrors)
+        self.access = AccessChecker(self.github, config.access)
+        self.services = Services(self.store, self.inbox, self.github, self.access,
+                                 self.backend)
         self.sender = (Sender(self.outbox, Performer(self.github, self.outbox.object_id),
                               config.outbox) if self.github else None)
-        if self.sender:
-            self.services.wake_sender = self.sender.wakeup.set
-        self.processor = Processor(config, self.store, self.inbox, routes.build_router(),
-                                   self.services, on_written=self.services.wake_sender)
+        #: Called after writes to the outbox were committed, to wake the sender.
+        self.wake_sender: Callable[[], None] = (self.sender.wakeup.set if self.sender
+                                                else lambda: None)
+        self.workers = make_workers(config, self.store, self.backend, self.mirrors,
+                                    self.wake_sender)
+        self.processor = Processor(config, self.store, self.inbox,
+                                   build_router(self.commands), self.services,
+                                   on_written=self._written)
         self.writer = InboxWriter(self.inbox, on_accept=self.processor.wakeup.set)
         self.loops: list[Loop] = [self.processor.run]
         if self.sender:
@@ -89,9 +79,15 @@ class Bot:
             github = self.github
             self.loops.append(lambda stop: deliveries.run(github, self.inbox,
                                                           config.deliveries, stop))
-        routes.add_loops(self)
+        self.loops += self.workers.loops
         #: Set by `serve` when the loops run in a worker process: is it alive?
         self.worker_alive: Callable[[], bool] | None = None
+
+    def _written(self) -> None:
+        """Handlers recorded writes: reports for the sender, and perhaps new jobs for the
+        submitter or deployments for the uploader (wake them at once)."""
+        self.wake_sender()
+        self.workers.wake()
 
     async def run_loops(self, stop: asyncio.Event) -> None:
         """Every background loop until ``stop`` is set (the worker side of `serve`)."""
@@ -134,7 +130,8 @@ class Bot:
         app.include_router(health_router(self.store, self.inbox, self.outbox,
                                          self.config.health.max_inbox_lag_seconds,
                                          self.worker_alive))
-        routes.add_web(self, app)
+        add_web(app, self.config, self.store, self.github, self.access, self.inbox,
+                self.outbox, on_written=lambda: self.processor.on_written())
         return app
 
 

@@ -1,0 +1,46 @@
+"""`bot: cancel`: the unfinished jobs of the PR's latest build (``all``: of every build;
+``job:ID``: that one). Queued jobs end at once, jobs in the backend are cancelled there."""
+
+from __future__ import annotations
+
+from layerbot.core.jobs import JobState
+from layerbot.handlers.jobs import jobs_of_pr, no_such_job, of_latest_build
+from layerbot.handlers.registry import CommandBinding, Invocation
+from layerbot.operations.cancelling import cancel_jobs
+
+
+async def on_cancel(inv: Invocation) -> str | None:
+    cmd, ctx, number = inv.cmd, inv.ctx, inv.number
+    jobs = jobs_of_pr(ctx, number)
+    if cmd.job_id is not None and jobs and not any(j.id == cmd.job_id for j in jobs):
+        return no_such_job(ctx, number, cmd)
+    if not jobs:
+        return None  # this instance has nothing for this PR: another one will answer
+    unfinished = [j for j in jobs if JobState(j.state).active]
+    if cmd.job_id is not None:
+        chosen = [j for j in unfinished if j.id == cmd.job_id]
+    elif cmd.all:
+        chosen = unfinished
+    else:  # as help says: by default those of the latest build
+        chosen = [j for j in of_latest_build(jobs) if JobState(j.state).active]
+    if not await inv.permitted():
+        return "cancel refused"
+    ids = [j.id for j in chosen]
+    reason = f"cancelled by @{ctx.event.sender_login}"
+    ctx.write(lambda s: cancel_jobs(s, ctx.config, ids, reason, ctx.now))
+    if not ids:
+        ctx.reply(number, f"cancel:{ctx.event.delivery_id}:{cmd.lineno}",
+                  f"**layerbot `{ctx.instance}`**: no waiting or running job to cancel"
+                  + _earlier(len(unfinished)) + ".")
+    return f"cancel of {len(ids)} job(s)"
+
+
+def _earlier(unfinished: int) -> str:
+    """Nothing of the latest build to cancel, but of earlier ones: say how to reach them."""
+    if not unfinished:
+        return ""
+    return (f" in the latest build; {unfinished} job(s) of earlier builds have not ended "
+            "(`bot: cancel all` cancels them)")
+
+
+COMMAND = CommandBinding("cancel", on_cancel, permission="cancel")
