@@ -8,7 +8,7 @@ the page cache. Reported per command: the median wall time and the median CPU ti
 (user + system of the child, from ``wait4``). On a machine shared with other work the wall
 time is the figure a user sees but it moves with the load; the CPU time moves much less, so
 both are printed, as is the load average. ``jobs`` lists the newest 50 of ``--jobs`` jobs
-(default 500) of a local SQLite store made for the run, as a table (``jobs``) and as JSON
+(default 500) of a local SQLite store made for the run, as a table (``jobs_table``) and as JSON
 (``jobs_json``).
 
 Python reads compiled bytecode of the installed packages where it finds it and compiles
@@ -108,7 +108,7 @@ def main() -> None:
             "python_pass": [sys.executable, "-c", "pass"],
             "help": [layerbot, "--help"],
             "version": [layerbot, "version"],
-            "jobs": [layerbot, "jobs"],
+            "jobs_table": [layerbot, "jobs"],
             "jobs_json": [layerbot, "jobs", "--json"],
         }
         print(f"runs={args.runs} loadavg={os.getloadavg()[0]:.2f} cpus={os.cpu_count()} "
