@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import typer
 from typer import _click as click
 from typer._click.exceptions import UsageError
-from typer._coercion import PassThroughRuntimeParam
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 if TYPE_CHECKING:
@@ -48,12 +47,19 @@ def plain_flag(option: TyperOption | None) -> TyperOption | None:
 
     A flag's value is None (not given), True or False; typer's pass-through converter
     returns a bool as it is, which is all a flag needs. The converter is typer's lazily
-    built ``_runtime_param``: if a typer release drops it, nothing is changed here and the
-    flag is converted by typer as usual (the start test then sees pydantic again).
+    built ``_runtime_param``: if a typer release changes these, nothing is changed here and
+    the flag is converted by typer as usual (the start test then sees pydantic again).
     """
-    if option is not None and getattr(option, "_runtime_param", False) is None:
-        option._runtime_param = PassThroughRuntimeParam(
+    if option is None or getattr(option, "_runtime_param", False) is not None:
+        return option
+    try:
+        from typer._coercion import PassThroughRuntimeParam
+
+        converter = PassThroughRuntimeParam(
             parameter_info=option.type_descriptor.parameter_info, annotation=bool)
+    except (ImportError, AttributeError, TypeError):  # another typer: leave it to typer
+        return option
+    option._runtime_param = converter
     return option
 
 
