@@ -2,9 +2,10 @@
 
 Start time is what a command imports. These tests run the real entry point in a fresh
 interpreter and look at ``sys.modules`` afterwards: help and version must not load the
-store, GitHub, S3 or the web stack, and `jobs` loads no web stack and no S3.
-The help lines of the lazily loaded commands must be those of the commands themselves.
-(``benchmarks/bench_cli.py`` measures the times.)
+store, GitHub, S3, the web stack, rich or pydantic; `jobs` on a local SQLite store loads
+none of these but pydantic (typer converts its options with it), nor SQLAlchemy, the
+configuration's models or the controller. The help lines of the lazily loaded commands
+must be those of the commands themselves. (``benchmarks/bench_cli.py`` measures the times.)
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ import pytest
 import typer
 
 from layerbot import cli
+from layerbot.joblist import list_jobs
+from layerbot.store.db import Store
+from tests.support.jobrows import seed_jobs
 
-#: Packages that cost the most to import; none is needed to show help or the version.
-#: (pydantic is not among them: typer itself uses it to convert parameters.)
+#: Packages that cost the most to import; none is needed to list jobs of a local store.
 HEAVY = ("sqlalchemy", "alembic", "fastapi", "starlette", "uvicorn", "githubkit", "boto3",
-         "botocore", "httpx", "structlog", "layerbot.config", "layerbot.control",
-         "layerbot.cli_ops", "layerbot.cli_deploy", "layerbot.cli_init")
+         "botocore", "httpx", "structlog", "asyncio", "layerbot.config", "layerbot.control",
+         "layerbot.store", "layerbot.hardening", "layerbot.log", "layerbot.cli_deploy",
+         "layerbot.cli_init")
+#: Needed by no help and no version: rich draws tables, typer converts values with pydantic
+#: (see cli_lazy.py).
+NOT_FOR_HELP = (*HEAVY, "rich", "pydantic", "typer._adapters", "layerbot.cli_ops",
+                "layerbot.joblist")
 
 _PROBE = """
 import json, sys
@@ -55,7 +63,7 @@ def _loaded(modules: set[str], roots: tuple[str, ...]) -> list[str]:
 def test_help_and_version_import_nothing_heavy(args: list[str]) -> None:
     code, modules, out = _run(args)
     assert code in (0, 2), out  # bare `layerbot` shows help and exits 2 (no command)
-    assert _loaded(modules, HEAVY) == [], out
+    assert _loaded(modules, NOT_FOR_HELP) == [], out
     assert ("jobs" in out and "ingest" in out) if args != ["version"] else out.strip()
 
 
@@ -81,8 +89,26 @@ def test_a_lazy_command_runs_and_a_typo_is_still_caught() -> None:
     assert "jobs" in out  # the suggestion sees the lazy commands too
 
 
-def test_jobs_on_the_local_store_loads_no_web_stack_or_s3(tmp_path: Path) -> None:
-    """(It still loads the store and, through ``control``, githubkit: see the benchmark.)"""
+def test_jobs_of_a_local_sqlite_store_are_read_without_the_store(tmp_path: Path) -> None:
+    """The rows through sqlite3, the store's URL from the file alone (joblist.py)."""
+    url = f"sqlite:///{tmp_path / 'bot.db'}"
+    store = Store(url)
+    seed_jobs(store, 30)
+    (tmp_path / "layerbot.toml").write_text(f'[store]\nurl = "{url}"\n')
+    args = ["jobs", "--json", "--state", "failed", "--limit", "2", "--offset", "1"]
+    code, modules, out = _run(args, cwd=tmp_path)
+    assert code == 0, out
+    expected = list_jobs(store, state=["failed"], limit=2, offset=1)
+    assert json.loads(out) == json.loads(expected.model_dump_json())
+    assert _loaded(modules, (*HEAVY, "rich")) == [], out
+    code, modules, out = _run(["jobs", "--pr", "3"], cwd=tmp_path)  # a table: rich
+    assert code == 0 and "jobs 1–5 of 5" in out, out
+    assert _loaded(modules, HEAVY) == [], out
+    store.close()
+
+
+def test_jobs_of_a_store_not_made_yet_go_the_full_way(tmp_path: Path) -> None:
+    """No file yet: the store is made and migrated, as `layerbot jobs` always did."""
     config = tmp_path / "layerbot.toml"
     config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "bot.db"}"\n')
     code, modules, out = _run(["jobs", "--json", "--config", str(config)], cwd=tmp_path)

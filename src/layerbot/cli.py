@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from layerbot import __version__
-from layerbot.cli_lazy import LazyCommand, LazyConsole, LazyGroup
+from layerbot.cli_lazy import MARKUP_MODE, LazyCommand, LazyConsole, LazyGroup, PlainCommand
 
 if TYPE_CHECKING:
     from layerbot import config as config_mod
@@ -56,6 +56,7 @@ class _Commands(LazyGroup):
 
 
 app = typer.Typer(cls=_Commands, no_args_is_help=True, add_completion=False,
+                  rich_markup_mode=MARKUP_MODE,
                   help="layerbot: builds and deploys scientific software from pull requests.")
 console = LazyConsole()
 err = LazyConsole(stderr=True)
@@ -113,7 +114,7 @@ def _refuse_unisolated(cfg: config_mod.Config) -> None:
         raise typer.Exit(2) from None
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 def version() -> None:
     """Print layerbot's version."""
     typer.echo(__version__)  # a plain line: rich would cost more than the whole command

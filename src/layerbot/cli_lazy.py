@@ -1,13 +1,24 @@
 """Commands loaded when they run: why `layerbot --help` answers in a tenth of a second.
 
-Each command module (``cli_ops``, ``cli_deploy``, ``cli_init``) imports what its commands
-need: the store (SQLAlchemy), GitHub (githubkit), S3 (boto3), the web app (FastAPI).
-Importing all of them for every command took 1.7 s, most of it for code the command never
-ran. So the top-level group knows these commands by name only (``LazyCommand``) and imports
-a module the first time one of its commands is looked up to run. Listing commands for help
-needs a line of help per command and no code: the line is kept in the table, and
-``tests/test_cli_start.py`` checks that every line matches the command's own docstring, so
-the two cannot drift apart silently.
+Three costs are kept out of a start (``tests/test_cli_start.py`` checks each):
+
+- Other commands' modules. Each command module (``cli_ops``, ``cli_deploy``, ``cli_init``)
+  imports what its commands need: the store (SQLAlchemy), GitHub (githubkit), S3 (boto3),
+  the web app (FastAPI). Importing all of them for every command took 1.7 s, most of it for
+  code the command never ran. So the top-level group knows these commands by name only
+  (``LazyCommand``) and imports a module the first time one of its commands is looked up
+  to run. Listing commands for help needs a line of help per command and no code: the line
+  is kept in the table, and ``tests/test_cli_start.py`` checks that every line matches the
+  command's own docstring, so the two cannot drift apart silently.
+- rich. typer formats help and errors with rich when it is installed; rich, with the
+  Markdown and traceback modules typer pulls in for it, cost more than the rest of
+  `layerbot --help`. The CLI's help is click's plain help instead (``MARKUP_MODE``): the
+  same content, without boxes. Commands that print tables still use rich when they print.
+- pydantic. typer converts each parameter's value through a pydantic ``TypeAdapter`` it
+  builds on first use, even the ``--help`` flag's unset value; importing pydantic for that
+  was two thirds of `layerbot version`. A flag needs no conversion, so the help flags of the
+  group and of `version` use typer's pass-through converter (``plain_flag``). Commands with
+  options of their own still convert them with pydantic.
 """
 
 from __future__ import annotations
@@ -20,13 +31,43 @@ from typing import TYPE_CHECKING, Any
 import typer
 from typer import _click as click
 from typer._click.exceptions import UsageError
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 #: ``ctx.meta`` key set while the group formats its help (see ``LazyGroup.format_help``).
 _LISTING = "layerbot.cli_lazy.listing"
+#: How the CLI's help is formatted: click's plain help, not rich's (see the module's doc).
+MARKUP_MODE = None
+
+
+def plain_flag(option: TyperOption | None) -> TyperOption | None:
+    """``option`` (a help flag) with a converter that needs no pydantic.
+
+    A flag's value is None (not given), True or False; typer's pass-through converter
+    returns a bool as it is, which is all a flag needs. The converter is typer's lazily
+    built ``_runtime_param``: if a typer release changes these, nothing is changed here and
+    the flag is converted by typer as usual (the start test then sees pydantic again).
+    """
+    if option is None or getattr(option, "_runtime_param", False) is not None:
+        return option
+    try:
+        from typer._coercion import PassThroughRuntimeParam
+
+        converter = PassThroughRuntimeParam(
+            parameter_info=option.type_descriptor.parameter_info, annotation=bool)
+    except (ImportError, AttributeError, TypeError):  # another typer: leave it to typer
+        return option
+    option._runtime_param = converter
+    return option
+
+
+class PlainCommand(TyperCommand):
+    """A command whose ``--help`` flag is converted without pydantic (see ``plain_flag``)."""
+
+    def get_help_option(self, ctx: click.Context) -> TyperOption | None:
+        return plain_flag(super().get_help_option(ctx))
 
 
 @dataclass(frozen=True)
@@ -54,7 +95,8 @@ class LazyGroup(TyperGroup):
             return found
         if ctx.meta.get(_LISTING):
             # Help lists names and one line each: no need to import the module for that.
-            return typer.core.TyperCommand(cmd_name, help=entry.summary)
+            # (short_help: click would cut a long help line to fit the terminal.)
+            return TyperCommand(cmd_name, help=entry.summary, short_help=entry.summary)
         self._load(entry.module)
         return super().get_command(ctx, cmd_name)
 
@@ -71,6 +113,9 @@ class LazyGroup(TyperGroup):
                     exc.message = f"{exc.message.rstrip('.')}. Did you mean {suggestions}?"
             raise
 
+    def get_help_option(self, ctx: click.Context) -> TyperOption | None:
+        return plain_flag(super().get_help_option(ctx))
+
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         ctx.meta[_LISTING] = True
         try:
@@ -80,7 +125,7 @@ class LazyGroup(TyperGroup):
 
     def _load(self, module: str) -> None:
         """Import ``module`` and add every command it registers (it may register several)."""
-        holder = typer.Typer()
+        holder = typer.Typer(rich_markup_mode=MARKUP_MODE)
         importlib.import_module(module).register(holder)
         group = typer.main.get_group(holder)
         for name, command in group.commands.items():

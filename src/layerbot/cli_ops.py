@@ -4,28 +4,32 @@ By default the commands work on the local store (the machine `layerbot serve` ru
 having the database is the permission). With ``--remote URL --token TOKEN`` (or
 ``LAYERBOT_API_URL`` / ``LAYERBOT_API_TOKEN``) they go through the REST API instead, where
 the token's scopes decide. Either way the answers are the same models (``--json``).
+
+`layerbot jobs` on a SQLite store reads it without the store's machinery (``_quick_jobs``);
+so this module imports the rest (the controller, SQLAlchemy, httpx, rich) where it is used.
 """
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import httpx
 import typer
 from pydantic import BaseModel
-from rich.console import Console
-from rich.table import Table
 
-from layerbot import clock, control
+from layerbot import clock, joblist
+from layerbot.cli_lazy import LazyConsole
 from layerbot.core.jobs import JobState
 
-console = Console()
-err = Console(stderr=True)
+if TYPE_CHECKING:
+    from layerbot import control
+
+console = LazyConsole()
+err = LazyConsole(stderr=True)
 M = TypeVar("M", bound=BaseModel)
 
 ConfigOption = Annotated[Path | None, typer.Option(
@@ -52,6 +56,8 @@ class Remote:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def call(self, method: str, path: str, model: type[M], **kwargs: Any) -> M:
+        import httpx
+
         try:
             response = httpx.request(method, self.url + path, headers=self.headers,
                                      timeout=60, **kwargs)
@@ -77,6 +83,7 @@ class Local:
         self.store = Store(self.config.store_url)
 
     def controller(self) -> control.Controller:
+        from layerbot import control
         from layerbot.github.client import GitHubApp
 
         cfg = self.config
@@ -85,6 +92,10 @@ class Local:
         return control.Controller(cfg, self.store, github)
 
     def act(self, coro: Any) -> control.ActionResult:
+        import asyncio
+
+        from layerbot import control
+
         try:
             result: control.ActionResult = asyncio.run(coro)
         except control.ControlError as exc:
@@ -102,6 +113,46 @@ def _target(remote: str | None, token: str | None, config: Path | None) -> Remot
 
 def _who(login: str | None) -> str:
     return login or getpass.getuser()
+
+
+def _quick_jobs(config: Path | None, which: joblist.JobFilter, limit: int,
+                offset: int) -> joblist.JobPage | None:
+    """The jobs of a local SQLite store, read without loading the configuration's models,
+    SQLAlchemy or the migrations: what makes `layerbot jobs` start fast (issue 10).
+
+    None where this cannot answer for sure (another database, no store file yet, a file that
+    is not TOML or has settings of the store that are not text, a store older than its
+    migrations): the full path (``_jobs``) then answers as it always did, errors and
+    migrations included. It checks only the settings it reads: a mistake elsewhere in the
+    file is for the commands that use that part (and `layerbot doctor`) to report. Unlike the
+    full path, it neither configures logging nor hardens the process: it reads no secret and
+    starts no child (see hardening.py).
+    """
+    from layerbot.config_file import quick_store_url
+
+    url = quick_store_url(config)
+    path = joblist.sqlite_file(url) if url else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return joblist.list_jobs_sqlite(path, which, limit, offset)
+    except sqlite3.Error:
+        return None
+
+
+def _jobs(where: Remote | Local, which: joblist.JobFilter, limit: int,
+          offset: int) -> joblist.JobPage:
+    """The jobs through the API of a running bot or through the local store, in full."""
+    if isinstance(where, Remote):
+        params: dict[str, Any] = {"state": list(which.state), "target": which.target,
+                                  "repo": which.repo, "pr": which.pr,
+                                  "instance": which.instance, "limit": limit,
+                                  "offset": offset}
+        return where.call("GET", "/api/jobs", joblist.JobPage,
+                          params={k: v for k, v in params.items() if v is not None})
+    return joblist.list_jobs(where.store, state=which.state, target=which.target,
+                             repo=which.repo, pr=which.pr, instance=which.instance,
+                             limit=limit, offset=offset)
 
 
 def _print(model: BaseModel, as_json: bool, table: Any) -> None:
@@ -123,7 +174,7 @@ def register(app: typer.Typer) -> None:
              repo: Annotated[str | None, typer.Option(help="owner/name")] = None,
              pr: Annotated[int | None, typer.Option(help="pull request number")] = None,
              instance: Annotated[str | None, typer.Option(help="bot instance")] = None,
-             limit: Annotated[int, typer.Option(min=1, max=control.MAX_PAGE)] = 50,
+             limit: Annotated[int, typer.Option(min=1, max=joblist.MAX_PAGE)] = 50,
              offset: Annotated[int, typer.Option(min=0)] = 0,
              as_json: JsonOption = False, remote: RemoteOption = None,
              token: TokenOption = None, config: ConfigOption = None) -> None:
@@ -133,16 +184,10 @@ def register(app: typer.Typer) -> None:
         if bad := [s for s in states if s not in known]:
             raise fail(f"unknown state(s) {', '.join(bad)}; states are "
                        + ", ".join(sorted(known)), 2)
-        where = _target(remote, token, config)
-        if isinstance(where, Remote):
-            params: dict[str, Any] = {"state": states, "target": target, "repo": repo,
-                                      "pr": pr, "instance": instance, "limit": limit,
-                                      "offset": offset}
-            page = where.call("GET", "/api/jobs", control.JobPage,
-                              params={k: v for k, v in params.items() if v is not None})
-        else:
-            page = control.list_jobs(where.store, state=states, target=target, repo=repo,
-                                     pr=pr, instance=instance, limit=limit, offset=offset)
+        which = joblist.JobFilter(states, target, repo, pr, instance)
+        page = None if remote else _quick_jobs(config, which, limit, offset)
+        if page is None:
+            page = _jobs(_target(remote, token, config), which, limit, offset)
         _print(page, as_json, lambda: _jobs_table(page))
 
     @app.command()
@@ -152,6 +197,8 @@ def register(app: typer.Typer) -> None:
              remote: RemoteOption = None, token: TokenOption = None,
              config: ConfigOption = None) -> None:
         """Build a job's target again."""
+        from layerbot import control
+
         where = _target(remote, token, config)
         at = "head" if head else "same"
         if isinstance(where, Remote):
@@ -166,6 +213,8 @@ def register(app: typer.Typer) -> None:
                remote: RemoteOption = None, token: TokenOption = None,
                config: ConfigOption = None) -> None:
         """Cancel a waiting or running job."""
+        from layerbot import control
+
         where = _target(remote, token, config)
         if isinstance(where, Remote):
             result = where.call("POST", f"/api/jobs/{job}/cancel", control.ActionResult)
@@ -175,6 +224,8 @@ def register(app: typer.Typer) -> None:
 
     def _pause(name: str | None, paused: bool, as_json: bool, remote: str | None,
                token: str | None, config: Path | None) -> None:
+        from layerbot import control
+
         where = _target(remote, token, config)
         verb = "pause" if paused else "resume"
         if isinstance(where, Remote):
@@ -208,6 +259,8 @@ def register(app: typer.Typer) -> None:
               as_json: JsonOption = False, remote: RemoteOption = None,
               token: TokenOption = None, config: ConfigOption = None) -> None:
         """Take no new jobs and let the running ones finish (`resume` takes them again)."""
+        from layerbot import control
+
         where = _target(remote, token, config)
         if isinstance(where, Remote):
             if not instance:
@@ -223,6 +276,8 @@ def register(app: typer.Typer) -> None:
               as_json: JsonOption = False, remote: RemoteOption = None,
               token: TokenOption = None, config: ConfigOption = None) -> None:
         """Core-hours per week, target and PR, and the estimate of each target's next build."""
+        from layerbot import control
+
         where = _target(remote, token, config)
         if isinstance(where, Remote):
             data = where.call("GET", "/api/costs", control.Costs, params={"weeks": weeks})
@@ -262,6 +317,8 @@ def register(app: typer.Typer) -> None:
     @tokens.command("list")
     def token_list(as_json: JsonOption = False, config: ConfigOption = None) -> None:
         """The tokens (never their secrets)."""
+        from rich.table import Table
+
         from layerbot.web.auth import list_tokens
 
         rows = list_tokens(Local(config).store)
@@ -299,7 +356,9 @@ def _when(moment: Any) -> str:
     return moment.strftime("%Y-%m-%d %H:%M") if moment else "–"
 
 
-def _jobs_table(page: control.JobPage) -> None:
+def _jobs_table(page: joblist.JobPage) -> None:
+    from rich.table import Table
+
     table = Table(title=f"jobs {page.offset + 1}–{page.offset + len(page.jobs)} of {page.total}"
                   if page.jobs else f"no jobs (of {page.total})")
     for column in ("job", "state", "PR", "target", "repository", "instance", "updated",
@@ -313,6 +372,8 @@ def _jobs_table(page: control.JobPage) -> None:
 
 
 def _costs_tables(data: control.Costs) -> None:
+    from rich.table import Table
+
     console.print(f"{data.total_core_hours:,.3f} core-hours in {data.jobs} jobs since "
                   f"{_when(data.since)}", highlight=False)
     for title, rows in (("per week", data.by_week), ("per target", data.by_target),

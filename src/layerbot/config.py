@@ -25,10 +25,10 @@ from pydantic import (
     model_validator,
 )
 
+from layerbot.config_file import DEFAULT_DATA_DIR, find_config_file, resolve_store_url
+from layerbot.config_file import resolve_relative_paths as _resolve_relative_paths
 from layerbot.core.slurm_options import option_problems
 
-DEFAULT_CONFIG_NAME = "layerbot.toml"
-CONFIG_ENV = "LAYERBOT_CONFIG"
 PRIVATE_KEY_ENV = "LAYERBOT_GITHUB_PRIVATE_KEY"
 WEBHOOK_SECRET_ENV = "LAYERBOT_WEBHOOK_SECRET"
 SESSION_SECRET_ENV = "LAYERBOT_SESSION_SECRET"
@@ -102,7 +102,7 @@ class StoreConfig(Section):
 
 class InstanceConfig(Section):
     name: str = Field(default_factory=lambda: platform.node().split(".")[0] or "layerbot")
-    data_dir: Path = Path("/var/lib/layerbot")
+    data_dir: Path = DEFAULT_DATA_DIR
 
     @field_validator("name")
     @classmethod
@@ -491,7 +491,7 @@ class Config(Section):
     # Paths derived from data_dir, so one setting moves everything.
     @property
     def store_url(self) -> str:
-        return self.store.url or f"sqlite:///{self.instance.data_dir / 'layerbot.db'}"
+        return resolve_store_url(self.store.url, self.instance.data_dir)
 
     @property
     def mirrors_dir(self) -> Path:
@@ -535,16 +535,6 @@ class ConfigError(Exception):
         super().__init__(f"invalid configuration {source}:\n{lines}")
 
 
-def find_config_file(explicit: Path | None) -> Path | None:
-    """--config, else $LAYERBOT_CONFIG, else ./layerbot.toml if it exists."""
-    if explicit is not None:
-        return explicit
-    if env := os.environ.get(CONFIG_ENV):
-        return Path(env)
-    local = Path(DEFAULT_CONFIG_NAME)
-    return local if local.exists() else None
-
-
 def load(path: Path | None = None, *, overrides: Mapping[str, Any] | None = None) -> Config:
     """Read, validate and complete the configuration (secrets included)."""
     file = find_config_file(path)
@@ -577,39 +567,6 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = _merge(out[key], value)
         else:
             out[key] = value
-    return out
-
-
-_PATH_KEYS = {
-    ("github", "private_key_file"),
-    ("github", "webhook_secret_file"),
-    ("instance", "data_dir"),
-    ("build", "mirrors_dir"),
-    ("build", "jobs_dir"),
-    ("deploy", "staging_dir"),
-    ("deploy", "signing_key_file"),
-    ("ingest", "allowed_signers_file"),
-    ("ingest", "state_dir"),
-    ("web", "session_secret_file"),
-    ("web", "oauth_client_secret_file"),
-}
-
-
-def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Relative paths in the file are relative to the file, not to the working directory."""
-    out = dict(raw)
-    for section, key in _PATH_KEYS:
-        value = out.get(section, {}).get(key) if isinstance(out.get(section), dict) else None
-        if isinstance(value, str) and value and not Path(value).is_absolute():
-            out[section] = {**out[section], key: str(base / value)}
-    store = out.get("store")
-    if isinstance(store, dict) and isinstance(store.get("url"), str):
-        url = store["url"]
-        prefix = "sqlite:///"
-        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix:
-            rel = url[len(prefix) :]
-            if rel and not rel.startswith(":memory:"):
-                out["store"] = {**store, "url": prefix + str(base / rel)}
     return out
 
 

@@ -25,6 +25,9 @@ from layerbot.build.results import job_log_tail
 from layerbot.config import Config
 from layerbot.core.deploy_plan import plan_deploy
 from layerbot.core.jobs import JobState
+from layerbot.joblist import MAX_PAGE, JobSummary
+from layerbot.joblist import JobPage as JobPage  # the job list: see joblist.py
+from layerbot.joblist import list_jobs as list_jobs
 from layerbot.jobs.planner import BuildRequest
 from layerbot.operations import builds
 from layerbot.operations.cancelling import cancel_jobs
@@ -35,7 +38,6 @@ from layerbot.store.models import Artifact, Build, Deployment, Instance, Job, Jo
 
 #: States that count as a failure on the overview.
 FAILED_STATES = (JobState.FAILED.value, JobState.TIMED_OUT.value, JobState.LOST.value)
-MAX_PAGE = 200
 #: How many recent successful builds of a target its estimate is taken from.
 ESTIMATE_SAMPLES = 20
 
@@ -58,40 +60,7 @@ class Model(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class JobSummary(Model):
-    id: int
-    build_id: int
-    instance: str
-    repo: str
-    pr: int | None
-    target: str
-    repo_target: str
-    node_type: str
-    state: str
-    reason: str | None
-    head_sha: str
-    backend_id: str | None
-    created_at: datetime
-    updated_at: datetime
-    submitted_at: datetime | None
-    started_at: datetime | None
-    ended_at: datetime | None
-    exit_code: int | None
-    elapsed_seconds: float | None
-    cpus: int | None
-    core_hours: float | None
-    redo_of: int | None
-    cancel_requested: bool
-
-
 _SUMMARY_COLUMNS = [getattr(Job, name) for name in JobSummary.model_fields]
-
-
-class JobPage(Model):
-    jobs: list[JobSummary]
-    total: int
-    limit: int
-    offset: int
 
 
 class TransitionOut(Model):
@@ -272,30 +241,6 @@ def _hidden(visible: Visible, repo: str) -> bool:
 def _summaries(session: Session, query: Any) -> list[JobSummary]:
     # Columns, not ORM objects: the JSON facts and results stay in the database.
     return [JobSummary.model_validate(row._mapping) for row in session.execute(query)]
-
-
-def list_jobs(store: Store, *, state: Sequence[str] = (), target: str | None = None,
-              repo: str | None = None, pr: int | None = None, instance: str | None = None,
-              limit: int = 50, offset: int = 0, visible: Visible = None) -> JobPage:
-    """Jobs, newest first; ``target`` matches a part of the target name."""
-    limit = max(1, min(limit, MAX_PAGE))
-    offset = max(0, offset)
-    conditions: list[Any] = _shown(visible)
-    if state:
-        conditions.append(Job.state.in_(list(state)))
-    if target:
-        conditions.append(Job.target.contains(target, autoescape=True))
-    if repo:
-        conditions.append(Job.repo == repo)
-    if pr is not None:
-        conditions.append(Job.pr == pr)
-    if instance:
-        conditions.append(Job.instance == instance)
-    with store.read() as s:
-        total = s.scalar(select(func.count(Job.id)).where(*conditions)) or 0
-        jobs = _summaries(s, select(*_SUMMARY_COLUMNS).where(*conditions)
-                          .order_by(Job.id.desc()).limit(limit).offset(offset))
-    return JobPage(jobs=jobs, total=total, limit=limit, offset=offset)
 
 
 def list_pulls(store: Store, *, repo: str | None = None, limit: int = 50,
