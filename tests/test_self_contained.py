@@ -69,7 +69,7 @@ def test_data_tests_pass_from_a_copy_with_nothing_beside_it(tmp_path: Path) -> N
     env = {**os.environ, "LAYERBOT_" + "SHARED_DIR": str(decoy)}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-         "tests/test_webhook_payloads.py", "tests/test_fakegithub.py"],
+         "tests/support/test_webhook_payloads.py", "tests/support/test_fakegithub.py"],
         cwd=clone, env=env, capture_output=True, text=True, timeout=240,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]

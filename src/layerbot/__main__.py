@@ -1,3 +1,3 @@
-from layerbot.cli import main
+from layerbot.cli.main import main
 
 main()

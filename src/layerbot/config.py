@@ -82,7 +82,7 @@ class ServerConfig(Section):
     #: GitHub caps payloads at 25 MB; bigger bodies are refused with 413.
     max_body_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     #: Run the loops (event handling, jobs, GitHub writes) in a worker process of their own,
-    #: so that answering GitHub never waits for work (see layerbot/supervisor.py).
+    #: so that answering GitHub never waits for work (see layerbot/app/supervisor.py).
     worker_process: bool = True
 
 

@@ -1,7 +1,7 @@
 """Where layerbot.toml is and what its paths mean: the part of loading that needs no models.
 
 ``config.load`` validates the whole file with pydantic models, which costs more than a
-whole `layerbot jobs` should (``tests/test_cli_start.py``). A read-only command that needs
+whole `layerbot jobs` should (``tests/cli/test_start.py``). A read-only command that needs
 one setting, the store's URL, reads it here with the same rules (which file, paths relative
 to the file) and leaves the checking of the rest to the commands that use it. Anything
 unusual (no file where one is named, TOML that does not parse, a setting of the wrong type)

@@ -1,6 +1,6 @@
 """The real Slurm cluster of scripts/slurm.sh, for tests marked ``slurm``.
 
-Skips (FAILS under CI) when it does not answer. Also used by tests/test_slurm_e2e.py.
+Skips (FAILS under CI) when it does not answer. Also used by tests/e2e/test_slurm_e2e.py.
 """
 
 from __future__ import annotations

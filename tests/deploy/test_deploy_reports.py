@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from layerbot.cli_deploy import ingest_comment, state_marker
+from layerbot.cli.deploy import ingest_comment, state_marker
 from layerbot.deploy.approval import verdicts
 from layerbot.deploy.ingest import IngestEvent
 from layerbot.deploy.metadata import ArtifactMetadata, Payload, Uploader

@@ -21,6 +21,7 @@ from layerbot.app.workers import Loop, make_workers
 from layerbot.backends import make_backend
 from layerbot.build.workspace import Mirrors
 from layerbot.config import Config
+from layerbot.events.processor import Processor
 from layerbot.github import deliveries
 from layerbot.github.access import AccessChecker
 from layerbot.github.client import GitHubApp, RateLimitInfo
@@ -28,7 +29,6 @@ from layerbot.github.sender import Sender
 from layerbot.github.writes import Performer
 from layerbot.handlers.base import Services
 from layerbot.handlers.registry import CommandBinding, CommandRegistry
-from layerbot.processing import Processor
 from layerbot.store.db import Store
 from layerbot.store.inbox import Inbox
 from layerbot.store.outbox import Outbox

@@ -8,7 +8,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from layerbot import fleet
 from layerbot.backends.base import Backend
 from layerbot.build.workspace import Mirrors
 from layerbot.config import Config
@@ -16,6 +15,7 @@ from layerbot.deploy.service import Uploader
 from layerbot.jobs.archiver import Archiver
 from layerbot.jobs.reconciler import Reconciler
 from layerbot.jobs.submitter import Submitter
+from layerbot.operations import fleet
 from layerbot.store.db import Store
 
 Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]

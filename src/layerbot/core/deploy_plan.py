@@ -2,7 +2,7 @@
 artifacts, the deployments so far, the PR's head *now* and the policy.
 
 Shared by ``bot: deploy``, the deploy label (``handlers/deploy.py``) and the control
-center's deploy action (``control.py``), so all three pick the same artifacts:
+center's deploy action (``control/actions.py``), so all three pick the same artifacts:
 
 * only artifacts of succeeded jobs built from the current head (``force job:ID``: that
   job even if it failed, still only at the current head);

@@ -43,9 +43,9 @@ from layerbot.deploy.staging import (
     stage_artifact,
     staging_for,
 )
+from layerbot.events.reporting import report_build
 from layerbot.github import writes
 from layerbot.loops import pause
-from layerbot.reporting import report_build
 from layerbot.store.db import Store
 from layerbot.store.deployments import transition
 from layerbot.store.models import Artifact, Build, Deployment, GitHubObject, Job

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from layerbot import __version__, fleet
+from layerbot import __version__
 from layerbot.core.targets import describe_capabilities
 from layerbot.handlers.base import Context
 from layerbot.handlers.registry import CommandBinding, Invocation
+from layerbot.operations import fleet
 from layerbot.store.jobs import queue_counts
 from layerbot.store.models import Instance
 

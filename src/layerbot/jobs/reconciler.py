@@ -21,7 +21,7 @@ from layerbot.backends.base import Backend, BackendState, BackendUnavailable, Jo
 from layerbot.build import results
 from layerbot.config import Config
 from layerbot.core.jobs import JobState
-from layerbot.reporting import report_build
+from layerbot.events.reporting import report_build
 from layerbot.store import jobs as jobstore
 from layerbot.store.db import Store
 from layerbot.store.models import Artifact, Build, Job

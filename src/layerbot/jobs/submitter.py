@@ -37,8 +37,8 @@ from layerbot.build.workspace import (
 from layerbot.config import Config
 from layerbot.core.facts import JobFacts
 from layerbot.core.jobs import JobState
+from layerbot.events.reporting import report_build
 from layerbot.loops import pause
-from layerbot.reporting import report_build
 from layerbot.store import jobs as jobstore
 from layerbot.store.db import Store
 from layerbot.store.models import Build, Instance, Job

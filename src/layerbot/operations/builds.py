@@ -10,8 +10,8 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from layerbot.config import Config
+from layerbot.events.reporting import report_build
 from layerbot.jobs.planner import BuildRequest, PlannedTarget, planned_from_job, record_build
-from layerbot.reporting import report_build
 from layerbot.store.models import Build, Instance, Job
 
 PAUSED_NOTE = ("this instance is paused: the jobs are recorded and will be submitted "

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from layerbot.config import Config
 from layerbot.core.jobs import JobState
-from layerbot.reporting import report_build
+from layerbot.events.reporting import report_build
 from layerbot.store import jobs as jobstore
 from layerbot.store.models import Build, Job
 

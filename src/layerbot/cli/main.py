@@ -9,45 +9,45 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from layerbot import __version__
-from layerbot.cli_lazy import MARKUP_MODE, LazyCommand, LazyConsole, LazyGroup, PlainCommand
+from layerbot.cli.lazy import MARKUP_MODE, LazyCommand, LazyConsole, LazyGroup, PlainCommand
 
 if TYPE_CHECKING:
     from layerbot import config as config_mod
 
 # Heavy modules (config/pydantic, the store, GitHub, S3, the web app) are imported inside
 # the commands that use them, so `layerbot --help` and `layerbot version` stay fast
-# (see cli_lazy.py; tests/test_cli_start.py keeps it so).
+# (see cli/lazy.py; tests/cli/test_start.py keeps it so).
 
 #: Commands of other modules (each has ``register(app)``), imported only when one of them
 #: runs. ``summary`` is the line `layerbot --help` shows: the first line of its docstring.
 LAZY_COMMANDS: tuple[LazyCommand, ...] = (
-    LazyCommand("serve", "layerbot.cli", "Run the bot: webhook receiver, workers, sender, "
+    LazyCommand("serve", "layerbot.cli.main", "Run the bot: webhook receiver, workers, sender, "
                 "and (with a backend) jobs."),
-    LazyCommand("doctor", "layerbot.cli", "Check the configuration and reach every "
+    LazyCommand("doctor", "layerbot.cli.main", "Check the configuration and reach every "
                 "configured part; exit 1 if any fails."),
-    LazyCommand("replay", "layerbot.cli",
+    LazyCommand("replay", "layerbot.cli.main",
                 "Handle a stored delivery again (e.g. one kept as failed)."),
-    LazyCommand("run", "layerbot.cli", "Build like the bot would for a PR, without GitHub; "
+    LazyCommand("run", "layerbot.cli.main", "Build like the bot would for a PR, without GitHub; "
                 "exit 0 only if every job succeeded."),
-    LazyCommand("ingest", "layerbot.cli_deploy",
+    LazyCommand("ingest", "layerbot.cli.deploy",
                 "Ingest staged artifacts into the repository (run on the repository server)."),
-    LazyCommand("deploy-status", "layerbot.cli_deploy",
+    LazyCommand("deploy-status", "layerbot.cli.deploy",
                 "List this instance's deployments and their states (run where the bot runs)."),
-    LazyCommand("jobs", "layerbot.cli_ops", "List jobs, newest first."),
-    LazyCommand("redo", "layerbot.cli_ops", "Build a job's target again."),
-    LazyCommand("cancel", "layerbot.cli_ops", "Cancel a waiting or running job."),
-    LazyCommand("pause", "layerbot.cli_ops",
+    LazyCommand("jobs", "layerbot.cli.ops", "List jobs, newest first."),
+    LazyCommand("redo", "layerbot.cli.ops", "Build a job's target again."),
+    LazyCommand("cancel", "layerbot.cli.ops", "Cancel a waiting or running job."),
+    LazyCommand("pause", "layerbot.cli.ops",
                 "Stop submitting new jobs (builds are still recorded, and PRs are told)."),
-    LazyCommand("resume", "layerbot.cli_ops", "Submit queued jobs again."),
-    LazyCommand("drain", "layerbot.cli_ops", "Take no new jobs and let the running ones "
+    LazyCommand("resume", "layerbot.cli.ops", "Submit queued jobs again."),
+    LazyCommand("drain", "layerbot.cli.ops", "Take no new jobs and let the running ones "
                 "finish (`resume` takes them again)."),
-    LazyCommand("costs", "layerbot.cli_ops", "Core-hours per week, target and PR, and the "
+    LazyCommand("costs", "layerbot.cli.ops", "Core-hours per week, target and PR, and the "
                 "estimate of each target's next build."),
-    LazyCommand("init", "layerbot.cli_init", "Ask the local Slurm (partitions, node features, "
+    LazyCommand("init", "layerbot.cli.init", "Ask the local Slurm (partitions, node features, "
                 "CPUs, accounts, limits) and write a commented starting layerbot.toml with a "
                 "node type per partition and CPU; or, with --from-eessi, migrate an EESSI "
                 "bot's app.cfg (and repos.cfg)."),
-    LazyCommand("token", "layerbot.cli_ops", "API tokens for scripts (on this machine's store)."),
+    LazyCommand("token", "layerbot.cli.ops", "API tokens for scripts (on this machine's store)."),
 )
 
 
@@ -95,7 +95,7 @@ def load_config(path: Path | None) -> config_mod.Config:
     log.configure(cfg.logging.format, cfg.logging.level, cfg.logging.levels)
     # Before any child is started: not dumpable, secrets out of the environment (jobs run
     # on this machine; see docs/security.md).
-    from layerbot.hardening import harden
+    from layerbot.app.hardening import harden
 
     harden()
     return cfg
@@ -130,8 +130,8 @@ def serve(config: ConfigOption = None,
     import uvicorn
 
     from layerbot.app import Bot, asgi
+    from layerbot.app.supervisor import WorkerSupervisor
     from layerbot.store.db import Store
-    from layerbot.supervisor import WorkerSupervisor
 
     cfg = load_config(config)
     if cfg.github.app_id is not None and not cfg.github.repositories:
@@ -170,7 +170,7 @@ def doctor(config: ConfigOption = None) -> None:
 
     from rich.table import Table
 
-    from layerbot.doctor import run_checks
+    from layerbot.cli.doctor import run_checks
 
     cfg = load_config(config)
     checks = asyncio.run(run_checks(cfg))
@@ -218,7 +218,7 @@ def run(
     import asyncio
 
     from layerbot import log
-    from layerbot import run as runner
+    from layerbot.app import run as runner
     from layerbot.core.jobs import JobState
 
     if pr is not None and ref is not None:

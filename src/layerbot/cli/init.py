@@ -423,7 +423,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{output} exists; use --force to overwrite it", err=True)
             raise typer.Exit(1)
         if from_eessi is not None:
-            from layerbot.cli_eessi import init_from_eessi
+            from layerbot.cli.eessi import init_from_eessi
 
             init_from_eessi(from_eessi, repos_cfg, output)
             return

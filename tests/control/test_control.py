@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from layerbot import control, fleet
+from layerbot import control
 from layerbot.backends.base import BackendUnavailable, Partition, Resources
 from layerbot.config import Config
 from layerbot.core.jobs import JobState
 from layerbot.jobs.planner import BuildRequest, planned_from_job, record_build
+from layerbot.operations import fleet
 from layerbot.store import jobs as jobstore
 from layerbot.store.db import Store
 from layerbot.store.models import Artifact, Build, Deployment, Instance, Job, OutboxMessage

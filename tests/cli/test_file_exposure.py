@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from layerbot.build.identity import JobUser
-from layerbot.file_exposure import exposure, remedy
+from layerbot.cli.file_exposure import exposure, remedy
 
 JOB = JobUser("nobody", 65534, 65534, ())
 

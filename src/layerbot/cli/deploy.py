@@ -46,7 +46,7 @@ _log = log.get("ingest")
 console = Console()
 err = Console(stderr=True)
 
-# Not imported from layerbot.cli: that module imports this one while it is being loaded.
+# Not imported from layerbot.cli.main: that module imports this one while it is being loaded.
 ConfigOption = Annotated[Path | None, typer.Option(
     "--config", "-c", help="layerbot.toml (default: $LAYERBOT_CONFIG, ./layerbot.toml)")]
 
@@ -277,7 +277,7 @@ async def _ingest(cfg: Config, once: bool, force: Sequence[str] = ()) -> list[Re
 
 
 def load_config(path: Path | None) -> Config:
-    from layerbot.cli import load_config as load
+    from layerbot.cli.main import load_config as load
 
     return load(path)
 

@@ -21,7 +21,7 @@ async def run_checks(config: Config) -> list[Check]:
 def _check_file_exposure(config: Config) -> list[Check]:
     """Each bot file the job user could read or write, named with its remedy."""
     from layerbot.build.identity import IsolationRefused, resolve
-    from layerbot.file_exposure import exposure, remedy
+    from layerbot.cli.file_exposure import exposure, remedy
 
     try:
         user = resolve(config.build.run_as, config.build.allow_unisolated)

@@ -1,6 +1,6 @@
 """Commands loaded when they run: why `layerbot --help` answers in a tenth of a second.
 
-Three costs are kept out of a start (``tests/test_cli_start.py`` checks each):
+Three costs are kept out of a start (``tests/cli/test_start.py`` checks each):
 
 - Other commands' modules. Each command module (``cli_ops``, ``cli_deploy``, ``cli_init``)
   imports what its commands need: the store (SQLAlchemy), GitHub (githubkit), S3 (boto3),
@@ -8,7 +8,7 @@ Three costs are kept out of a start (``tests/test_cli_start.py`` checks each):
   code the command never ran. So the top-level group knows these commands by name only
   (``LazyCommand``) and imports a module the first time one of its commands is looked up
   to run. Listing commands for help needs a line of help per command and no code: the line
-  is kept in the table, and ``tests/test_cli_start.py`` checks that every line matches the
+  is kept in the table, and ``tests/cli/test_start.py`` checks that every line matches the
   command's own docstring, so the two cannot drift apart silently.
 - rich. typer formats help and errors with rich when it is installed; rich, with the
   Markdown and traceback modules typer pulls in for it, cost more than the rest of
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 #: ``ctx.meta`` key set while the group formats its help (see ``LazyGroup.format_help``).
-_LISTING = "layerbot.cli_lazy.listing"
+_LISTING = "layerbot.cli.lazy.listing"
 #: How the CLI's help is formatted: click's plain help, not rich's (see the module's doc).
 MARKUP_MODE = None
 

@@ -8,7 +8,7 @@ import sys
 
 SCRIPT = """
 import ctypes, os, subprocess
-from layerbot.hardening import harden
+from layerbot.app.hardening import harden
 harden()
 libc = ctypes.CDLL(None)
 print("dumpable", libc.prctl(3, 0, 0, 0, 0))

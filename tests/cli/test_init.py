@@ -13,7 +13,7 @@ import pytest
 
 from layerbot import config as config_mod
 from layerbot.backends.slurm import SlurmBackend
-from layerbot.cli_init import (
+from layerbot.cli.init import (
     Node,
     PartitionInfo,
     Probe,

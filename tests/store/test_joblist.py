@@ -16,7 +16,8 @@ from sqlalchemy import select
 
 from layerbot import config as config_mod
 from layerbot.config_file import quick_store_url
-from layerbot.joblist import (
+from layerbot.store.db import Store
+from layerbot.store.joblist import (
     MAX_PAGE,
     JobFilter,
     JobPage,
@@ -25,7 +26,6 @@ from layerbot.joblist import (
     list_jobs_sqlite,
     sqlite_file,
 )
-from layerbot.store.db import Store
 from layerbot.store.models import Job
 from tests.support.jobrows import seed_jobs
 

@@ -7,7 +7,7 @@ library's ``sqlite3`` (``list_jobs_sqlite``): importing SQLAlchemy alone takes l
 the whole command may (issue 10: under 0.3 s), and so would the ORM models, the migrations
 and the configuration's models. Both hand back the driver's own values (on SQLite, times are
 text), which one function turns into the same ``JobSummary`` the models used to give:
-``tests/test_joblist.py`` compares them with the ORM's, job by job.
+``tests/store/test_joblist.py`` compares them with the ORM's, job by job.
 """
 
 from __future__ import annotations

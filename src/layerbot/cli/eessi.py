@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from layerbot.eessi_migration import MigrationError, migrate
+from layerbot.cli.eessi_migration import MigrationError, migrate
 
 
 def _read(path: Path, what: str) -> str:

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from layerbot import config as config_mod
-from layerbot.doctor import run_checks
-from layerbot.eessi_migration import MigrationError, migrate, parse_slurm_params
+from layerbot.cli.doctor import run_checks
+from layerbot.cli.eessi_migration import MigrationError, migrate, parse_slurm_params
 
-DATA = Path(__file__).parent / "data" / "eessi"
+DATA = Path(__file__).resolve().parents[1] / "data" / "eessi"
 APP_CFG = DATA / "app.cfg.example"
 REPOS_CFG = DATA / "repos.cfg"
 

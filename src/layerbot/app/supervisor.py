@@ -53,7 +53,7 @@ def _die_with_parent(parent_pid: int) -> None:
 def worker_main(config: Config, nudges: Connection, parent_pid: int | None = None) -> None:
     """The worker process: every background loop of the bot."""
     _die_with_parent(parent_pid if parent_pid is not None else os.getppid())
-    from layerbot.hardening import harden
+    from layerbot.app.hardening import harden
 
     harden()  # a process of its own (spawned): not dumpable either
     # Handling is throughput work; answering GitHub is latency work: on a busy machine the

@@ -14,7 +14,7 @@ import uvicorn
 from typer.testing import CliRunner
 
 from layerbot import clock, log
-from layerbot.cli import app
+from layerbot.cli.main import app
 from layerbot.store.db import Store
 from layerbot.store.models import Instance, Job
 from tests.support.botproc import free_port, to_toml

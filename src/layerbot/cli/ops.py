@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel
 
-from layerbot import clock, joblist
-from layerbot.cli_lazy import LazyConsole
+from layerbot import clock
+from layerbot.cli.lazy import LazyConsole
 from layerbot.core.jobs import JobState
+from layerbot.store import joblist
 
 if TYPE_CHECKING:
     from layerbot import control
@@ -76,7 +77,7 @@ class Local:
     """The store of this machine's bot, from its configuration."""
 
     def __init__(self, config: Path | None) -> None:
-        from layerbot.cli import load_config
+        from layerbot.cli.main import load_config
         from layerbot.store.db import Store
 
         self.config = load_config(config)
@@ -126,7 +127,7 @@ def _quick_jobs(config: Path | None, which: joblist.JobFilter, limit: int,
     migrations included. It checks only the settings it reads: a mistake elsewhere in the
     file is for the commands that use that part (and `layerbot doctor`) to report. Unlike the
     full path, it neither configures logging nor hardens the process: it reads no secret and
-    starts no child (see hardening.py).
+    starts no child (see app/hardening.py).
     """
     from layerbot.config_file import quick_store_url
 

@@ -1,0 +1,192 @@
+"""What the control center answers with: the API's response schemas (also the CLI's
+``--json``), and the error an action ends with.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from layerbot.store.joblist import JobSummary
+from layerbot.store.models import Job
+
+
+class ControlError(Exception):
+    """An action cannot be done; ``status`` is the HTTP status the API answers with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --------------------------------------------------------------------------------------------
+# What the reads return
+# --------------------------------------------------------------------------------------------
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+_SUMMARY_COLUMNS = [getattr(Job, name) for name in JobSummary.model_fields]
+
+
+class TransitionOut(Model):
+    from_state: str | None
+    to_state: str
+    at: datetime
+    reason: str | None
+
+
+class ArtifactOut(Model):
+    id: int
+    name: str
+    size: int
+    sha256: str
+
+
+class DeploymentOut(Model):
+    id: int
+    artifact_id: int
+    artifact: str
+    state: str
+    key: str | None
+    url: str | None
+    error: str | None
+    requested_by: str
+    forced: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobDetail(Model):
+    job: JobSummary
+    command: str
+    requested_by: str
+    base_ref: str
+    base_sha: str | None
+    node: str | None
+    max_rss_bytes: int | None
+    facts: dict[str, Any]
+    summary: str | None
+    result: dict[str, Any] | None
+    history: list[TransitionOut]
+    artifacts: list[ArtifactOut]
+    deployments: list[DeploymentOut]
+    log_tail: str
+
+
+class BuildOut(Model):
+    id: int
+    instance: str
+    head_sha: str
+    base_ref: str
+    command: str
+    requested_by: str
+    created_at: datetime
+    note: str | None
+    jobs: list[JobSummary]
+
+
+class PullSummary(Model):
+    repo: str
+    pr: int
+    jobs: int
+    states: dict[str, int]
+    core_hours: float
+    last_activity: datetime
+
+
+class PullPage(Model):
+    pulls: list[PullSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class PullDetail(Model):
+    repo: str
+    pr: int
+    builds: list[BuildOut]
+    core_hours: float
+
+
+class PartitionOut(Model):
+    name: str
+    state: str
+    nodes_idle: int
+    nodes_allocated: int
+    nodes_down: int
+    cpus_total: int
+    cpus_idle: int
+    features: list[str] = []
+    default: bool = False
+    max_time: str | None = None
+
+
+class ResourcesOut(Model):
+    backend: str | None = None
+    partitions: list[PartitionOut] = []
+    updated_at: datetime | None = None
+    error: str | None = None
+
+
+class InstanceOut(Model):
+    name: str
+    version: str
+    backend: str
+    started_at: datetime
+    heartbeat_at: datetime
+    alive: bool
+    paused: bool
+    queued: int
+    active: int
+    resources: ResourcesOut | None
+
+
+class StateCount(Model):
+    state: str
+    jobs: int
+
+
+class Overview(Model):
+    active: list[JobSummary]
+    failures: list[JobSummary]
+    instances: list[InstanceOut]
+    counts: list[StateCount]
+
+
+class CostRow(Model):
+    key: str
+    jobs: int
+    core_hours: float
+
+
+class Estimate(Model):
+    target: str
+    samples: int
+    core_hours_median: float | None
+    core_hours_p90: float | None
+    duration_median_seconds: float | None
+    duration_p90_seconds: float | None
+
+
+class Costs(Model):
+    since: datetime
+    total_core_hours: float
+    jobs: int
+    by_week: list[CostRow]
+    by_target: list[CostRow]
+    by_pr: list[CostRow]
+    estimates: list[Estimate]
+
+
+class ActionResult(Model):
+    message: str
+    jobs: list[int] = Field(default_factory=list)
+    build_id: int | None = None
+
+
