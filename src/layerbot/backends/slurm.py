@@ -186,20 +186,18 @@ class SlurmBackend:
         """Run one Slurm command. ``as_job_user``: the commands that create or change jobs
         run as the job user, so Slurm records that user as the job's owner and runs the job
         as it; queries run as the bot."""
-        argv = self._argv(tool, *args)
-        switch: dict[str, object] = {}
-        if as_job_user and self.job_user is not None:
-            argv = [*self.job_user.sudo_prefix(), *argv]
-            if not self.job_user.sudo_prefix():
-                switch = {"user": self.job_user.uid, "group": self.job_user.gid,
-                          "extra_groups": list(self.job_user.groups)}
+        user = self.job_user if as_job_user else None
+        prefix = user.sudo_prefix() if user else []  # not root: through sudo
+        switch = user if user and not prefix else None  # root: the child switches itself
+        argv = [*prefix, *self._argv(tool, *args)]
         self.calls += 1
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=cwd, env={**self._env, **(env or {})},
                 stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                **switch)  # type: ignore[arg-type]
+                user=switch.uid if switch else None, group=switch.gid if switch else None,
+                extra_groups=list(switch.groups) if switch else None)
         except OSError as exc:
             raise _Refused(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
         try:
