@@ -1,6 +1,6 @@
 """The commands and routes the bot answers with: every handler module's binding and router.
 
-A new command is a grammar entry in ``core/commands.py`` and a handler module that declares
+A new command is a grammar entry in ``core/commands/grammar.py`` and a handler module that declares
 its ``COMMAND`` binding, listed here; :class:`CommandRegistry` refuses to be built (so the
 bot refuses to start) if the two disagree.
 """

@@ -1,6 +1,6 @@
 """Commands bound to their handlers: the typed registry every `bot:` command goes through.
 
-The grammar (name, arguments, help) is pure data in ``core/commands.py``; each command
+The grammar (name, arguments, help) is pure data in ``core/commands/grammar.py``; each command
 module of this package binds its handler to a grammar entry with a
 :class:`CommandBinding`, which also says which permission the command needs and whether it
 works outside pull requests. The app builds a :class:`CommandRegistry` from the bindings

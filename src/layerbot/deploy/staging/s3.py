@@ -1,28 +1,5 @@
-"""The staging area: where built artifacts wait, with their metadata and signatures, until the
-repository server ingests them.
-
-Two implementations of one small protocol:
-
-- ``DirStaging(root)``: a local (or shared) directory, the embedded default;
-- ``S3Staging(settings, bucket)``: an S3 bucket (any S3-compatible server).
-
-For an artifact at ``<key>`` the area holds, written in this order so that a reader never
-sees a half-staged artifact (``<key>.meta.json`` is the marker and comes last):
-
-    <key>                 the tarball
-    <key>.sig             its detached SSH signature
-    <key>.meta.json.sig   the metadata's signature
-    <key>.meta.json       the metadata (EESSI's fields + layerbot's)
-
-(with ``deploy.layout = "eessi"``: ``.meta.txt`` in place of ``.meta.json``, the names
-EESSI's automated ingestion reads; see ``layout``).
-
-S3 uploads above a threshold go multipart, several parts at a time. The upload id and the
-ETags of finished parts are kept in a small JSON file in a caller-given state directory, so
-an upload cut by a crash, a restart or a dead server resumes (``list_parts``) instead of
-starting over. An object already there with the same sha256 (kept as object metadata) is
-not uploaded again. Transient failures (connection errors, 5xx, throttling) are retried with
-exponential backoff; permanent ones become a ``StagingError`` that says what to fix.
+"""``S3Staging``: an S3 bucket (any S3-compatible server) as the staging area, with
+resumable multipart uploads and retries of what is transient.
 """
 
 from __future__ import annotations
@@ -34,15 +11,12 @@ import hashlib
 import json
 import os
 import re
-import string
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
 import botocore.exceptions as bce
@@ -59,349 +33,34 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from layerbot.config import DeployConfig, S3Config
+from layerbot.config import S3Config
 from layerbot.deploy.layout import (
     LAYERBOT,
     Layout,
-    TemplateError,
-    expand_eessi_vars,
-    layout_named,
-    legacy_aws_path,
 )
-from layerbot.deploy.metadata import (
-    ArtifactMetadata,
-    LayerbotInfo,
-    Link2PR,
-    Uploader,
-    build_metadata,
-    file_sha256,
+from layerbot.deploy.staging.base import (
+    _CHUNK,
+    MAX_PARTS,
+    MIN_PART_SIZE,
+    SHA256_META,
+    AccessDenied,
+    ObjectNotFound,
+    PendingArtifact,
+    ProgressCallback,
+    StagedObject,
+    StagingError,
+    T,
+    UploadOutcome,
+    UploadProgress,
 )
-from layerbot.deploy.signing import Signer
+from layerbot.deploy.staging.keys import (
+    _pending_from,
+    _sha256_stream,
+    check_key,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
-
-META_SUFFIX = ".meta.json"
-SIG_SUFFIX = ".sig"
-META_SIG_SUFFIX = META_SUFFIX + SIG_SUFFIX
-#: Object metadata key holding the artifact's sha256 (S3 stores it as x-amz-meta-sha256).
-SHA256_META = "sha256"
-#: S3 allows at most this many parts per upload.
-MAX_PARTS = 10_000
-MIN_PART_SIZE = 5 * 1024 * 1024
-_CHUNK = 4 * 1024 * 1024
-
-T = TypeVar("T")
-
-
-class StagingError(Exception):
-    """The staging area refused or could not be reached; the message says what to fix."""
-
-
-class ObjectNotFound(StagingError):
-    pass
-
-
-class AccessDenied(StagingError):
-    """A bare 403: wrong credentials or missing permission (``check`` tells which)."""
-
-
-@dataclass(frozen=True)
-class UploadOutcome:
-    state: Literal["uploaded", "skipped"]
-    key: str
-    url: str
-    #: Bytes sent in this call (0 when skipped; less than the size when resumed).
-    bytes: int
-
-
-@dataclass(frozen=True)
-class UploadProgress:
-    key: str
-    #: Bytes of the artifact known to be stored (finished parts, resumed ones included).
-    done: int
-    total: int
-    #: The part just finished (None for single-request uploads).
-    part: int | None = None
-
-
-ProgressCallback = Callable[[UploadProgress], None]
-
-
-@dataclass(frozen=True)
-class StagedObject:
-    key: str
-    size: int
-    modified: datetime
-
-
-@dataclass(frozen=True)
-class PendingArtifact:
-    """An artifact whose metadata is in the staging area (the set is complete)."""
-
-    key: str
-    meta_key: str
-    sig_key: str
-    meta_sig_key: str
-    #: When the metadata (the last file written) arrived.
-    staged_at: datetime
-    has_artifact: bool
-    has_sig: bool
-    has_meta_sig: bool
-    size: int | None
-
-
-class Staging(Protocol):
-    """What the deploy side and the ingestion side need of a staging area."""
-
-    #: Where it is, for messages (``s3://bucket`` or a directory).
-    location: str
-    #: How metadata and signatures are named beside an artifact.
-    layout: Layout
-
-    def url_for(self, key: str) -> str: ...
-
-    def upload(
-        self,
-        artifact: Path,
-        key: str,
-        sha256: str,
-        metadata: Mapping[str, str],
-        progress: ProgressCallback | None = None,
-    ) -> UploadOutcome: ...
-
-    def put_bytes(self, key: str, data: bytes, content_type: str = ...) -> None: ...
-
-    def get_bytes(self, key: str) -> bytes: ...
-
-    def download(self, key: str, dest: Path) -> str:
-        """Write the object to ``dest``; returns the sha256 of what was written."""
-        ...
-
-    def delete(self, key: str) -> None: ...
-
-    def list_objects(self, prefix: str = "") -> Iterator[StagedObject]: ...
-
-    def list_pending(self, prefix: str = "") -> list[PendingArtifact]: ...
-
-
-# ----------------------------------------------------------------------------- keys
-
-
-_KEY_FIELDS = ("repo", "pr", "repo_target", "target", "job", "filename", "legacy_aws_path")
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9._\-/+=@,]+$")
-
-
-def check_key(key: str) -> str:
-    """A key that is also a safe relative path (DirStaging writes it as one)."""
-    parts = key.split("/")
-    if (
-        not key
-        or key.startswith("/")
-        or any(p in ("", ".", "..") for p in parts)
-        or not _SAFE_KEY.match(key)
-    ):
-        raise StagingError(
-            f"object key {key!r} is not usable: use letters, digits and ._-/+=@, "
-            "with no empty, '.' or '..' components"
-        )
-    return key
-
-
-def render_key(template: str, **fields: object) -> str:
-    """Fill a key template (``deploy.artifact_prefix``); unknown placeholders are errors.
-
-    EESSI's ``${...}`` variables are expanded first, from the same fields."""
-    values = {k: str(v) for k, v in fields.items()}
-    if "filename" in values:
-        values.setdefault("legacy_aws_path", legacy_aws_path(values["filename"]))
-    try:
-        template = expand_eessi_vars(template, values)
-    except TemplateError as exc:
-        raise StagingError(str(exc)) from None
-    fields = dict(values)
-    names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-    unknown = names - set(_KEY_FIELDS)
-    if unknown:
-        raise StagingError(
-            f"key template {template!r}: unknown placeholder(s) {sorted(unknown)}; "
-            f"known ones are {list(_KEY_FIELDS)}"
-        )
-    missing = names - set(fields)
-    if missing:
-        raise StagingError(f"key template {template!r}: no value for {sorted(missing)}")
-    key = template.format(**{k: str(v) for k, v in fields.items()})
-    return check_key(re.sub(r"/+", "/", key).strip("/"))
-
-
-def artifact_key(prefix_template: str, filename: str, **fields: object) -> str:
-    prefix = render_key(prefix_template, filename=filename, **fields)
-    return check_key(f"{prefix}/{filename}")
-
-
-def _pending_from(
-    objects: Mapping[str, StagedObject], layout: Layout = LAYERBOT
-) -> list[PendingArtifact]:
-    pending = []
-    sig, meta_sig = layout.sig_suffix, layout.meta_sig_suffix
-    for key, obj in objects.items():
-        if not key.endswith(layout.meta_suffix):
-            continue
-        base = key[: -len(layout.meta_suffix)]
-        artifact = objects.get(base)
-        pending.append(
-            PendingArtifact(
-                key=base,
-                meta_key=key,
-                sig_key=base + sig,
-                meta_sig_key=base + meta_sig,
-                staged_at=obj.modified,
-                has_artifact=artifact is not None,
-                has_sig=base + sig in objects,
-                has_meta_sig=base + meta_sig in objects,
-                size=artifact.size if artifact else None,
-            )
-        )
-    return sorted(pending, key=lambda p: (p.staged_at, p.key))
-
-
-def _sha256_stream(chunks: Iterator[bytes], dest: Path) -> str:
-    digest = hashlib.sha256()
-    with dest.open("wb") as fh:
-        for chunk in chunks:
-            digest.update(chunk)
-            fh.write(chunk)
-    return digest.hexdigest()
-
-
-# ----------------------------------------------------------------------------- directory
-
-
-class DirStaging:
-    """Staging in a directory. Object metadata lives in ``<root>/.objects/<key>.json``.
-
-    Writes go to a temporary file in the same directory and are renamed into place, so a
-    reader (the ingestion side, maybe on another host over a shared file system) sees a
-    file whole or not at all.
-    """
-
-    _META_DIR = ".objects"
-
-    def __init__(self, root: Path, *, layout: Layout = LAYERBOT) -> None:
-        self.root = root
-        self.location = str(root)
-        self.layout = layout
-
-    def url_for(self, key: str) -> str:
-        return (self.root / check_key(key)).absolute().as_uri()
-
-    def _path(self, key: str) -> Path:
-        return self.root / check_key(key)
-
-    def _meta_path(self, key: str) -> Path:
-        return self.root / self._META_DIR / (check_key(key) + ".json")
-
-    def object_metadata(self, key: str) -> dict[str, str]:
-        try:
-            data: dict[str, str] = json.loads(self._meta_path(key).read_text())
-            return data
-        except (OSError, ValueError):
-            return {}
-
-    def upload(
-        self,
-        artifact: Path,
-        key: str,
-        sha256: str,
-        metadata: Mapping[str, str],
-        progress: ProgressCallback | None = None,
-    ) -> UploadOutcome:
-        dest = self._path(key)
-        size = artifact.stat().st_size
-        if self._same(dest, key, sha256, size):
-            return UploadOutcome("skipped", key, self.url_for(key), 0)
-        with self._atomic(dest) as tmp, artifact.open("rb") as src, tmp.open("wb") as out:
-            done = 0
-            while chunk := src.read(_CHUNK):
-                out.write(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(UploadProgress(key, done, size))
-            out.flush()
-            os.fsync(out.fileno())
-        self._write_meta(key, {**metadata, SHA256_META: sha256, "size": str(size)})
-        return UploadOutcome("uploaded", key, self.url_for(key), size)
-
-    def _same(self, dest: Path, key: str, sha256: str, size: int) -> bool:
-        meta = self.object_metadata(key)
-        return (
-            dest.is_file()
-            and dest.stat().st_size == size
-            and meta.get(SHA256_META) == sha256
-            and meta.get("size") == str(size)
-        )
-
-    @contextlib.contextmanager
-    def _atomic(self, dest: Path) -> Iterator[Path]:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        os.close(fd)
-        tmp = Path(name)
-        try:
-            yield tmp
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def _write_meta(self, key: str, meta: Mapping[str, str]) -> None:
-        path = self._meta_path(key)
-        with self._atomic(path) as tmp:
-            tmp.write_text(json.dumps(dict(meta), sort_keys=True))
-
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None:
-        with self._atomic(self._path(key)) as tmp:
-            tmp.write_bytes(data)
-
-    def get_bytes(self, key: str) -> bytes:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise ObjectNotFound(f"{key} is not in {self.location}") from None
-
-    def download(self, key: str, dest: Path) -> str:
-        src = self._path(key)
-        if not src.is_file():
-            raise ObjectNotFound(f"{key} is not in {self.location}")
-
-        def chunks() -> Iterator[bytes]:
-            with src.open("rb") as fh:
-                while chunk := fh.read(_CHUNK):
-                    yield chunk
-
-        return _sha256_stream(chunks(), dest)
-
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
-        self._meta_path(key).unlink(missing_ok=True)
-
-    def list_objects(self, prefix: str = "") -> Iterator[StagedObject]:
-        if not self.root.is_dir():
-            return
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            # Our own bookkeeping and temporary files are not objects.
-            dirnames[:] = sorted(d for d in dirnames if d != self._META_DIR)
-            for name in sorted(filenames):
-                if name.startswith(".") and name.endswith(".tmp"):
-                    continue
-                path = Path(dirpath, name)
-                key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    st = path.stat()
-                    yield StagedObject(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
-
-    def list_pending(self, prefix: str = "") -> list[PendingArtifact]:
-        return _pending_from({o.key: o for o in self.list_objects(prefix)}, self.layout)
-
 
 # ----------------------------------------------------------------------------- S3
 
@@ -1041,100 +700,3 @@ class _MultipartUpload:
             )
 
 
-# ----------------------------------------------------------------------------- factory
-
-
-def staging_for(
-    deploy: DeployConfig, repo_target: str, *, staging_dir: Path, state_dir: Path
-) -> Staging:
-    """The staging area of a repository target as configured (``deploy.staging``).
-
-    ``staging_dir`` is ``Config.staging_dir``; ``state_dir`` keeps multipart progress and
-    must survive restarts (e.g. ``<data_dir>/uploads``).
-    """
-    layout = layout_named(deploy.layout)
-    if deploy.staging == "dir":
-        return DirStaging(staging_dir, layout=layout)
-    transfer = TransferSettings(
-        multipart_threshold=deploy.multipart_threshold_bytes,
-        part_size=deploy.part_size_bytes,
-        concurrency=deploy.upload_concurrency,
-        checksum=deploy.s3.checksum,
-    )
-    retry = RetryPolicy(attempts=deploy.upload_retry_attempts,
-                        deadline_seconds=deploy.upload_retry_deadline_seconds)
-    bucket = bucket_for(deploy.s3, repo_target)
-    return S3Staging(deploy.s3, bucket, state_dir=state_dir, transfer=transfer, retry=retry,
-                     layout=layout)
-
-
-def key_template(deploy: DeployConfig, repo_target: str) -> str:
-    """``deploy.artifact_prefix`` of a repository target, else the layout's default (EESSI's
-    bot, too, falls back to its legacy path when its prefixes are empty)."""
-    return deploy.prefix_template(repo_target) or layout_named(deploy.layout).default_prefix
-
-
-def bucket_for(settings: S3Config, repo_target: str) -> str:
-    """The bucket of a repository target: ``deploy.s3.buckets[id]``, else ``["*"]``."""
-    bucket = settings.buckets.get(repo_target) or settings.buckets.get("*")
-    if not bucket:
-        raise StagingError(
-            f"no bucket for repository target '{repo_target}': add it (or \"*\") to "
-            "deploy.s3.buckets"
-        )
-    return bucket
-
-
-# ----------------------------------------------------------------------------- staging a build
-
-
-@dataclass(frozen=True)
-class StagedArtifact:
-    outcome: UploadOutcome
-    meta_key: str
-    metadata: ArtifactMetadata
-    signed: bool
-
-
-def stage_artifact(
-    staging: Staging,
-    artifact: Path,
-    key: str,
-    *,
-    link2pr: Link2PR,
-    info: LayerbotInfo,
-    signer: Signer | None,
-    sha256: str | None = None,
-    uploader: Uploader | None = None,
-    progress: ProgressCallback | None = None,
-) -> StagedArtifact:
-    """Upload an artifact with its signature and signed metadata (metadata last).
-
-    Without a signer nothing is signed; ingestion refuses such artifacts unless it is
-    configured otherwise, so only tests and trusted setups go without.
-    """
-    sha256 = sha256 or file_sha256(artifact)
-    object_meta = {
-        "pr": str(link2pr.pr),
-        "head-sha": info.head_sha,
-        "instance": info.instance,
-        "job": info.job_id,
-    }
-    outcome = staging.upload(artifact, key, sha256, object_meta, progress)
-    metadata = build_metadata(
-        artifact,
-        sha256=sha256,
-        url=outcome.url,
-        link2pr=link2pr,
-        info=info.model_copy(update={"key": key}),
-        uploader=uploader,
-    )
-    rendered = metadata.render()
-    layout = staging.layout
-    meta_key = key + layout.meta_suffix
-    if signer is not None:
-        staging.put_bytes(key + layout.sig_suffix, signer.sign_file(artifact), "text/plain")
-        staging.put_bytes(key + layout.meta_sig_suffix, signer.sign_bytes(rendered),
-                          "text/plain")
-    staging.put_bytes(meta_key, rendered, "application/json")
-    return StagedArtifact(outcome, meta_key, metadata, signer is not None)

@@ -1,22 +1,5 @@
-"""The core of ``layerbot ingest``, run on the repository server (e.g. a CernVM-FS Stratum 0).
-
-Each poll it lists the staging area and, for every artifact it has not settled yet, in the
-order the artifacts were staged:
-
-1. reads the metadata and checks its signature (nothing in it is trusted before that);
-2. downloads the tarball, checks its sha256 against the metadata and its signature;
-3. checks that the tarball stays inside its tree (``tarsafety``);
-4. asks the approval policy (automatic for allowed signers, or a maintainer on GitHub);
-5. runs the ingest command (``cvmfs_server ingest ...`` by default), one artifact at a time
-   per repository;
-6. records the outcome in ``<state_dir>/ingest.sqlite`` and reports it through a callback.
-
-Settled artifacts are never looked at again, and an artifact (its sha256, wherever it is
-staged) that was ingested is never ingested twice, also across restarts, unless an admin
-forces it. An artifact must be found under the key its signed metadata names, and a build
-never follows a newer one of the same target (``binding``). An ingest cut short by a crash is
-marked failed rather than run again: only the operator can tell whether it got applied.
-Reports are delivered at least once: an outcome whose callback failed is re-sent next poll.
+"""The ingestor: each poll, every artifact not settled yet, checked, approved and ingested
+in the order it was staged (see the package's docstring for the steps).
 """
 
 from __future__ import annotations
@@ -31,270 +14,42 @@ import os
 import shutil
 import sqlite3
 import string
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
-from typing import Literal, Protocol
 
 import structlog
 
 from layerbot.deploy.binding import key_problem, rollback_problem, sequence_scope
+from layerbot.deploy.ingest.approval import (
+    Approval,
+    ApprovalPolicy,
+    Decision,
+    IngestItem,
+)
+from layerbot.deploy.ingest.command import (
+    _FINAL,
+    _OUTPUT_TAIL_LINES,
+    COMMAND_FIELDS,
+    DEFAULT_COMMAND,
+)
+from layerbot.deploy.ingest.events import (
+    EventCallback,
+    IngestError,
+    IngestEvent,
+    _Refused,
+)
+from layerbot.deploy.ingest.state import (
+    OutcomeStore,
+    Record,
+)
 from layerbot.deploy.metadata import ArtifactMetadata, MetadataError, parse_metadata
 from layerbot.deploy.signing import Verifier
 from layerbot.deploy.staging import ObjectNotFound, PendingArtifact, Staging, StagingError
 from layerbot.deploy.tarsafety import inspect_tarball
 
 log = structlog.get_logger(__name__)
-
-DEFAULT_COMMAND = (
-    "cvmfs_server",
-    "ingest",
-    "--tar_file",
-    "{tarball}",
-    "--base_dir",
-    "{base_dir}",
-    "{repository}",
-)
-#: Placeholders of the command and base-dir templates.
-COMMAND_FIELDS = (
-    "tarball",
-    "repository",
-    "base_dir",
-    "repo_target",
-    "target",
-    "key",
-    "sha256",
-    "repo",
-    "pr",
-    "instance",
-)
-_FINAL = ("ingested", "rejected", "failed", "duplicate")
-_OUTPUT_TAIL_LINES = 15
-
-
-# ----------------------------------------------------------------------------- approval
-
-
-class Approval(StrEnum):
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    PENDING = "pending"
-
-
-@dataclass(frozen=True)
-class Decision:
-    state: Approval
-    reason: str = ""
-    #: Who decided (a signer principal, a GitHub login).
-    by: str | None = None
-
-    @classmethod
-    def approved(cls, by: str | None = None, reason: str = "") -> Decision:
-        return cls(Approval.APPROVED, reason, by)
-
-    @classmethod
-    def rejected(cls, reason: str, by: str | None = None) -> Decision:
-        return cls(Approval.REJECTED, reason, by)
-
-    @classmethod
-    def pending(cls, reason: str = "waiting for approval") -> Decision:
-        return cls(Approval.PENDING, reason)
-
-
-@dataclass(frozen=True)
-class IngestItem:
-    """A verified artifact, as an approval policy sees it."""
-
-    id: str
-    key: str
-    sha256: str
-    metadata: ArtifactMetadata
-    #: The repository it goes into (e.g. software.eessi.io) and the target id it was built for.
-    repository: str
-    repo_target: str
-    #: The allowed-signers principal whose key signed it.
-    signer: str
-    tarball: Path
-    staged_at: datetime
-    #: Warnings of the tarball check (e.g. setuid files), for a human approver.
-    warnings: tuple[str, ...] = ()
-
-
-class ApprovalPolicy(Protocol):
-    """Decides whether a verified artifact may be ingested.
-
-    Called again on every poll while it answers ``pending``; it should keep its own
-    state (an issue it opened, say) and be idempotent.
-    """
-
-    async def decide(self, item: IngestItem) -> Decision: ...
-
-
-class AutoApprove:
-    """Approves whatever an allowed signer signed (or only the given principals)."""
-
-    def __init__(self, principals: Collection[str] | None = None) -> None:
-        self.principals = None if principals is None else frozenset(principals)
-
-    async def decide(self, item: IngestItem) -> Decision:
-        if self.principals is None or item.signer in self.principals:
-            return Decision.approved(by=item.signer, reason="signed by an allowed signer")
-        return Decision.rejected(f"signer '{item.signer}' is not approved automatically")
-
-
-# ----------------------------------------------------------------------------- events
-
-
-EventState = Literal["pending", "ingested", "rejected", "failed", "duplicate"]
-
-
-@dataclass(frozen=True)
-class IngestEvent:
-    """An outcome to report on the source PR."""
-
-    item_id: str
-    key: str
-    state: EventState
-    reason: str
-    repository: str | None
-    #: None when the metadata could not be read.
-    metadata: ArtifactMetadata | None
-    #: False when the metadata's signature was missing or wrong: its ``link2pr`` is then
-    #: only a claim (anyone able to write to the staging area could have made it up).
-    metadata_verified: bool
-    at: datetime
-
-
-EventCallback = Callable[[IngestEvent], Awaitable[None] | None]
-
-
-class IngestError(Exception):
-    """The ingestor cannot run (bad template, another ingestor on the same state)."""
-
-
-class _Refused(Exception):
-    """An artifact that will not be ingested; the message is the reason shown on the PR."""
-
-
-# ----------------------------------------------------------------------------- durable state
-
-
-@dataclass
-class Record:
-    id: str
-    key: str
-    meta_key: str
-    state: str
-    reason: str = ""
-    sha256: str | None = None
-    repository: str | None = None
-    staged_at: str = ""
-    metadata: str | None = None
-    #: 1 once the metadata's signature was checked; until then ``metadata`` is a claim.
-    metadata_verified: int = 0
-    decided_by: str | None = None
-    reported_state: str | None = None
-    updated_at: str = ""
-
-    @property
-    def parsed_metadata(self) -> ArtifactMetadata | None:
-        if not self.metadata:
-            return None
-        try:
-            return parse_metadata(self.metadata.encode())
-        except MetadataError:
-            return None
-
-
-class OutcomeStore:
-    """One row per staged metadata file (``<meta key>@<modification time>``)."""
-
-    _SCHEMA = """
-    CREATE TABLE IF NOT EXISTS items (
-        id TEXT PRIMARY KEY,
-        key TEXT NOT NULL,
-        meta_key TEXT NOT NULL,
-        state TEXT NOT NULL,
-        reason TEXT NOT NULL DEFAULT '',
-        sha256 TEXT,
-        repository TEXT,
-        staged_at TEXT NOT NULL DEFAULT '',
-        metadata TEXT,
-        metadata_verified INTEGER NOT NULL DEFAULT 0,
-        decided_by TEXT,
-        reported_state TEXT,
-        updated_at TEXT NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS items_key_sha ON items (key, sha256, state);
-    """
-    _COLUMNS = tuple(Record.__dataclass_fields__)
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(self._SCHEMA)
-
-    def close(self) -> None:
-        self.db.close()
-
-    def get(self, item_id: str) -> Record | None:
-        row = self.db.execute(
-            f"SELECT {', '.join(self._COLUMNS)} FROM items WHERE id = ?", (item_id,)
-        ).fetchone()
-        return Record(*row) if row else None
-
-    def save(self, record: Record) -> None:
-        record.updated_at = datetime.now(UTC).isoformat()
-        values = [getattr(record, c) for c in self._COLUMNS]
-        marks = ", ".join("?" for _ in self._COLUMNS)
-        self.db.execute(
-            f"INSERT OR REPLACE INTO items ({', '.join(self._COLUMNS)}) VALUES ({marks})",
-            values,
-        )
-
-    def ingested_before(self, sha256: str) -> Record | None:
-        """The content counts, not the key: a copy elsewhere is the same artifact."""
-        row = self.db.execute(
-            f"SELECT {', '.join(self._COLUMNS)} FROM items "
-            "WHERE sha256 = ? AND state = 'ingested' LIMIT 1",
-            (sha256,),
-        ).fetchone()
-        return Record(*row) if row else None
-
-    def newest_sequence(self, instance: str, repo_target: str, target: str) -> int | None:
-        """The highest build sequence ingested for a target (read from the verified
-        metadata kept with each record, so no schema change was needed)."""
-        row = self.db.execute(
-            "SELECT MAX(CAST(json_extract(metadata, '$.layerbot.sequence') AS INTEGER)) "
-            "FROM items WHERE state = 'ingested' AND metadata_verified = 1 "
-            "AND json_extract(metadata, '$.layerbot.instance') = ? "
-            "AND json_extract(metadata, '$.layerbot.repo_target') = ? "
-            "AND json_extract(metadata, '$.layerbot.target') = ?",
-            (instance, repo_target, target),
-        ).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
-
-    def unsettle_duplicates(self, sha256: str) -> int:
-        """Make the artifacts refused as duplicates of ``sha256`` new again (a forced run)."""
-        return self.db.execute(
-            "DELETE FROM items WHERE sha256 = ? AND state = 'duplicate'", (sha256,)
-        ).rowcount
-
-    def records(self, where: str = "1 = 1", args: Sequence[object] = ()) -> list[Record]:
-        rows = self.db.execute(
-            f"SELECT {', '.join(self._COLUMNS)} FROM items WHERE {where} ORDER BY staged_at, id",
-            tuple(args),
-        ).fetchall()
-        return [Record(*r) for r in rows]
-
-    def forget(self, key: str) -> int:
-        """Make the artifacts at ``key`` new again (an operator's retry)."""
-        return self.db.execute("DELETE FROM items WHERE key = ?", (key,)).rowcount
-
 
 # ----------------------------------------------------------------------------- the ingestor
 
