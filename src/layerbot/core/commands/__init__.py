@@ -15,34 +15,26 @@ Build filters accept both syntaxes EESSI users know:
 
 Keys match by prefix of three letters or more (``repository:``, ``inst:``, ``architecture=``),
 patterns are regular expressions matched in full, and in arch/accel values ``-`` means ``/``.
+
+The package, one concern a module (imports go down this list, never up):
+
+- ``markdown``: code spans, how user text is quoted in replies;
+- ``grammar``: the command specs, as data (:data:`COMMANDS`);
+- ``patterns``: user patterns and the scanning of for:/on: values;
+- ``parsed``: :class:`BuildFilters`, :class:`Command`, :class:`CommandError`;
+- ``state``, ``words``: the parser's working state, matching of words;
+- ``keyvalues``, ``rules``, ``arguments``: the arguments of one command;
+- ``parser``: one line; ``comments``: which lines of a comment count;
+- ``help``: error replies and ``bot: help``, generated from the grammar.
 """
 
 from __future__ import annotations
 
-from layerbot.core.commands.comments import (
-    parse_comment,
-)
-from layerbot.core.commands.grammar import (
-    COMMANDS,
-    MAX_PATTERN_LENGTH,
-    ArgKind,
-    ArgSpec,
-    CommandSpec,
-    command_spec,
-)
-from layerbot.core.commands.help import (
-    help_text,
-    render_error,
-)
-from layerbot.core.commands.lines import (
-    parse_line,
-)
+from layerbot.core.commands.comments import parse_comment
+from layerbot.core.commands.grammar import COMMANDS, ArgKind, ArgSpec, CommandSpec, command_spec
+from layerbot.core.commands.help import help_text, render_error
 from layerbot.core.commands.markdown import code_span
-from layerbot.core.commands.patterns import (
-    compile_pattern,
-    pattern_matches,
-)
-from layerbot.core.commands.values import (
+from layerbot.core.commands.parsed import (
     BuildFilters,
     Command,
     CommandError,
@@ -50,6 +42,8 @@ from layerbot.core.commands.values import (
     accel_matches,
     accelerator_list,
 )
+from layerbot.core.commands.parser import parse_line
+from layerbot.core.commands.patterns import MAX_PATTERN_LENGTH, compile_pattern, pattern_matches
 
 __all__ = [
     "COMMANDS",

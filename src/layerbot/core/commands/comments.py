@@ -1,5 +1,4 @@
-"""Which lines of a comment count: not in code blocks, quotes or HTML comments.
-"""
+"""Comments: which lines of a comment count (not code, quotes or HTML comments)."""
 
 from __future__ import annotations
 
@@ -7,16 +6,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import replace
 
-from layerbot.core.commands.lines import (
-    parse_line,
-)
-from layerbot.core.commands.values import (
-    ParseResult,
-)
-
-# --------------------------------------------------------------------------------------------
-# Comments: which lines count
-# --------------------------------------------------------------------------------------------
+from layerbot.core.commands.parsed import ParseResult
+from layerbot.core.commands.parser import parse_line
 
 _FENCE_OPEN = re.compile(r"\s*(?P<fence>`{3,}|~{3,})(?P<info>.*)", re.S)
 _QUOTE = re.compile(r"\s*>")
@@ -94,5 +85,3 @@ def _strip_html_comments(line: str, inside: bool) -> tuple[str, bool]:
             return "".join(out), False
         out.append(line[pos:start])
         pos, inside = start + 4, True
-
-

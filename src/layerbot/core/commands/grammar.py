@@ -1,20 +1,13 @@
-"""The grammar, as data: every command, its arguments and flags, and their help text.
+"""The grammar, as data: the argument and command specs and the table of commands.
 
-The parser and `bot: help` both derive from ``COMMANDS``; nothing else lists a command.
+The parser (``arguments``, ``parser``) and ``bot: help`` (``help``) are both generated from
+:data:`COMMANDS`, so help never drifts from what is accepted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
-
-#: Longer patterns are refused: nobody needs them, and they bound the cost of matching.
-MAX_PATTERN_LENGTH = 200
-
-
-# --------------------------------------------------------------------------------------------
-# The grammar, as data
-# --------------------------------------------------------------------------------------------
 
 
 class ArgKind(StrEnum):
@@ -266,5 +259,3 @@ _TARGET_KEY_FORMS = {"architecture": "arch", "accelerator": "accel"}
 def command_spec(name: str) -> CommandSpec:
     """The spec of a command by its canonical name (KeyError if there is none)."""
     return _BY_NAME[name]
-
-

@@ -1,24 +1,12 @@
-"""Markdown for the PR: errors with their suggestion, and `bot: help` from the grammar.
-"""
+"""Markdown replies generated from the grammar: an error's explanation and ``bot: help``."""
 
 from __future__ import annotations
 
 import re
 
-from layerbot.core.commands.grammar import (
-    COMMANDS,
-    CommandSpec,
-)
-from layerbot.core.commands.markdown import _code
-from layerbot.core.commands.values import (
-    CommandError,
-)
-
-# --------------------------------------------------------------------------------------------
-# Markdown: errors and help
-# --------------------------------------------------------------------------------------------
-
-
+from layerbot.core.commands.grammar import COMMANDS, CommandSpec
+from layerbot.core.commands.markdown import code_span as _code
+from layerbot.core.commands.parsed import CommandError
 
 
 def _fenced(text: str) -> str:

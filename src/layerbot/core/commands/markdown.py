@@ -1,6 +1,4 @@
-"""Markdown pieces the parser's messages and `bot: help` share: code spans that survive
-any text (backticks inside, length bounded).
-"""
+"""Markdown code spans: how user text is quoted safely in every reply."""
 
 from __future__ import annotations
 
@@ -18,6 +16,3 @@ def code_span(text: str, limit: int = 80) -> str:
     ticks = "`" * (run + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{ticks}{pad}{text}{pad}{ticks}"
-
-
-_code = code_span

@@ -1,5 +1,5 @@
-"""Target patterns (``x86_64/amd/*``, lists, ``+``-joined accelerators): checked, compiled
-and matched, with a bounded cost.
+"""User patterns: regular expressions matched in full, and the scanning of for:/on:
+values that tells regex syntax from separators.
 """
 
 from __future__ import annotations
@@ -7,14 +7,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from layerbot.core.commands.grammar import (
-    MAX_PATTERN_LENGTH,
-)
-from layerbot.core.commands.markdown import _code
+from layerbot.core.commands.markdown import code_span as _code
 
-# --------------------------------------------------------------------------------------------
-# Patterns
-# --------------------------------------------------------------------------------------------
+#: Longer patterns are refused: nobody needs them, and they bound the cost of matching.
+MAX_PATTERN_LENGTH = 200
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -107,5 +103,3 @@ def _target_pattern_problem(value: str) -> str | None:
         # `arch=a{,accel=b` read differently; refuse it.
         return f"{_code(value)} has unbalanced brackets"
     return None
-
-

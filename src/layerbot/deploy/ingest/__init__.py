@@ -17,34 +17,30 @@ forces it. An artifact must be found under the key its signed metadata names, an
 never follows a newer one of the same target (``binding``). An ingest cut short by a crash is
 marked failed rather than run again: only the operator can tell whether it got applied.
 Reports are delivered at least once: an outcome whose callback failed is re-sent next poll.
+
+The package, one concern a module:
+
+- ``policy``: approval (``Decision``, ``IngestItem``, ``ApprovalPolicy``, ``AutoApprove``);
+- ``events``: the outcomes reported on the PR; ``errors``: ``IngestError``;
+- ``store``: the durable state (``Record``, ``OutcomeStore``);
+- ``command``: the ingest command's template and running it;
+- ``ingestor``: ``Ingestor``, the poll that takes artifacts through all of it.
 """
 
 from __future__ import annotations
 
-from layerbot.deploy.ingest.approval import (
+from layerbot.deploy.ingest.command import COMMAND_FIELDS, DEFAULT_COMMAND
+from layerbot.deploy.ingest.errors import IngestError
+from layerbot.deploy.ingest.events import EventCallback, EventState, IngestEvent
+from layerbot.deploy.ingest.ingestor import Ingestor
+from layerbot.deploy.ingest.policy import (
     Approval,
     ApprovalPolicy,
     AutoApprove,
     Decision,
     IngestItem,
 )
-from layerbot.deploy.ingest.command import (
-    COMMAND_FIELDS,
-    DEFAULT_COMMAND,
-)
-from layerbot.deploy.ingest.events import (
-    EventCallback,
-    EventState,
-    IngestError,
-    IngestEvent,
-)
-from layerbot.deploy.ingest.ingestor import (
-    Ingestor,
-)
-from layerbot.deploy.ingest.state import (
-    OutcomeStore,
-    Record,
-)
+from layerbot.deploy.ingest.store import OutcomeStore, Record
 
 __all__ = [
     "COMMAND_FIELDS",

@@ -1,5 +1,4 @@
-"""What ingestion reports, and the errors it ends with.
-"""
+"""Events: the outcomes reported on the source PR."""
 
 from __future__ import annotations
 
@@ -9,9 +8,6 @@ from datetime import datetime
 from typing import Literal
 
 from layerbot.deploy.metadata import ArtifactMetadata
-
-# ----------------------------------------------------------------------------- events
-
 
 EventState = Literal["pending", "ingested", "rejected", "failed", "duplicate"]
 
@@ -34,13 +30,3 @@ class IngestEvent:
 
 
 EventCallback = Callable[[IngestEvent], Awaitable[None] | None]
-
-
-class IngestError(Exception):
-    """The ingestor cannot run (bad template, another ingestor on the same state)."""
-
-
-class _Refused(Exception):
-    """An artifact that will not be ingested; the message is the reason shown on the PR."""
-
-

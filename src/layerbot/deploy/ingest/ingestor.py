@@ -1,5 +1,5 @@
-"""The ingestor: each poll, every artifact not settled yet, checked, approved and ingested
-in the order it was staged (see the package's docstring for the steps).
+"""The ingestor: each poll, take the staged artifacts not settled yet through verification,
+approval and the ingest command, in staging order, one at a time per repository.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ import fcntl
 import hashlib
 import inspect
 import json
-import os
 import shutil
 import sqlite3
-import string
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,36 +20,27 @@ from pathlib import Path
 import structlog
 
 from layerbot.deploy.binding import key_problem, rollback_problem, sequence_scope
-from layerbot.deploy.ingest.approval import (
-    Approval,
-    ApprovalPolicy,
-    Decision,
-    IngestItem,
-)
 from layerbot.deploy.ingest.command import (
-    _FINAL,
     _OUTPUT_TAIL_LINES,
-    COMMAND_FIELDS,
     DEFAULT_COMMAND,
+    _check_template,
+    command_values,
+    run_command,
 )
-from layerbot.deploy.ingest.events import (
-    EventCallback,
-    IngestError,
-    IngestEvent,
-    _Refused,
-)
-from layerbot.deploy.ingest.state import (
-    OutcomeStore,
-    Record,
-)
+from layerbot.deploy.ingest.errors import IngestError, _Refused
+from layerbot.deploy.ingest.events import EventCallback, IngestEvent
+from layerbot.deploy.ingest.policy import Approval, ApprovalPolicy, Decision, IngestItem
+from layerbot.deploy.ingest.store import OutcomeStore, Record
 from layerbot.deploy.metadata import ArtifactMetadata, MetadataError, parse_metadata
 from layerbot.deploy.signing import Verifier
-from layerbot.deploy.staging import ObjectNotFound, PendingArtifact, Staging, StagingError
+from layerbot.deploy.staging.errors import ObjectNotFound, StagingError
+from layerbot.deploy.staging.protocol import PendingArtifact, Staging
 from layerbot.deploy.tarsafety import inspect_tarball
 
-log = structlog.get_logger(__name__)
+#: The package's name, which the ingest log lines have always carried.
+log = structlog.get_logger("layerbot.deploy.ingest")
 
-# ----------------------------------------------------------------------------- the ingestor
+_FINAL = ("ingested", "rejected", "failed", "duplicate")
 
 
 @dataclass
@@ -483,21 +472,7 @@ class Ingestor:
     # -------------------------------------------------------------- the command
 
     def _fields(self, item: IngestItem) -> dict[str, str]:
-        info = item.metadata.layerbot
-        values = {
-            "tarball": str(item.tarball),
-            "repository": item.repository,
-            "repo_target": item.repo_target,
-            "target": info.target if info else "",
-            "key": item.key,
-            "sha256": item.sha256,
-            "repo": item.metadata.link2pr.repo,
-            "pr": str(item.metadata.link2pr.pr),
-            "instance": info.instance if info else "",
-            "base_dir": "",
-        }
-        values["base_dir"] = self.base_dir_template.format(**values)
-        return values
+        return command_values(item, self.base_dir_template)
 
     async def _ingest(self, cand: _Candidate, item: IngestItem) -> Record:
         values = self._fields(item)
@@ -512,45 +487,4 @@ class Ingestor:
         return await self._finish(cand, "failed", reason)
 
     async def _run_command(self, argv: list[str], item: IngestItem) -> tuple[int, str]:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{hashlib.sha256(item.id.encode()).hexdigest()[:24]}.log"
-        env = {
-            **os.environ,
-            "LAYERBOT_INGEST_KEY": item.key,
-            "LAYERBOT_INGEST_SHA256": item.sha256,
-            "LAYERBOT_INGEST_REPOSITORY": item.repository,
-        }
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL,
-                env=env,
-            )
-        except OSError as exc:
-            return 127, f"cannot run {argv[0]}: {exc.strerror}"
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), self.command_timeout)
-        except TimeoutError:
-            proc.kill()
-            out, _ = await proc.communicate()
-            text = out.decode(errors="replace") + f"\n(killed after {self.command_timeout}s)"
-            log_path.write_text(text)
-            return -9, text
-        text = out.decode(errors="replace")
-        log_path.write_text(text)
-        return proc.returncode if proc.returncode is not None else -1, text
-
-
-def _check_template(template: str) -> None:
-    try:
-        names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-    except ValueError as exc:
-        raise IngestError(f"ingest command template {template!r}: {exc}") from None
-    unknown = names - set(COMMAND_FIELDS)
-    if unknown:
-        raise IngestError(
-            f"ingest command template {template!r}: unknown placeholder(s) {sorted(unknown)}; "
-            f"known ones are {list(COMMAND_FIELDS)}"
-        )
+        return await run_command(argv, item, self.log_dir, self.command_timeout)

@@ -23,51 +23,41 @@ an upload cut by a crash, a restart or a dead server resumes (``list_parts``) in
 starting over. An object already there with the same sha256 (kept as object metadata) is
 not uploaded again. Transient failures (connection errors, 5xx, throttling) are retried with
 exponential backoff; permanent ones become a ``StagingError`` that says what to fix.
+
+The package, one concern a module:
+
+- ``errors``: ``StagingError`` and its kinds;
+- ``protocol``: the ``Staging`` protocol, the names beside an artifact, upload and listing values;
+- ``keys``: object keys and key templates; ``listing``: which artifacts are staged whole;
+- ``streams``: chunked reads, hashing downloads;
+- ``directory``: ``DirStaging``;
+- ``retry``, ``transfer``, ``multipart``, ``s3``: ``S3Staging`` and how it talks to S3;
+- ``factory``: the staging area of a repository target as configured;
+- ``stage``: staging a build (``stage_artifact``).
 """
 
 from __future__ import annotations
 
-from layerbot.deploy.staging.artifacts import (
-    StagedArtifact,
-    stage_artifact,
-)
-from layerbot.deploy.staging.base import (
-    MAX_PARTS,
+from layerbot.deploy.staging.directory import DirStaging
+from layerbot.deploy.staging.errors import AccessDenied, ObjectNotFound, StagingError
+from layerbot.deploy.staging.factory import bucket_for, key_template, staging_for
+from layerbot.deploy.staging.keys import artifact_key, check_key, render_key
+from layerbot.deploy.staging.protocol import (
     META_SIG_SUFFIX,
     META_SUFFIX,
-    MIN_PART_SIZE,
     SHA256_META,
     SIG_SUFFIX,
-    AccessDenied,
-    ObjectNotFound,
     PendingArtifact,
     ProgressCallback,
     StagedObject,
     Staging,
-    StagingError,
-    T,
     UploadOutcome,
     UploadProgress,
 )
-from layerbot.deploy.staging.directory import (
-    DirStaging,
-)
-from layerbot.deploy.staging.factory import (
-    bucket_for,
-    key_template,
-    staging_for,
-)
-from layerbot.deploy.staging.keys import (
-    artifact_key,
-    check_key,
-    render_key,
-)
-from layerbot.deploy.staging.s3 import (
-    RetryPolicy,
-    S3Staging,
-    TransferSettings,
-    is_transient,
-)
+from layerbot.deploy.staging.retry import RetryPolicy, is_transient
+from layerbot.deploy.staging.s3 import S3Staging
+from layerbot.deploy.staging.stage import StagedArtifact, stage_artifact
+from layerbot.deploy.staging.transfer import MAX_PARTS, MIN_PART_SIZE, TransferSettings
 
 __all__ = [
     "MAX_PARTS",
@@ -87,7 +77,6 @@ __all__ = [
     "StagedObject",
     "Staging",
     "StagingError",
-    "T",
     "TransferSettings",
     "UploadOutcome",
     "UploadProgress",

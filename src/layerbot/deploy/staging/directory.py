@@ -1,5 +1,4 @@
-"""``DirStaging``: a local (or shared) directory as the staging area, the embedded default.
-"""
+"""Staging in a directory (``DirStaging``), the embedded default."""
 
 from __future__ import annotations
 
@@ -11,27 +10,19 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from layerbot.deploy.layout import (
-    LAYERBOT,
-    Layout,
-)
-from layerbot.deploy.staging.base import (
-    _CHUNK,
+from layerbot.deploy.layout import LAYERBOT, Layout
+from layerbot.deploy.staging.errors import ObjectNotFound
+from layerbot.deploy.staging.keys import check_key
+from layerbot.deploy.staging.listing import _pending_from
+from layerbot.deploy.staging.protocol import (
     SHA256_META,
-    ObjectNotFound,
     PendingArtifact,
     ProgressCallback,
     StagedObject,
     UploadOutcome,
     UploadProgress,
 )
-from layerbot.deploy.staging.keys import (
-    _pending_from,
-    _sha256_stream,
-    check_key,
-)
-
-# ----------------------------------------------------------------------------- directory
+from layerbot.deploy.staging.streams import _CHUNK, _sha256_stream
 
 
 class DirStaging:
@@ -158,5 +149,3 @@ class DirStaging:
 
     def list_pending(self, prefix: str = "") -> list[PendingArtifact]:
         return _pending_from({o.key: o for o in self.list_objects(prefix)}, self.layout)
-
-

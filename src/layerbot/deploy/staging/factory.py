@@ -1,28 +1,17 @@
-"""Which staging area a repository target uses, from the configuration.
-"""
+"""The staging area, key template and bucket of a repository target, as configured."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from layerbot.config import DeployConfig, S3Config
-from layerbot.deploy.layout import (
-    layout_named,
-)
-from layerbot.deploy.staging.base import (
-    Staging,
-    StagingError,
-)
-from layerbot.deploy.staging.directory import (
-    DirStaging,
-)
-from layerbot.deploy.staging.s3 import (
-    RetryPolicy,
-    S3Staging,
-    TransferSettings,
-)
-
-# ----------------------------------------------------------------------------- factory
+from layerbot.deploy.layout import layout_named
+from layerbot.deploy.staging.directory import DirStaging
+from layerbot.deploy.staging.errors import StagingError
+from layerbot.deploy.staging.protocol import Staging
+from layerbot.deploy.staging.retry import RetryPolicy
+from layerbot.deploy.staging.s3 import S3Staging
+from layerbot.deploy.staging.transfer import TransferSettings
 
 
 def staging_for(
@@ -64,5 +53,3 @@ def bucket_for(settings: S3Config, repo_target: str) -> str:
             "deploy.s3.buckets"
         )
     return bucket
-
-

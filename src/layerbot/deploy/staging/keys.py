@@ -1,30 +1,12 @@
-"""Object keys: rendered from a template with the build's fields, checked to be safe, and
-the names of an artifact's metadata and signatures beside it.
-"""
+"""Object keys: safe relative paths, filled in from key templates (``deploy.artifact_prefix``)."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import string
-from collections.abc import Iterator, Mapping
-from pathlib import Path
 
-from layerbot.deploy.layout import (
-    LAYERBOT,
-    Layout,
-    TemplateError,
-    expand_eessi_vars,
-    legacy_aws_path,
-)
-from layerbot.deploy.staging.base import (
-    PendingArtifact,
-    StagedObject,
-    StagingError,
-)
-
-# ----------------------------------------------------------------------------- keys
-
+from layerbot.deploy.layout import TemplateError, expand_eessi_vars, legacy_aws_path
+from layerbot.deploy.staging.errors import StagingError
 
 _KEY_FIELDS = ("repo", "pr", "repo_target", "target", "job", "filename", "legacy_aws_path")
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._\-/+=@,]+$")
@@ -75,40 +57,3 @@ def render_key(template: str, **fields: object) -> str:
 def artifact_key(prefix_template: str, filename: str, **fields: object) -> str:
     prefix = render_key(prefix_template, filename=filename, **fields)
     return check_key(f"{prefix}/{filename}")
-
-
-def _pending_from(
-    objects: Mapping[str, StagedObject], layout: Layout = LAYERBOT
-) -> list[PendingArtifact]:
-    pending = []
-    sig, meta_sig = layout.sig_suffix, layout.meta_sig_suffix
-    for key, obj in objects.items():
-        if not key.endswith(layout.meta_suffix):
-            continue
-        base = key[: -len(layout.meta_suffix)]
-        artifact = objects.get(base)
-        pending.append(
-            PendingArtifact(
-                key=base,
-                meta_key=key,
-                sig_key=base + sig,
-                meta_sig_key=base + meta_sig,
-                staged_at=obj.modified,
-                has_artifact=artifact is not None,
-                has_sig=base + sig in objects,
-                has_meta_sig=base + meta_sig in objects,
-                size=artifact.size if artifact else None,
-            )
-        )
-    return sorted(pending, key=lambda p: (p.staged_at, p.key))
-
-
-def _sha256_stream(chunks: Iterator[bytes], dest: Path) -> str:
-    digest = hashlib.sha256()
-    with dest.open("wb") as fh:
-        for chunk in chunks:
-            digest.update(chunk)
-            fh.write(chunk)
-    return digest.hexdigest()
-
-

@@ -1,28 +1,25 @@
-"""``S3Staging``: an S3 bucket (any S3-compatible server) as the staging area, with
-resumable multipart uploads and retries of what is transient.
+"""Staging in an S3 bucket (``S3Staging``), on any S3-compatible server.
+
+Uploads above a threshold go multipart (``multipart``). An object already there with the same
+sha256 (kept as object metadata) is not uploaded again. Transient failures (connection errors,
+5xx, throttling) are retried with exponential backoff (``retry``); permanent ones become a
+``StagingError`` that says what to fix.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import functools
 import hashlib
-import json
-import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 import botocore.exceptions as bce
 from botocore.config import Config as BotoConfig
 from tenacity import (
-    RetryCallState,
     Retrying,
     retry_if_exception,
     stop_after_attempt,
@@ -31,153 +28,33 @@ from tenacity import (
     wait_exponential,
     wait_random,
 )
-from tenacity.stop import stop_base
 
 from layerbot.config import S3Config
-from layerbot.deploy.layout import (
-    LAYERBOT,
-    Layout,
-)
-from layerbot.deploy.staging.base import (
-    _CHUNK,
-    MAX_PARTS,
-    MIN_PART_SIZE,
+from layerbot.deploy.layout import LAYERBOT, Layout
+from layerbot.deploy.staging.errors import AccessDenied, ObjectNotFound, StagingError
+from layerbot.deploy.staging.keys import check_key
+from layerbot.deploy.staging.listing import _pending_from
+from layerbot.deploy.staging.multipart import _MultipartUpload
+from layerbot.deploy.staging.protocol import (
     SHA256_META,
-    AccessDenied,
-    ObjectNotFound,
     PendingArtifact,
     ProgressCallback,
     StagedObject,
-    StagingError,
-    T,
     UploadOutcome,
     UploadProgress,
 )
-from layerbot.deploy.staging.keys import (
-    _pending_from,
-    _sha256_stream,
-    check_key,
-)
+from layerbot.deploy.staging.retry import RetryPolicy, _code, _status, _StopWhenSet, is_transient
+from layerbot.deploy.staging.streams import _CHUNK, _sha256_stream
+from layerbot.deploy.staging.transfer import MIN_PART_SIZE, TransferSettings, _integrity
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
-# ----------------------------------------------------------------------------- S3
+
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Backoff for transient failures: ``attempts`` tries within ``deadline_seconds``."""
-
-    attempts: int = 10
-    initial_seconds: float = 0.5
-    max_seconds: float = 15.0
-    deadline_seconds: float = 180.0
-
-
-@dataclass(frozen=True)
-class TransferSettings:
-    multipart_threshold: int = 64 * 1024 * 1024
-    part_size: int = 16 * 1024 * 1024
-    #: Parts in flight at once (each holds one part in memory).
-    concurrency: int = 8
-    #: How the server checks what it received: "crc32" (x-amz-checksum-crc32, what boto3
-    #: uses by default; cheap) or "md5" (Content-MD5, for servers without the newer
-    #: checksum headers).
-    checksum: Literal["crc32", "md5"] = "crc32"
-    connect_timeout: float = 10.0
-    read_timeout: float = 120.0
-
-
-_TRANSIENT_CODES = {
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "InternalError",
-    "ServiceUnavailable",
-    "OperationAborted",
-}
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"}
-
-
-def _integrity(
-    checksum: str, data: bytes | None = None, md5: bytes | None = None
-) -> dict[str, str]:
-    """Request parameters that make the server check the body it received."""
-    if checksum == "crc32":
-        return {"ChecksumAlgorithm": "CRC32"}  # botocore computes and sends it
-    digest = md5 if md5 is not None else hashlib.md5(data or b"").digest()  # noqa: S324
-    return {"ContentMD5": base64.b64encode(digest).decode()}
-
-
-def _status(exc: bce.ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def _code(exc: bce.ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth another try: the network or the server failed, not our request."""
-    if isinstance(
-        exc,
-        bce.EndpointConnectionError
-        | bce.ConnectionClosedError
-        | bce.ReadTimeoutError
-        | bce.ConnectTimeoutError
-        | bce.ResponseStreamingError
-        | bce.IncompleteReadError,
-    ):
-        return True
-    if isinstance(exc, bce.ClientError):
-        return _status(exc) >= 500 or _code(exc) in _TRANSIENT_CODES
-    return isinstance(exc, ConnectionError | TimeoutError)
-
-
-class _StopWhenSet(stop_base):
-    """Stop retrying once another part failed for good: its upload is given up anyway."""
-
-    def __init__(self, event: threading.Event | None) -> None:
-        self.event = event
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.event is not None and self.event.is_set()
-
-
-@dataclass
-class _MultipartState:
-    """What is persisted between attempts of one multipart upload."""
-
-    bucket: str
-    key: str
-    sha256: str
-    size: int
-    part_size: int
-    upload_id: str
-    #: The transfer's checksum mode: parts sent one way cannot complete an upload of the other.
-    checksum: str = "md5"
-    #: part number -> ETag, for parts the server acknowledged.
-    parts: dict[int, str] = field(default_factory=dict)
-    #: part number -> CRC32 (base64), needed again to complete a CRC32 upload.
-    checksums: dict[int, str] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        data = {
-            **self.__dict__,
-            "parts": {str(n): e for n, e in sorted(self.parts.items())},
-            "checksums": {str(n): c for n, c in sorted(self.checksums.items())},
-        }
-        return json.dumps(data, indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> _MultipartState:
-        raw = json.loads(text)
-        raw["parts"] = {int(n): str(e) for n, e in raw.get("parts", {}).items()}
-        raw["checksums"] = {int(n): str(c) for n, c in raw.get("checksums", {}).items()}
-        return cls(**raw)
 
 
 class S3Staging:
@@ -470,233 +347,3 @@ def _object_metadata(metadata: Mapping[str, str], sha256: str) -> dict[str, str]
         out[key] = str(value)
     out[SHA256_META] = sha256
     return out
-
-
-class _MultipartUpload:
-    """One multipart upload, resumable through its state file."""
-
-    def __init__(
-        self,
-        staging: S3Staging,
-        artifact: Path,
-        key: str,
-        sha256: str,
-        size: int,
-        user_meta: dict[str, str],
-        progress: ProgressCallback | None,
-    ) -> None:
-        self.s = staging
-        self.artifact = artifact
-        self.key = key
-        self.sha256 = sha256
-        self.size = size
-        self.user_meta = user_meta
-        self.progress = progress
-        self.part_size = self._part_size()
-        self.count = -(-size // self.part_size)
-        self.path = staging.state_file(key)
-        self.lock = threading.Lock()
-        self.cancel = threading.Event()
-        self.sent = 0
-
-    def _part_size(self) -> int:
-        # Grow the part size when the file would need more than S3's 10,000 parts.
-        wanted = self.s.transfer.part_size
-        return max(wanted, -(-self.size // MAX_PARTS))
-
-    def _length(self, number: int) -> int:
-        return min(self.part_size, self.size - (number - 1) * self.part_size)
-
-    def run(self) -> int:
-        state = self._resume() or self._start()
-        todo = [n for n in range(1, self.count + 1) if n not in state.parts]
-        self._report(state, None)
-        if todo:
-            self._send_parts(state, todo)
-        self._complete(state)
-        self.path.unlink(missing_ok=True)
-        return self.sent
-
-    # -- state
-
-    def _save(self, state: _MultipartState) -> None:
-        """Atomically, so a crash leaves the old or the new state, never half of one."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(state.to_json())
-        os.replace(tmp, self.path)
-
-    def _load(self) -> _MultipartState | None:
-        try:
-            return _MultipartState.from_json(self.path.read_text())
-        except FileNotFoundError:
-            return None
-        except (ValueError, TypeError, KeyError):
-            self.path.unlink(missing_ok=True)  # unreadable: start over, nothing is lost
-            return None
-
-    def _resume(self) -> _MultipartState | None:
-        state = self._load()
-        if state is None:
-            return None
-        same = (
-            state.bucket == self.s.bucket
-            and state.key == self.key
-            and state.sha256 == self.sha256
-            and state.size == self.size
-            and state.part_size == self.part_size
-            and state.checksum == self.s.transfer.checksum
-        )
-        if not same:
-            self._abort(state)  # another file was being uploaded to this key: drop it
-            return None
-        server_parts = self._list_parts(state.upload_id)
-        if server_parts is None:
-            return None  # the server forgot the upload (expired or aborted)
-        # Trust a part only when the server has it with the ETag and size we recorded.
-        state.parts = {
-            n: etag
-            for n, etag in state.parts.items()
-            if n in server_parts and server_parts[n] == (etag, self._length(n))
-        }
-        state.checksums = {n: c for n, c in state.checksums.items() if n in state.parts}
-        self._save(state)
-        return state
-
-    def _list_parts(self, upload_id: str) -> dict[int, tuple[str, int]] | None:
-        parts: dict[int, tuple[str, int]] = {}
-        marker = 0
-        while True:
-            try:
-                page = self.s._call(
-                    f"list parts of {self.key}",
-                    functools.partial(
-                        self.s.client.list_parts,
-                        Bucket=self.s.bucket,
-                        Key=self.key,
-                        UploadId=upload_id,
-                        PartNumberMarker=marker,
-                    ),
-                )
-            except ObjectNotFound:
-                return None
-            except StagingError as exc:
-                if "NoSuchUpload" in str(exc):
-                    return None
-                raise
-            for p in page.get("Parts", []):
-                parts[p["PartNumber"]] = (p["ETag"], p["Size"])
-            if not page.get("IsTruncated"):
-                return parts
-            marker = page["NextPartNumberMarker"]
-
-    def _start(self) -> _MultipartState:
-        response = self.s._call(
-            f"start upload of {self.key}",
-            lambda: self.s.client.create_multipart_upload(
-                Bucket=self.s.bucket,
-                Key=self.key,
-                Metadata=self.user_meta,
-                ContentType="application/octet-stream",
-                **self._create_checksum(),  # type: ignore[arg-type]
-            ),
-        )
-        state = _MultipartState(
-            bucket=self.s.bucket,
-            key=self.key,
-            sha256=self.sha256,
-            size=self.size,
-            part_size=self.part_size,
-            upload_id=response["UploadId"],
-            checksum=self.s.transfer.checksum,
-        )
-        self._save(state)
-        return state
-
-    def _create_checksum(self) -> dict[str, str]:
-        # AWS wants the algorithm announced up front when parts carry checksums.
-        return {"ChecksumAlgorithm": "CRC32"} if self.s.transfer.checksum == "crc32" else {}
-
-    def _abort(self, state: _MultipartState) -> None:
-        with contextlib.suppress(StagingError):
-            self.s._call(
-                "abort old upload",
-                lambda: self.s.client.abort_multipart_upload(
-                    Bucket=state.bucket, Key=state.key, UploadId=state.upload_id
-                ),
-            )
-        self.path.unlink(missing_ok=True)
-
-    # -- parts
-
-    def _send_parts(self, state: _MultipartState, todo: list[int]) -> None:
-        workers = max(1, min(self.s.transfer.concurrency, len(todo)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="s3-part") as pool:
-            futures: list[Future[None]] = [pool.submit(self._send_part, state, n) for n in todo]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                # Stop the others: what finished is in the state file for the next try.
-                self.cancel.set()
-                for f in futures:
-                    f.cancel()
-                wait(futures)
-                exc = failed[0].exception()
-                assert exc is not None
-                raise exc
-
-    def _send_part(self, state: _MultipartState, number: int) -> None:
-        if self.cancel.is_set():
-            return
-        length = self._length(number)
-        with self.artifact.open("rb") as fh:
-            data = os.pread(fh.fileno(), length, (number - 1) * self.part_size)
-        response = self.s._call(
-            f"upload part {number}/{self.count} of {self.key}",
-            lambda: self.s.client.upload_part(
-                Bucket=self.s.bucket,
-                Key=self.key,
-                UploadId=state.upload_id,
-                PartNumber=number,
-                Body=data,
-                **_integrity(self.s.transfer.checksum, data),  # type: ignore[arg-type]
-            ),
-            self.cancel,
-        )
-        with self.lock:
-            state.parts[number] = response["ETag"]
-            if crc := response.get("ChecksumCRC32"):
-                state.checksums[number] = crc
-            self.sent += length
-            self._save(state)
-            self._report(state, number)
-
-    def _report(self, state: _MultipartState, number: int | None) -> None:
-        if self.progress is None:
-            return
-        done = sum(self._length(n) for n in state.parts)
-        self.progress(UploadProgress(self.key, done, self.size, number))
-
-    def _complete(self, state: _MultipartState) -> None:
-        parts: list[dict[str, Any]] = []
-        for n in sorted(state.parts):
-            part: dict[str, Any] = {"PartNumber": n, "ETag": state.parts[n]}
-            if n in state.checksums:
-                part["ChecksumCRC32"] = state.checksums[n]
-            parts.append(part)
-        if len(parts) != self.count:
-            raise StagingError(f"{self.key}: {len(parts)} of {self.count} parts uploaded")
-        # NoSuchUpload after a retry: the first attempt completed it but its answer was lost.
-        # The caller checks the stored object (size, sha256), which tells if that is so.
-        with contextlib.suppress(ObjectNotFound):
-            self.s._call(
-                f"complete upload of {self.key}",
-                lambda: self.s.client.complete_multipart_upload(
-                    Bucket=self.s.bucket,
-                    Key=self.key,
-                    UploadId=state.upload_id,
-                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-                ),
-            )
-
-

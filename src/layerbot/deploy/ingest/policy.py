@@ -1,5 +1,5 @@
-"""Whether an artifact may be ingested: the approval policy's port, its decisions, and the
-automatic policy for allowed signers.
+"""Approval: what a policy sees of a verified artifact, what it decides, and the automatic
+policy (``deploy.approval`` has the GitHub one).
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Protocol
 
 from layerbot.deploy.metadata import ArtifactMetadata
-
-# ----------------------------------------------------------------------------- approval
 
 
 class Approval(StrEnum):
@@ -81,5 +79,3 @@ class AutoApprove:
         if self.principals is None or item.signer in self.principals:
             return Decision.approved(by=item.signer, reason="signed by an allowed signer")
         return Decision.rejected(f"signer '{item.signer}' is not approved automatically")
-
-

@@ -1,5 +1,5 @@
-"""What every staging area is: the ``Staging`` protocol, its errors, and the records it
-answers with (staged objects, pending artifacts, upload outcomes).
+"""What a staging area is: the protocol both implementations follow, the names beside an
+artifact, and the values uploads and listings return.
 """
 
 from __future__ import annotations
@@ -8,35 +8,15 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, Protocol
 
-from layerbot.deploy.layout import (
-    Layout,
-)
+from layerbot.deploy.layout import Layout
 
 META_SUFFIX = ".meta.json"
 SIG_SUFFIX = ".sig"
 META_SIG_SUFFIX = META_SUFFIX + SIG_SUFFIX
 #: Object metadata key holding the artifact's sha256 (S3 stores it as x-amz-meta-sha256).
 SHA256_META = "sha256"
-#: S3 allows at most this many parts per upload.
-MAX_PARTS = 10_000
-MIN_PART_SIZE = 5 * 1024 * 1024
-_CHUNK = 4 * 1024 * 1024
-
-T = TypeVar("T")
-
-
-class StagingError(Exception):
-    """The staging area refused or could not be reached; the message says what to fix."""
-
-
-class ObjectNotFound(StagingError):
-    pass
-
-
-class AccessDenied(StagingError):
-    """A bare 403: wrong credentials or missing permission (``check`` tells which)."""
 
 
 @dataclass(frozen=True)
@@ -116,5 +96,3 @@ class Staging(Protocol):
     def list_objects(self, prefix: str = "") -> Iterator[StagedObject]: ...
 
     def list_pending(self, prefix: str = "") -> list[PendingArtifact]: ...
-
-

@@ -1,5 +1,5 @@
-"""Which line of a comment is a command (``bot: ...``, also in list items), and what a
-line that nearly is one was probably meant to be.
+"""Parsing one line: a command, an error for a line meant as one (with the closest valid
+form), or nothing.
 """
 
 from __future__ import annotations
@@ -7,28 +7,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from layerbot.core.commands.arguments import (
-    _close,
-    _flag_key,
-    _norm_word,
-    _parse_args,
-    _Problem,
-)
-from layerbot.core.commands.grammar import (
-    _ALL_FLAGS,
-    _BY_NAME,
-    CommandSpec,
-)
-from layerbot.core.commands.markdown import _code
-from layerbot.core.commands.values import (
-    Command,
-    CommandError,
-    ParseResult,
-)
-
-# --------------------------------------------------------------------------------------------
-# Lines
-# --------------------------------------------------------------------------------------------
+from layerbot.core.commands.arguments import _parse_args
+from layerbot.core.commands.grammar import _ALL_FLAGS, _BY_NAME, CommandSpec
+from layerbot.core.commands.markdown import code_span as _code
+from layerbot.core.commands.parsed import Command, CommandError, ParseResult
+from layerbot.core.commands.state import _Problem
+from layerbot.core.commands.words import _close, _flag_key, _norm_word
 
 #: A command line (EESSI: ``^bot:[ ]?(.*)$``; here also indented and in any case).
 _COMMAND = re.compile(r"\s*bot:\s?(?P<rest>.*)", re.IGNORECASE | re.DOTALL)
@@ -136,5 +120,3 @@ def _suggest(spec: CommandSpec, args: Sequence[str], problem: _Problem) -> str:
 
 def _join(name: str, tokens: Sequence[str]) -> str:
     return " ".join([f"bot: {name}", *tokens])
-
-

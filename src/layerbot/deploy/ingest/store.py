@@ -1,6 +1,4 @@
-"""The ingestor's durable memory (``<state_dir>/ingest.sqlite``): what was settled, how, and
-which reports are still to be delivered.
-"""
+"""Durable state: one row per staged metadata file, in ``<state_dir>/ingest.sqlite``."""
 
 from __future__ import annotations
 
@@ -11,8 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from layerbot.deploy.metadata import ArtifactMetadata, MetadataError, parse_metadata
-
-# ----------------------------------------------------------------------------- durable state
 
 
 @dataclass
@@ -128,5 +124,3 @@ class OutcomeStore:
     def forget(self, key: str) -> int:
         """Make the artifacts at ``key`` new again (an operator's retry)."""
         return self.db.execute("DELETE FROM items WHERE key = ?", (key,)).rowcount
-
-

@@ -1,23 +1,12 @@
-"""What parsing produces: a command with its build filters, or an error to show on the PR.
-"""
+"""Parsed values: the build filters, a valid command, a failed one."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 
-from layerbot.core.commands.grammar import (
-    _BY_NAME,
-    ArgKind,
-    CommandSpec,
-)
-from layerbot.core.commands.patterns import (
-    pattern_matches,
-)
-
-# --------------------------------------------------------------------------------------------
-# Parsed values
-# --------------------------------------------------------------------------------------------
+from layerbot.core.commands.grammar import _BY_NAME, ArgKind, CommandSpec
+from layerbot.core.commands.patterns import pattern_matches
 
 
 @dataclass(frozen=True)
@@ -184,5 +173,3 @@ class CommandError:
 
 
 ParseResult = Command | CommandError
-
-

@@ -1,6 +1,4 @@
-"""Staging one built artifact: tarball, signature, metadata and its signature, in the order
-that keeps a reader from ever seeing half of it.
-"""
+"""Staging a build: the artifact, its signature and its signed metadata, metadata last."""
 
 from __future__ import annotations
 
@@ -16,13 +14,7 @@ from layerbot.deploy.metadata import (
     file_sha256,
 )
 from layerbot.deploy.signing import Signer
-from layerbot.deploy.staging.base import (
-    ProgressCallback,
-    Staging,
-    UploadOutcome,
-)
-
-# ----------------------------------------------------------------------------- staging a build
+from layerbot.deploy.staging.protocol import ProgressCallback, Staging, UploadOutcome
 
 
 @dataclass(frozen=True)
