@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from layerbot.build.handover import HandOverFailed, hand_over
 from layerbot.build.identity import (
     DEDICATED_USER,
     FALLBACK_USER,
     IsolationRefused,
+    JobUser,
     Switch,
     lookup,
     resolve,
@@ -44,3 +48,9 @@ def test_without_root_or_run_as_only_an_explicit_allowance_runs_unisolated() -> 
     with pytest.raises(IsolationRefused, match=r"build\.allow_unisolated"):
         resolve("", allow_unisolated=False, euid=BOT_UID)
     assert resolve("", allow_unisolated=True, euid=BOT_UID) is None
+
+
+def test_a_hand_over_that_cannot_be_done_says_what_to_fix(tmp_path: Path) -> None:
+    user = JobUser("someone", 4242, 4242, (), Switch.SUDO)
+    with pytest.raises(HandOverFailed, match="member of the group of someone"):
+        hand_over(tmp_path / "gone", user)

@@ -59,7 +59,7 @@ from layerbot.backends.local_launcher import (
     update_state,
     write_state,
 )
-from layerbot.build.handover import hand_over
+from layerbot.build.handover import HandOverFailed, hand_over
 from layerbot.build.identity import JobUser
 from layerbot.config import LocalBackendConfig
 
@@ -182,7 +182,10 @@ class LocalBackend:
             raise SubmitError(f"the job directory {job_dir} does not exist")
         state = self._new_state(request, job_dir)
         if self.job_user is not None:
-            hand_over(job_dir, self.job_user)
+            try:
+                hand_over(job_dir, self.job_user)
+            except HandOverFailed as exc:
+                raise SubmitError(str(exc)) from None
             state["run_as"] = asdict(self.job_user)
             # The bot's HOME is not the job's (and not reachable by it): its own directory.
             name = self.job_user.name

@@ -186,10 +186,18 @@ def signal_job_group(state: State, pgid: int, signum: int) -> None:
 
 def _kill_as(prefix: list[str], target: str, signum: int) -> None:
     """``kill`` as the job user: ``target`` is a pid, or ``-pgid`` for a process group."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run([*prefix, "kill", "-s", signal_name(signum).removeprefix("SIG"), "--",
-                        target], stdin=subprocess.DEVNULL, capture_output=True,
-                       timeout=SUDO_TIMEOUT_SECONDS, check=False, env=_sudo_env())
+    try:
+        done = subprocess.run([*prefix, "kill", "-s", signal_name(signum).removeprefix("SIG"),
+                               "--", target], stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=SUDO_TIMEOUT_SECONDS, check=False,
+                              env=_sudo_env())
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"cannot run sudo to signal the job: {exc}", file=sys.stderr)
+        return
+    # A group that already ended is no news; sudo refusing is: the job would run on.
+    if done.returncode != 0 and done.stderr.startswith("sudo:"):
+        print(f"cannot signal the job as its user: {done.stderr.strip()} (see the sudoers "
+              "rule in docs/security.md)", file=sys.stderr)
 
 
 def _sudo_env() -> dict[str, str]:

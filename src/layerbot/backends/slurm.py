@@ -46,7 +46,7 @@ from layerbot.backends.base import (
     SubmitRequest,
 )
 from layerbot.build import hostile
-from layerbot.build.handover import hand_over
+from layerbot.build.handover import HandOverFailed, hand_over
 from layerbot.build.identity import JobUser
 from layerbot.config import NodeType, SlurmBackendConfig
 
@@ -253,7 +253,10 @@ class SlurmBackend:
         if not request.job_dir.is_dir():
             raise SubmitError(f"the job directory {request.job_dir} does not exist")
         if self.job_user is not None:
-            await asyncio.to_thread(hand_over, request.job_dir, self.job_user)
+            try:
+                await asyncio.to_thread(hand_over, request.job_dir, self.job_user)
+            except HandOverFailed as exc:
+                raise SubmitError(str(exc)) from None
         first = True
 
         async def attempt() -> str:

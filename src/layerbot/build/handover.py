@@ -36,8 +36,22 @@ BOT_STATE_DIR = ".layerbot"
 REMOVE_TIMEOUT_SECONDS = 600
 
 
+class HandOverFailed(Exception):
+    """The job directory could not be given to the job user (the message says what to fix)."""
+
+
 def hand_over(job_dir: Path, user: JobUser) -> None:
     """Give the contents of ``job_dir`` to ``user``; see the module docstring."""
+    try:
+        _hand_over(job_dir, user)
+    except OSError as exc:
+        hint = (f"; the bot's user must be a member of the group of {user.name} "
+                "(docs/security.md)" if user.switch is Switch.SUDO else "")
+        raise HandOverFailed(f"cannot give the job directory to {user.name}: "
+                             f"{exc.strerror or exc} ({exc.filename}){hint}") from None
+
+
+def _hand_over(job_dir: Path, user: JobUser) -> None:
     remove_tree(job_dir / BOT_STATE_DIR)  # a PR's own ".layerbot" is not the bot's
     if user.switch is Switch.SUDO:
         return _share_with_group(job_dir, user)

@@ -172,11 +172,14 @@ class Submitter:
         """A fresh job directory, recorded on the job before anything is put in it, so a
         later attempt knows which directory proves a submission (``Backend.find``). What an
         attempt that died before submitting left behind is removed."""
-        if old is not None:
-            await asyncio.to_thread(remove_job_dir, old, self.backend.job_user)
-        dest = await asyncio.to_thread(
-            jobdir.create_job_dir, self.config.jobs_dir, build.repo, job.id, pr=build.pr,
-            ref=None if build.pr else build.base_ref)
+        try:
+            if old is not None:
+                await asyncio.to_thread(remove_job_dir, old, self.backend.job_user)
+            dest = await asyncio.to_thread(
+                jobdir.create_job_dir, self.config.jobs_dir, build.repo, job.id, pr=build.pr,
+                ref=None if build.pr else build.base_ref)
+        except OSError as exc:  # reported as "preparing the job failed: ..."
+            raise WorkspaceError(f"the job directory: {exc}") from exc
         if not await asyncio.to_thread(self._record_job_dir, job.id, dest):
             await asyncio.to_thread(remove_job_dir, dest, self.backend.job_user)
             return None
