@@ -207,6 +207,9 @@ def test_sbatch_refusals_keep_slurms_words_and_outages_are_told_apart() -> None:
         "(connect failure)",
         "slurm_load_partitions: Unable to contact slurm controller (connect failure)",
         "Unexpected message received for job 76\nslurm_suspend error: Unexpected message received",
+        "Job update not available right now, the DB index is being set, try again in a bit for "
+        "job 617\nslurm_suspend error: Job update not available right now, the DB index is "
+        "being set, try again in a bit",
     ):
         assert sp.is_unavailable(down), down
     assert sp.accounting_disabled("sacct: error: Slurm accounting storage is disabled")

@@ -194,6 +194,9 @@ _UNAVAILABLE = (
     "unable to connect to database",
     "unexpected message received",  # scontrol release with slurmctld down (22.05)
     "can't be reached now",  # -M CLUSTER whose slurmctld is down
+    # slurmctld just restarted and has not its job indexes from slurmdbd yet (measured:
+    # scontrol release, ~10 s after a restart); it asks to be asked again
+    "try again in a bit",
 
     "slurmdbd: connection",
     "munge",  # munged down or key wrong: nothing can be asked
