@@ -41,10 +41,12 @@ import bench_workspace as ws
 from layerbot import clock
 from layerbot.backends.base import SubmitRequest
 from layerbot.backends.local import LocalBackend
+from layerbot.build.workspace import Mirrors
 from layerbot.config import LocalBackendConfig, load
 from layerbot.core.jobs import JobState
 from layerbot.jobs.planner import BuildRequest, PlannedTarget, record_build
-from layerbot.jobs.reconciler import Reconciler
+from layerbot.operations import leases
+from layerbot.operations.agent_ledger import builtin_agent
 from layerbot.store import jobs as jobstore
 from layerbot.store.db import Store
 from layerbot.store.models import Job
@@ -175,9 +177,10 @@ async def reconcile_1000() -> tuple[int, float, float]:
             with store.transaction() as s:
                 job = s.get(Job, job_id)
                 assert job is not None
+                leases.lease(job, config.agent_name, clock.now(), config)
                 jobstore.transition(s, job, JobState.SUBMITTED, clock.now(),
                                     backend_id=backend_id, job_dir=str(job_dir))
-        reconciler = Reconciler(config, store, backend)
+        reconciler = builtin_agent(config, store, backend, Mirrors(root / "m")).reconciler
         await reconciler.cycle()  # first cycle starts the 2 runnable jobs
         calls_before = backend.calls
         cpu, wall = time.process_time(), time.perf_counter()

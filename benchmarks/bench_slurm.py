@@ -30,6 +30,8 @@ import time
 import uuid
 from pathlib import Path
 
+from layerbot.jobs.reconciler import Reconciler
+
 from layerbot import clock, log
 from layerbot.backends.base import SubmitRequest
 from layerbot.backends.slurm import SlurmBackend
@@ -37,8 +39,7 @@ from layerbot.build.workspace import Mirrors
 from layerbot.config import Config, NodeType
 from layerbot.core.jobs import JobState
 from layerbot.jobs.planner import BuildRequest, PlannedTarget, record_build
-from layerbot.jobs.reconciler import Reconciler
-from layerbot.jobs.submitter import Submitter
+from layerbot.operations.agent_ledger import builtin_agent
 from layerbot.store import jobs as jobstore
 from layerbot.store.db import Store
 from layerbot.store.models import Job
@@ -184,14 +185,14 @@ async def submission(root: Path, runs: int) -> None:
     mirrors = Mirrors(cfg.mirrors_dir, attempts=1)
     url, head = make_origin(root)
     await mirrors.fetch(url, ["main", "refs/pull/1/head"])  # warm
-    submitter = Submitter(cfg, store, backend, mirrors)
+    submitter = builtin_agent(cfg, store, backend, mirrors)
     walls, calls = [], []
     try:
         for _ in range(runs):
             ids = record(store, cfg, 4, url, head)
             before = backend.calls
             t0 = time.perf_counter()
-            done = await submitter.submit_queued()
+            done = await submitter.submit_ready()
             walls.append(time.perf_counter() - t0)
             calls.append(backend.calls - before)
             with store.read() as s:

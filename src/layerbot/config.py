@@ -449,6 +449,55 @@ class WebConfig(Section):
         return value.rstrip("/")
 
 
+class FleetConfig(Section):
+    """The control plane's side of the fleet (see docs/fleet.md)."""
+
+    #: Run an agent inside `serve` that builds with this file's backend and node types
+    #: (the single-machine default). Turn it off on a control plane whose clusters run
+    #: `layerbot agent`, and on every replica but one if several share a database.
+    builtin_agent: bool = True
+    #: How often agents beat; a lease is renewed by each beat.
+    heartbeat_seconds: float = Field(default=15.0, gt=0)
+    #: A job leased to an agent that stopped beating goes back to the queue after this
+    #: long (if it had not started)...
+    lease_seconds: float = Field(default=60.0, gt=0)
+    #: ...and becomes `lost` this much later (if it had).
+    grace_seconds: float = Field(default=60.0, ge=0)
+    #: How long a claim waits for work before answering with none (long poll).
+    claim_wait_seconds: float = Field(default=20.0, ge=0, le=60)
+
+    @model_validator(mode="after")
+    def _beats_within_lease(self) -> FleetConfig:
+        if self.heartbeat_seconds * 2 > self.lease_seconds:
+            raise ValueError("fleet.lease_seconds must be at least twice "
+                             "fleet.heartbeat_seconds, or one late beat loses every lease")
+        return self
+
+
+class AgentConfig(Section):
+    """`layerbot agent` on a cluster's login node (see docs/fleet.md)."""
+
+    #: The agent's name (its token is made for it); default: instance.name.
+    name: str = ""
+    #: The cluster it builds on, shown with each job; default: the agent's name.
+    cluster: str = ""
+    #: The control plane, e.g. https://bot.example.org (or --server).
+    server_url: str = ""
+    #: The agent's token (`layerbot agents add NAME` prints it), or LAYERBOT_AGENT_TOKEN.
+    token_file: Path | None = None
+    #: Jobs it holds at most (queued in its backend included).
+    concurrency: int = Field(default=64, ge=1, le=100_000)
+    #: A CA bundle for a control plane with a private certificate.
+    ca_file: Path | None = None
+
+    @field_validator("server_url")
+    @classmethod
+    def _server(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http:// on a trusted network)")
+        return value.rstrip("/")
+
+
 class Config(Section):
     github: GitHubConfig = GitHubConfig()
     server: ServerConfig = ServerConfig()
@@ -468,6 +517,8 @@ class Config(Section):
     deploy: DeployConfig = DeployConfig()
     ingest: IngestConfig = IngestConfig()
     web: WebConfig = WebConfig()
+    fleet: FleetConfig = FleetConfig()
+    agent: AgentConfig = AgentConfig()
     #: The file it was read from, if any (relative paths inside are relative to it).
     source: Path | None = Field(default=None, exclude=True)
 
@@ -513,6 +564,14 @@ class Config(Section):
     @property
     def ingest_state_dir(self) -> Path:
         return self.ingest.state_dir or self.instance.data_dir / "ingest"
+
+    @property
+    def agent_name(self) -> str:
+        return self.agent.name or self.instance.name
+
+    @property
+    def agent_cluster(self) -> str:
+        return self.agent.cluster or self.agent_name
 
     @property
     def bot_login(self) -> str:

@@ -33,6 +33,8 @@ PATH_KEYS = {
     ("ingest", "state_dir"),
     ("web", "session_secret_file"),
     ("web", "oauth_client_secret_file"),
+    ("agent", "token_file"),
+    ("agent", "ca_file"),
 }
 
 

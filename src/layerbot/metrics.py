@@ -30,3 +30,8 @@ JOB_TRANSITIONS = Counter("layerbot_job_transitions_total", "Job state changes",
                           ["state"], registry=REGISTRY)
 BACKEND_CALLS = Counter("layerbot_backend_calls_total", "Batch-system calls", ["backend"],
                         registry=REGISTRY)
+AGENT_CLAIMS = Counter("layerbot_agent_claims_total", "Jobs leased to agents", ["agent"],
+                       registry=REGISTRY)
+LEASES_REAPED = Counter("layerbot_leases_reaped_total",
+                        "Leases of silent agents: jobs requeued or lost", ["outcome"],
+                        registry=REGISTRY)

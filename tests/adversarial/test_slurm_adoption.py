@@ -38,7 +38,7 @@ from layerbot.build.workspace import Mirrors
 from layerbot.config import Config, load
 from layerbot.core.jobs import JobState
 from layerbot.jobs.planner import BuildRequest, PlannedTarget, record_build
-from layerbot.jobs.submitter import Submitter
+from layerbot.operations.agent_ledger import builtin_agent
 from layerbot.store.db import Store
 from layerbot.store.models import Job
 from tests.adversarial.attacks import STEAL, assert_nothing_stolen
@@ -150,7 +150,7 @@ def test_planted_jobs_are_never_adopted(tmp_path: Path, instance: str, slurm: Sl
     mirrors = Mirrors(config.instance.data_dir / "mirrors")
 
     # The first attempt makes and records the job directory, then "crashes".
-    asyncio.run(Submitter(config, store, CrashBeforeSbatch(), mirrors).submit_queued())
+    asyncio.run(builtin_agent(config, store, CrashBeforeSbatch(), mirrors).submit_ready())
     first = the_job(store, job_id)
     assert first.state == JobState.QUEUED.value and first.job_dir
     recorded = Path(first.job_dir)
@@ -164,7 +164,7 @@ def test_planted_jobs_are_never_adopted(tmp_path: Path, instance: str, slurm: Sl
 
     backend = SlurmBackend(config.backend.slurm, config.node_types, job_user=job_user,
                            unavailable_wait_seconds=5)
-    asyncio.run(Submitter(config, store, backend, mirrors).submit_queued())
+    asyncio.run(builtin_agent(config, store, backend, mirrors).submit_ready())
 
     job = the_job(store, job_id)
     assert job.state == JobState.SUBMITTED.value, job.reason

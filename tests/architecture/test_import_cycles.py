@@ -125,3 +125,34 @@ def test_handlers_and_the_control_center_share_logic_only_from_below() -> None:
                    for package, banned in FORBIDDEN.items() if within(module, package)
                    for target in targets if any(within(target, b) for b in banned))
     assert wrong == []
+
+
+#: What runs on a cluster's login node must not reach, even indirectly, the control plane's
+#: parts: it has no database, no GitHub credentials and serves no HTTP.
+CONTROL_PLANE_ONLY = ("layerbot.store", "layerbot.github", "layerbot.web", "layerbot.events",
+                      "layerbot.handlers", "layerbot.control", "layerbot.operations",
+                      "layerbot.app", "layerbot.deploy")
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(graph.get(node, ()))
+    return seen
+
+
+def test_reachable_follows_imports_of_imports() -> None:
+    assert reachable({"a": {"b"}, "b": {"c"}, "c": set()}, "a") == {"a", "b", "c"}
+
+
+def test_the_agent_imports_nothing_of_the_control_plane() -> None:
+    graph = import_graph()
+    agent = [m for m in graph if m == "layerbot.agent" or m.startswith("layerbot.agent.")]
+    assert "layerbot.agent.main" in agent
+    wrong = sorted({(m, t) for m in agent for t in reachable(graph, m)
+                    if any(t == p or t.startswith(p + ".") for p in CONTROL_PLANE_ONLY)})
+    assert wrong == [], "the agent reaches control-plane code:\n" + "\n".join(
+        f"  {m} -> {t}" for m, t in wrong)

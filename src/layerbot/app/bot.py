@@ -80,6 +80,8 @@ class Bot:
             self.loops.append(lambda stop: deliveries.run(github, self.inbox,
                                                           config.deliveries, stop))
         self.loops += self.workers.loops
+        # TODO(replicas): run as a singleton once several replicas share one database.
+        self.loops.append(self.workers.reaper.run)
         #: Set by `serve` when the loops run in a worker process: is it alive?
         self.worker_alive: Callable[[], bool] | None = None
 

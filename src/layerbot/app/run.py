@@ -29,8 +29,7 @@ from layerbot.core.commands import BuildFilters
 from layerbot.core.jobs import JobState
 from layerbot.core.targets import select_targets
 from layerbot.jobs.planner import BuildRequest, PlannedTarget, record_build
-from layerbot.jobs.reconciler import Reconciler
-from layerbot.jobs.submitter import Submitter
+from layerbot.operations.agent_ledger import builtin_agent
 from layerbot.store import jobs as jobstore
 from layerbot.store.db import Store
 from layerbot.store.models import Artifact, Build
@@ -143,14 +142,14 @@ async def execute(config: Config, options: RunOptions, console: Console,
     mirrors = Mirrors(config.mirrors_dir, attempts=config.build.fetch_attempts)
     backend = make_backend(config)
     build_id = await plan(config, store, mirrors, options)
-    submitter = Submitter(config, store, backend, mirrors)
-    reconciler = Reconciler(config, store, backend)
-    await submitter.submit_queued()
+    agent = builtin_agent(config, store, backend, mirrors)
+    await agent.submit_ready()
     display = Live(progress_table(rows(store, build_id)[1]), console=console,
                    refresh_per_second=4, transient=True)
     with display if live else contextlib.nullcontext():
         while True:
-            await reconciler.cycle()
+            await agent.reconciler.cycle()
+            await agent.submit_ready()  # jobs left by an earlier run that stopped
             build, job_rows = rows(store, build_id)
             if live:
                 display.update(progress_table(job_rows))

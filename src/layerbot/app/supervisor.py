@@ -77,6 +77,7 @@ def worker_main(config: Config, nudges: Connection, parent_pid: int | None = Non
                 while nudges.poll():
                     nudges.recv_bytes()
             bot.processor.wakeup.set()
+            bot.wake_sender()  # an agent's report may have written to the outbox
 
         loop.add_reader(nudges.fileno(), nudged)
         await bot.run_loops(stop)

@@ -24,6 +24,7 @@ def add_web(app: FastAPI, config: Config, store: Store, github: GitHubApp | None
 
     from layerbot.control import Controller
     from layerbot.web import dashboard
+    from layerbot.web.agent_api import agent_router
     from layerbot.web.api import api_router
     from layerbot.web.auth import Auth
     from layerbot.web.security import SecurityHeaders
@@ -32,6 +33,7 @@ def add_web(app: FastAPI, config: Config, store: Store, github: GitHubApp | None
     auth = Auth(config, store, access)
     pages = dashboard.templates()
     app.include_router(api_router(controller, auth, inbox, outbox))
+    app.include_router(agent_router(config, store, on_written))
     app.include_router(auth.router())
     app.include_router(dashboard.dashboard_router(controller, auth, pages))
     app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")

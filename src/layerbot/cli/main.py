@@ -48,6 +48,10 @@ LAZY_COMMANDS: tuple[LazyCommand, ...] = (
                 "node type per partition and CPU; or, with --from-eessi, migrate an EESSI "
                 "bot's app.cfg (and repos.cfg)."),
     LazyCommand("token", "layerbot.cli.ops", "API tokens for scripts (on this machine's store)."),
+    LazyCommand("agent", "layerbot.cli.fleet", "Run an agent on this cluster: pull jobs from "
+                "the control plane, build them, report."),
+    LazyCommand("agents", "layerbot.cli.fleet",
+                "The fleet's agents (on the control plane's store)."),
 )
 
 

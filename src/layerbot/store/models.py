@@ -206,6 +206,15 @@ class Job(Base):
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Set by `bot: cancel`, a push or a close; the reconciler cancels it in the backend.
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The agent that holds the job's lease (None: waiting for one), and the lease: its id
+    #: (each lease a new one, so a report under an old lease is refused) and its end.
+    agent: Mapped[str | None] = mapped_column(String(100))
+    lease_id: Mapped[str | None] = mapped_column(String(40))
+    lease_until: Mapped[datetime | None]
+    #: The last report of the agent applied (reports are idempotent by this number).
+    report_seq: Mapped[int] = mapped_column(Integer, default=0)
+    #: The command's ``inst:`` pattern: only agents whose name or cluster match build it.
+    agent_filter: Mapped[str | None] = mapped_column(String(200))
 
 
 class JobTransition(Base):
@@ -271,6 +280,38 @@ class Instance(Base):
     resources: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
+class Agent(Base):
+    """An agent of the fleet: a cluster's login-node process that pulls jobs.
+
+    It authenticates with its own token, of which only the sha256 is kept. ``builtin``
+    marks the agent inside an embedded ``serve`` (no token: it never speaks HTTP).
+    """
+
+    __tablename__ = "agents"
+    __table_args__ = (UniqueConstraint("token_hash", name="uq_agent_token_hash"),)
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    cluster: Mapped[str] = mapped_column(String(100))
+    builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    token_hash: Mapped[str | None] = mapped_column(String(64))
+    token_prefix: Mapped[str | None] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    #: Higher first when several agents can build a job.
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    draining: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: What it said when it registered (None: never connected).
+    protocol: Mapped[int | None] = mapped_column(Integer)
+    version: Mapped[str | None] = mapped_column(String(40))
+    capabilities: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    registered_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    #: Free slots and resources as of its last heartbeat.
+    load: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
 class ApiToken(Base):
     """A token for scripts (the control center's API and `layerbot --remote`).
 
@@ -326,6 +367,9 @@ class Repository(Base):
     private: Mapped[bool] = mapped_column(Boolean)
     installation_id: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime]
+
+#: Claims look for unleased queued jobs; the lease reaper for expired leases.
+Index("ix_jobs_agent", Job.agent, Job.state)
 
 #: The overview's "failures of the last 24 hours" and cost queries read jobs by end time.
 Index("ix_jobs_ended", Job.ended_at)

@@ -1,30 +1,24 @@
 """The reconciler: one backend query per cycle for every active job, then transitions.
 
-A job that ended is read for its result (result.json or EESSI's _bot_job<ID>.result);
-its artifacts are recorded; the build's reply and the job's check run are re-derived.
-All changes of a cycle go in one transaction, and each changed report is one outbox
-message (edits coalesce), so GitHub traffic does not grow with polling.
+A job that ended is read for its result (result.json or EESSI's _bot_job<ID>.result) and
+its artifacts. The changes of a cycle go to the ledger together: on the control plane's
+store, in one transaction whose reports are one outbox message per changed object (edits
+coalesce), so GitHub traffic does not grow with polling.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
-
-from layerbot import clock, log, metrics
+from layerbot import log, metrics
+from layerbot.agent.ledger import Accounting, ActiveJob, Ledger, Outcome
 from layerbot.backends.base import Backend, BackendState, BackendUnavailable, JobStatus
 from layerbot.build import results
 from layerbot.config import Config
 from layerbot.core.jobs import JobState
-from layerbot.events.reporting import report_build
-from layerbot.store import jobs as jobstore
-from layerbot.store.db import Store
-from layerbot.store.models import Artifact, Build, Job
 
 _log = log.get("jobs")
 
@@ -40,14 +34,6 @@ FINAL: dict[BackendState, tuple[JobState, str | None]] = {
     BackendState.NODE_FAIL: (JobState.FAILED, "its node failed"),
     BackendState.PREEMPTED: (JobState.FAILED, "preempted by the batch system"),
 }
-
-
-@dataclass(frozen=True)
-class Outcome:
-    state: JobState
-    reason: str | None
-    result: dict[str, object] | None
-    artifacts: list[results.Artifact]
 
 
 def decide(status: JobStatus, job_dir: Path | None, tail_lines: int,
@@ -101,22 +87,11 @@ def _result_json(res: results.JobResult) -> dict[str, object]:
                 "passed": res.tests.passed, "failed": res.tests.failed}}
 
 
-@dataclass(frozen=True)
-class ActiveJob:
-    id: int
-    backend_id: str
-    job_dir: str | None
-    state: JobState
-    cancel_requested: bool
-
-
 class Reconciler:
-    def __init__(self, config: Config, store: Store, backend: Backend,
-                 on_written: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, config: Config, ledger: Ledger, backend: Backend) -> None:
         self.config = config
-        self.store = store
+        self.ledger = ledger
         self.backend = backend
-        self.on_written = on_written
         self.cycles = 0
         self._failures = 0
         #: Cancels already asked of the backend by this process (asked again after a restart).
@@ -147,7 +122,7 @@ class Reconciler:
     async def cycle(self) -> int:
         """One pass over all active jobs; returns how many changed state."""
         self.cycles += 1
-        active = await asyncio.to_thread(self._active)
+        active = await asyncio.to_thread(self.ledger.active)
         to_cancel = [j.backend_id for j in active
                      if j.cancel_requested and j.backend_id not in self._cancel_sent]
         if to_cancel:
@@ -161,22 +136,9 @@ class Reconciler:
         outcomes = await asyncio.to_thread(self._decide_all, active, statuses)
         if not outcomes:
             return 0
-        changed = await asyncio.to_thread(self._apply, outcomes)
-        if changed:
-            self.on_written()
-        return changed
-
-    def _active(self) -> list[ActiveJob]:
-        """The jobs the backend has, as the few columns a cycle needs (no ORM objects)."""
-        with self.store.read() as s:
-            rows = s.execute(
-                select(Job.id, Job.backend_id, Job.job_dir, Job.state, Job.cancel_requested)
-                .where(Job.instance == self.config.instance.name,
-                       Job.state.in_([JobState.SUBMITTED.value, JobState.RUNNING.value]),
-                       Job.backend_id.is_not(None))
-            ).all()
-        return [ActiveJob(r.id, r.backend_id, r.job_dir, JobState(r.state),
-                          bool(r.cancel_requested)) for r in rows]
+        return await asyncio.to_thread(
+            self.ledger.apply, {job_id: (Accounting.of(status), outcome)
+                                for job_id, (status, outcome) in outcomes.items()})
 
     def _decide_all(self, active: list[ActiveJob], statuses: Mapping[str, JobStatus]
                     ) -> dict[int, tuple[JobStatus, Outcome]]:
@@ -212,49 +174,3 @@ class Reconciler:
             if job_id in states and outcome is not None and outcome.state is not states[job_id]:
                 outcomes[job_id] = (status, outcome)
         return outcomes
-
-    def _apply(self, outcomes: Mapping[int, tuple[JobStatus, Outcome]]) -> int:
-        now = clock.now()
-        changed_by_build: dict[int, list[Job]] = {}
-        with self.store.transaction() as s:
-            for job_id, (status, outcome) in outcomes.items():
-                job = s.get(Job, job_id)
-                if job is None or JobState(job.state).terminal:
-                    continue
-                if JobState(job.state) is outcome.state:
-                    continue
-                if outcome.state.terminal and JobState(job.state) is JobState.SUBMITTED:
-                    jobstore.transition(s, job, JobState.RUNNING, status.started_at or now)
-                fields = _accounting(status)
-                if outcome.result is not None:
-                    fields["result"] = outcome.result
-                reason = outcome.reason
-                if outcome.state is JobState.CANCELLED and job.cancel_requested and job.reason:
-                    reason = job.reason  # who cancelled it, rather than the backend's word
-                jobstore.transition(s, job, outcome.state, now, reason=reason, **fields)
-                if status.started_at:
-                    job.started_at = status.started_at
-                if outcome.state.terminal and status.ended_at:
-                    job.ended_at = status.ended_at
-                for a in outcome.artifacts:
-                    s.add(Artifact(job_id=job.id, name=a.name, path=str(a.path), size=a.size,
-                                   sha256=a.sha256))
-                changed_by_build.setdefault(job.build_id, []).append(job)
-                with log.bound(job_id=job.id):
-                    _log.info("job " + outcome.state.value, reason=outcome.reason)
-            for build_id, jobs in changed_by_build.items():
-                build = s.get(Build, build_id)
-                if build is not None:
-                    report_build(s, self.config, build, now, changed=jobs)
-        return sum(len(j) for j in changed_by_build.values())
-
-
-def _accounting(status: JobStatus) -> dict[str, object]:
-    fields: dict[str, object] = {}
-    for name in ("exit_code", "elapsed_seconds", "cpus", "max_rss_bytes", "node"):
-        value = getattr(status, name)
-        if value is not None:
-            fields[name] = value
-    if status.elapsed_seconds is not None and status.cpus:
-        fields["core_hours"] = round(status.elapsed_seconds * status.cpus / 3600, 6)
-    return fields

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from layerbot import clock
+from layerbot.agent.runner import AgentRunner
 from layerbot.backends.base import (
     BackendUnavailable,
     Check,
@@ -18,7 +19,7 @@ from layerbot.build.workspace import Mirrors
 from layerbot.config import load
 from layerbot.core.jobs import JobState
 from layerbot.jobs.planner import BuildRequest, PlannedTarget, record_build
-from layerbot.jobs.submitter import Submitter
+from layerbot.operations.agent_ledger import builtin_agent
 from layerbot.store.db import Store
 from layerbot.store.models import Job
 from tests.support.origin import Origin
@@ -84,18 +85,18 @@ def queued_job(tmp_path: Path, batch: tuple[tuple[str, str], ...] = ()) -> tuple
         return store, job.id
 
 
-def submitter_for(tmp_path: Path, store: Store, backend: DownThenUpBackend) -> Submitter:
+def submitter_for(tmp_path: Path, store: Store, backend: DownThenUpBackend) -> AgentRunner:
     config = load(None, overrides={
         "instance": {"data_dir": str(tmp_path / "data")},
         "node_types": [{"name": "n", "cpu_target": "x86_64/generic",
                         "options": {"partition": "build", "time": "01:00:00"}}]})
-    return Submitter(config, store, backend, Mirrors(tmp_path / "mirrors"))
+    return builtin_agent(config, store, backend, Mirrors(tmp_path / "mirrors"))
 
 
 def test_a_commands_batch_options_come_after_the_node_types(tmp_path: Path) -> None:
     store, _ = queued_job(tmp_path, batch=(("time", "04:00:00"),))
     backend = DownThenUpBackend(down=0)
-    asyncio.run(submitter_for(tmp_path, store, backend).submit_queued())
+    asyncio.run(submitter_for(tmp_path, store, backend).submit_ready())
     (request,) = backend.submitted
     assert request.options == {"partition": "build", "time": "04:00:00"}
 
@@ -111,10 +112,10 @@ def test_jobs_wait_queued_while_the_backend_is_down(tmp_path: Path) -> None:
             assert found is not None
             return found.state
 
-    asyncio.run(submitter.submit_queued())
+    asyncio.run(submitter.submit_ready())
     assert state() == JobState.QUEUED.value  # not failed: the scheduler was only away
-    assert asyncio.run(submitter.submit_queued()) == 0  # it is left alone for a while
-    submitter._paused_until = 0.0  # the while has passed
-    asyncio.run(submitter.submit_queued())
+    assert asyncio.run(submitter.submit_ready()) == 0  # it is left alone for a while
+    submitter.submitter._paused_until = 0.0  # the while has passed
+    asyncio.run(submitter.submit_ready())
     assert state() == JobState.SUBMITTED.value
     assert [r.job_id for r in backend.submitted] == [job_id]

@@ -1,0 +1,124 @@
+"""The ledger port: where an agent takes its jobs from and records what became of them.
+
+The submitter and the reconciler (this package) prepare, submit and watch jobs; they do not
+know where jobs come from. Two ledgers stand behind this port:
+
+* the control plane's store, for the agent inside an embedded ``serve``
+  (``operations/agent_ledger.py``): one process, no HTTP;
+* the control plane over HTTPS, for an agent on a cluster's login node (``agent/remote.py``):
+  reports kept on disk until acknowledged, so nothing is lost across a crash or a cut.
+
+On the control plane both end in the same code, so a report means the same whichever way
+it came. Methods are synchronous (the loops call them in a thread).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from layerbot.backends.base import JobStatus
+from layerbot.build import results
+from layerbot.core.jobs import JobState
+from layerbot.core.protocol import ArtifactInfo, HeartbeatResponse, JobSpec, Report
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the reconciler decided from the backend's status and the job's files."""
+
+    state: JobState
+    reason: str | None
+    result: dict[str, object] | None
+    artifacts: list[results.Artifact] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ActiveJob:
+    """A job the backend has: the few things a reconcile cycle needs."""
+
+    id: int
+    backend_id: str
+    job_dir: str | None
+    state: JobState
+    cancel_requested: bool
+
+
+@dataclass(frozen=True)
+class Accounting:
+    """What the backend says a job used (for the job's row and the costs)."""
+
+    exit_code: int | None = None
+    elapsed_seconds: float | None = None
+    cpus: int | None = None
+    max_rss_bytes: int | None = None
+    node: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    @classmethod
+    def of(cls, status: JobStatus) -> Accounting:
+        return cls(status.exit_code, status.elapsed_seconds, status.cpus,
+                   status.max_rss_bytes, status.node, status.started_at, status.ended_at)
+
+
+class LeaseLost(Exception):
+    """The control plane no longer gives this job to this agent (cancelled, or leased
+    elsewhere while the agent was away): whatever the agent started for it is stopped."""
+
+
+class Ledger(Protocol):
+    def claim(self, slots: int, wait_seconds: float) -> list[JobSpec]:
+        """Lease up to ``slots`` more jobs (waiting up to ``wait_seconds`` for some)."""
+        ...
+
+    def queued(self) -> list[JobSpec]:
+        """Jobs leased to this agent and not yet submitted (to prepare and submit)."""
+        ...
+
+    def held(self) -> list[str]:
+        """Backend ids recorded as submitted, to release after a restart (hold_release)."""
+        ...
+
+    def record_job_dir(self, job: JobSpec, job_dir: Path) -> bool:
+        """Record the job's new directory before anything goes in it; False: the job is
+        no longer this agent's to prepare (cancelled, or its lease ended)."""
+        ...
+
+    def submitted(self, job: JobSpec, backend_id: str, base_sha: str | None,
+                  job_dir: Path, facts: Mapping[str, object]) -> bool:
+        """Record the submission; False: take it back (the job was cancelled meanwhile or
+        its lease ended), the backend's job must not run."""
+        ...
+
+    def fail(self, job: JobSpec, reason: str) -> None:
+        """The job could not be prepared or submitted; ``reason`` is shown on the PR."""
+        ...
+
+    def active(self) -> list[ActiveJob]:
+        """The jobs this agent has in its backend."""
+        ...
+
+    def apply(self, outcomes: Mapping[int, tuple[Accounting, Outcome]]) -> int:
+        """Record new states (with results and artifacts); returns how many changed."""
+        ...
+
+    def heartbeat(self, free_slots: int, resources: Mapping[str, object] | None
+                  ) -> HeartbeatResponse:
+        """Say this agent is alive; the answer says what to stop and whether to pause."""
+        ...
+
+
+def outcome_report(seq: int, lease_id: str, acct: Accounting, outcome: Outcome) -> Report:
+    """The report an outcome becomes (the same for both ledgers)."""
+    return Report(
+        seq=seq, lease_id=lease_id, kind="outcome", state=outcome.state.value,
+        reason=outcome.reason, result=outcome.result,
+        artifacts=[ArtifactInfo(name=a.name, path=str(a.path), size=a.size, sha256=a.sha256)
+                   for a in outcome.artifacts],
+        exit_code=acct.exit_code, elapsed_seconds=acct.elapsed_seconds, cpus=acct.cpus,
+        max_rss_bytes=acct.max_rss_bytes, node=acct.node, started_at=acct.started_at,
+        ended_at=acct.ended_at)

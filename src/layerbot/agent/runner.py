@@ -1,0 +1,146 @@
+"""An agent's loops: claim jobs, prepare and submit them, watch them, beat the heartbeat.
+
+The same loops run in a cluster's ``layerbot agent`` (a remote ledger over HTTPS) and
+inside an embedded ``serve`` (the store's ledger). They share one stop event and wait the
+one way loops wait (``layerbot.loops.pause``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from layerbot import log
+from layerbot.agent.ledger import Ledger
+from layerbot.agent.reconciler import Reconciler
+from layerbot.agent.submitter import Submitter
+from layerbot.backends.base import Backend
+from layerbot.build.workspace import Mirrors
+from layerbot.config import Config
+from layerbot.core.protocol import Capabilities, HeartbeatResponse, NodeTypeCapability
+from layerbot.loops import pause
+
+_log = log.get("agent")
+
+Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+#: How often the backend is asked for resources (they go with the next heartbeat).
+RESOURCES_SECONDS = 300.0
+RESOURCES_TIMEOUT_SECONDS = 30.0
+
+
+class AgentRunner:
+    def __init__(self, config: Config, ledger: Ledger, backend: Backend, mirrors: Mirrors,
+                 *, claim_wait_seconds: float = 0.0,
+                 lease_valid: Callable[[], bool] = lambda: True,
+                 heartbeat_seconds: float | None = None) -> None:
+        """``claim_wait_seconds``: how long a claim may wait for work at the server (long
+        poll; 0 for the store's ledger, which is woken when jobs are recorded)."""
+        self.config = config
+        self.ledger = ledger
+        self.backend = backend
+        self.concurrency = config.agent.concurrency
+        self.claim_wait_seconds = claim_wait_seconds
+        self.heartbeat_seconds = heartbeat_seconds or config.fleet.heartbeat_seconds
+        self.submitter = Submitter(config, ledger, backend, mirrors, config.agent_name,
+                                   lease_valid=lease_valid)
+        self.reconciler = Reconciler(config, ledger, backend)
+        self.wakeup = asyncio.Event()
+        self.paused = False
+        self.draining = False
+        self._next_resources = 0.0
+
+    @property
+    def loops(self) -> list[Loop]:
+        return [self.submitter.run, self.reconciler.run, self.claim_loop, self.heartbeat_loop]
+
+    def wake(self) -> None:
+        """New jobs may be waiting: claim at once."""
+        self.wakeup.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.gather(*(loop(stop) for loop in self.loops))
+
+    # --- claims -------------------------------------------------------------------------
+
+    async def claim_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            got = 0
+            try:
+                got = await self.claim_once()
+            except Exception as exc:
+                _log.warning("claiming jobs failed", error=f"{type(exc).__name__}: {exc}")
+                await pause(stop, 5.0)
+                continue
+            if got:
+                self.submitter.wakeup.set()
+                continue  # more may be waiting
+            await pause(stop, 1.0, self.wakeup)
+
+    async def claim_once(self) -> int:
+        if self.paused or self.draining:
+            return 0
+        slots = await asyncio.to_thread(self._free_slots)
+        if slots <= 0:
+            return 0
+        jobs = await asyncio.to_thread(self.ledger.claim, slots, self.claim_wait_seconds)
+        if jobs:
+            _log.info("jobs claimed", jobs=[j.id for j in jobs])
+        return len(jobs)
+
+    async def submit_ready(self) -> int:
+        """Claim what this agent may, and prepare and submit it (one pass, for scripts)."""
+        await self.claim_once()
+        return await self.submitter.submit_queued()
+
+    def _free_slots(self) -> int:
+        holding = len(self.ledger.queued()) + len(self.ledger.active())
+        return max(0, self.concurrency - holding)
+
+    # --- heartbeat ----------------------------------------------------------------------
+
+    async def heartbeat_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.beat()
+            await pause(stop, self.heartbeat_seconds)
+
+    async def beat(self) -> HeartbeatResponse | None:
+        """One heartbeat; never raises (a server away for a moment is retried)."""
+        resources = await self._resources()
+        try:
+            slots = await asyncio.to_thread(self._free_slots)
+            answer = await asyncio.to_thread(self.ledger.heartbeat, slots, resources)
+        except Exception as exc:
+            _log.warning("heartbeat failed", error=f"{type(exc).__name__}: {exc}")
+            return None
+        if (answer.paused, answer.draining) != (self.paused, self.draining):
+            _log.info("agent state", paused=answer.paused, draining=answer.draining)
+        self.paused, self.draining = answer.paused, answer.draining
+        return answer
+
+    async def _resources(self) -> dict[str, object] | None:
+        if time.monotonic() < self._next_resources:
+            return None
+        try:
+            res = await asyncio.wait_for(self.backend.resources(),
+                                         timeout=RESOURCES_TIMEOUT_SECONDS)
+        except Exception as exc:
+            self._next_resources = time.monotonic() + self.heartbeat_seconds
+            return {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        self._next_resources = time.monotonic() + RESOURCES_SECONDS
+        return dataclasses.asdict(res)
+
+
+def capabilities_of(config: Config, resources: Mapping[str, object] | None = None
+                    ) -> Capabilities:
+    """What this configuration's node types and backend can build."""
+    return Capabilities(
+        backend=config.backend.kind, concurrency=config.agent.concurrency,
+        node_types=[NodeTypeCapability(name=n.name, cpu_target=n.cpu_target,
+                                       accelerator=n.accelerator, os=n.os,
+                                       repo_targets=list(n.repo_targets))
+                    for n in config.node_types],
+        resources=dict(resources) if resources is not None else None)

@@ -1,0 +1,156 @@
+"""The ledger of the agent inside an embedded ``serve``: the control plane's store itself.
+
+Each step is the same report a cluster's agent sends over HTTP, applied by the same code
+(``operations/leases.py``) in one transaction with the PR's report; only the transport is
+missing. The built-in agent is a row of ``agents`` like any other (``builtin``), so the
+fleet's views, claims and the control center treat it alike.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from layerbot import __version__, clock
+from layerbot.agent.ledger import Accounting, ActiveJob, Outcome, outcome_report
+from layerbot.agent.runner import AgentRunner, capabilities_of
+from layerbot.backends.base import Backend
+from layerbot.build.workspace import Mirrors
+from layerbot.config import Config
+from layerbot.core.jobs import JobState
+from layerbot.core.protocol import (
+    PROTOCOL_VERSION,
+    HeartbeatResponse,
+    JobSpec,
+    Report,
+    ReportKind,
+)
+from layerbot.operations import leases
+from layerbot.store.db import Store
+from layerbot.store.models import Agent, Job
+
+
+def builtin_agent(config: Config, store: Store, backend: Backend, mirrors: Mirrors,
+                  on_written: Callable[[], None] = lambda: None) -> AgentRunner:
+    """The agent of an embedded ``serve`` (or ``layerbot run``), registered and ready."""
+    register_builtin(store, config, clock.now())
+    return AgentRunner(config, StoreLedger(config, store, on_written=on_written), backend,
+                       mirrors)
+
+
+def register_builtin(store: Store, config: Config, now: datetime) -> None:
+    """The agent row of ``serve``'s own agent, with this configuration's node types."""
+    with store.transaction() as s:
+        _builtin_row(s, config, now)
+
+
+def _builtin_row(s: Session, config: Config, now: datetime) -> Agent:
+    name = config.agent_name
+    agent = s.get(Agent, name)
+    if agent is None:
+        agent = Agent(name=name, builtin=True, created_by="serve", created_at=now,
+                      priority=0, paused=False, draining=False)
+        s.add(agent)
+    agent.builtin = True
+    leases.register(s, config, agent, PROTOCOL_VERSION, __version__,
+                    config.agent.cluster or platform.node().split(".")[0] or name,
+                    capabilities_of(config), now)
+    return agent
+
+
+class StoreLedger:
+    def __init__(self, config: Config, store: Store,
+                 on_written: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self.store = store
+        self.name = config.agent_name
+        self.on_written = on_written
+
+    # --- taking work ------------------------------------------------------------------------
+
+    def claim(self, slots: int, wait_seconds: float) -> list[JobSpec]:
+        now = clock.now()
+        with self.store.transaction() as s:
+            jobs = leases.claim(s, self.config, self.name, slots, now)
+            return [leases.spec(s, j) for j in jobs]
+
+    def queued(self) -> list[JobSpec]:
+        with self.store.read() as s:
+            jobs = s.scalars(select(Job).where(Job.agent == self.name,
+                                               Job.state == JobState.QUEUED.value)
+                             .order_by(Job.id)).all()
+            return [leases.spec(s, j) for j in jobs]
+
+    def held(self) -> list[str]:
+        with self.store.read() as s:
+            return [b for b in s.scalars(
+                select(Job.backend_id).where(Job.agent == self.name,
+                                             Job.state == JobState.SUBMITTED.value,
+                                             Job.backend_id.is_not(None))) if b]
+
+    # --- reports ----------------------------------------------------------------------------
+
+    def record_job_dir(self, job: JobSpec, job_dir: Path) -> bool:
+        return self._report(job, "job_dir", job_dir=str(job_dir))
+
+    def submitted(self, job: JobSpec, backend_id: str, base_sha: str | None,
+                  job_dir: Path, facts: Mapping[str, object]) -> bool:
+        return self._report(job, "submitted", backend_id=backend_id, base_sha=base_sha,
+                            job_dir=str(job_dir), facts=dict(facts))
+
+    def fail(self, job: JobSpec, reason: str) -> None:
+        self._report(job, "failed", reason=reason)
+
+    def _report(self, job: JobSpec, kind: ReportKind, **fields: object) -> bool:
+        now = clock.now()
+        with self.store.transaction() as s:
+            row = s.get(Job, job.id)
+            seq = (row.report_seq if row is not None else 0) + 1
+            applied = leases.apply_report(s, self.name, job.id, Report(
+                seq=seq, lease_id=job.lease_id, kind=kind, **fields), now)  # type: ignore[arg-type]
+            if applied.changed is not None:
+                leases.report_changed(s, self.config, [applied.changed], now)
+        if applied.changed is not None:
+            self.on_written()
+        return applied.response.accepted and not applied.response.cancel
+
+    def active(self) -> list[ActiveJob]:
+        with self.store.read() as s:
+            rows = s.execute(
+                select(Job.id, Job.backend_id, Job.job_dir, Job.state, Job.cancel_requested)
+                .where(Job.agent == self.name,
+                       Job.state.in_([JobState.SUBMITTED.value, JobState.RUNNING.value]),
+                       Job.backend_id.is_not(None))).all()
+        return [ActiveJob(r.id, r.backend_id, r.job_dir, JobState(r.state),
+                          bool(r.cancel_requested)) for r in rows]
+
+    def apply(self, outcomes: Mapping[int, tuple[Accounting, Outcome]]) -> int:
+        now = clock.now()
+        changed: list[Job] = []
+        with self.store.transaction() as s:
+            for job_id, (acct, outcome) in outcomes.items():
+                row = s.get(Job, job_id)
+                if row is None or row.lease_id is None:
+                    continue
+                applied = leases.apply_report(
+                    s, self.name, job_id, outcome_report(row.report_seq + 1, row.lease_id,
+                                                         acct, outcome), now)
+                if applied.changed is not None:
+                    changed.append(applied.changed)
+            leases.report_changed(s, self.config, changed, now)
+        if changed:
+            self.on_written()
+        return len(changed)
+
+    def heartbeat(self, free_slots: int, resources: Mapping[str, object] | None
+                  ) -> HeartbeatResponse:
+        now = clock.now()
+        with self.store.transaction() as s:
+            agent = s.get(Agent, self.name) or _builtin_row(s, self.config, now)
+            return leases.heartbeat(s, self.config, agent, {}, free_slots, resources, now,
+                                    renew_all=True)

@@ -1,0 +1,159 @@
+"""The agent protocol over HTTP: ``/agent/v1/...`` (in the OpenAPI description at
+``/api/openapi.json``, tag ``agent``).
+
+Each request carries the agent's own token (``Authorization: Bearer lba_...``) and the
+protocol version it speaks (header ``Layerbot-Agent-Protocol``). A token sees only its own
+agent's jobs: reading or reporting another agent's job is answered 404, as if it did not
+exist. An agent of a protocol this server does not speak gets 426 and a message that says
+which release to install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+
+from layerbot import clock, log, metrics
+from layerbot.config import Config
+from layerbot.core.protocol import (
+    PREFIX,
+    PROTOCOL_HEADER,
+    ClaimRequest,
+    ClaimResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    JobSpec,
+    RegisterRequest,
+    RegisterResponse,
+    Report,
+    ReportResponse,
+    refusal,
+)
+from layerbot.operations import agents as agentops
+from layerbot.operations import leases
+from layerbot.store.db import Store
+from layerbot.store.models import Agent, Job
+
+_log = log.get("agent-api")
+
+#: A long-polling claim looks for new work this often.
+CLAIM_POLL_SECONDS = 0.25
+
+
+def agent_router(config: Config, store: Store, on_written: Callable[[], None]) -> APIRouter:
+    router = APIRouter(prefix=PREFIX, tags=["agent"])
+
+    def current_agent(
+        request: Request,
+        protocol: Annotated[str | None, Header(alias=PROTOCOL_HEADER)] = None,
+    ) -> str:
+        version = int(protocol) if protocol and protocol.isdigit() else None
+        if why := refusal(version):
+            raise HTTPException(426, why)
+        auth = request.headers.get("authorization", "")
+        scheme, _, secret = auth.partition(" ")
+        if scheme.lower() != "bearer" or not secret:
+            raise HTTPException(401, "an agent token is required: Authorization: Bearer lba_...",
+                                headers={"WWW-Authenticate": "Bearer"})
+        agent = agentops.authenticate(store, secret.strip())
+        if agent is None:
+            raise HTTPException(401, "unknown or revoked agent token",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return agent.name
+
+    Me = Annotated[str, Depends(current_agent)]
+
+    @router.post("/register", response_model=RegisterResponse)
+    async def register(body: RegisterRequest, me: Me) -> RegisterResponse:
+        if why := refusal(body.protocol):
+            raise HTTPException(426, why)
+
+        def work() -> RegisterResponse:
+            now = clock.now()
+            with store.transaction() as s:
+                agent = s.get(Agent, me)
+                assert agent is not None
+                held = leases.register(s, config, agent, body.protocol, body.version,
+                                       body.cluster, body.capabilities, now)
+            return RegisterResponse(agent=me, heartbeat_seconds=config.fleet.heartbeat_seconds,
+                                    lease_seconds=config.fleet.lease_seconds, jobs=held)
+
+        _log.info("agent registered", agent=me, version=body.version, cluster=body.cluster)
+        return await asyncio.to_thread(work)
+
+    @router.post("/heartbeat", response_model=HeartbeatResponse)
+    async def heartbeat(body: HeartbeatRequest, me: Me) -> HeartbeatResponse:
+        def work() -> HeartbeatResponse:
+            with store.transaction() as s:
+                agent = s.get(Agent, me)
+                assert agent is not None
+                return leases.heartbeat(s, config, agent, body.holding, body.free_slots,
+                                        body.resources, clock.now())
+
+        return await asyncio.to_thread(work)
+
+    @router.post("/claim", response_model=ClaimResponse)
+    async def claim(body: ClaimRequest, me: Me) -> ClaimResponse:
+        """Lease up to ``slots`` jobs; waits up to ``wait_seconds`` for some (long poll)."""
+        started = time.monotonic()
+        end = started + min(body.wait_seconds, config.fleet.claim_wait_seconds)
+
+        def work() -> list[JobSpec]:
+            # A look first, so that waiting agents do not queue for the write lock.
+            with store.read() as s:
+                if not leases.work_waiting(s, me):
+                    return []
+            now = clock.now()
+            with store.transaction() as s:
+                jobs = leases.claim(s, config, me, body.slots, now)
+                return [leases.spec(s, j) for j in jobs]
+
+        while True:
+            jobs = await asyncio.to_thread(work)
+            if jobs or time.monotonic() >= end:
+                break
+            await asyncio.sleep(CLAIM_POLL_SECONDS)
+        if jobs:
+            metrics.AGENT_CLAIMS.labels(agent=me).inc(len(jobs))
+            _log.info("jobs leased", agent=me, jobs=[j.id for j in jobs])
+        return ClaimResponse(jobs=jobs)
+
+    @router.get("/jobs/{job_id}", response_model=JobSpec)
+    async def job(job_id: int, me: Me) -> JobSpec:
+        def work() -> JobSpec | None:
+            with store.read() as s:
+                row = s.get(Job, job_id)
+                if row is None or row.agent != me:
+                    return None
+                return leases.spec(s, row)
+
+        spec = await asyncio.to_thread(work)
+        if spec is None:
+            raise HTTPException(404, f"job {job_id} is not leased to agent {me}")
+        return spec
+
+    @router.post("/jobs/{job_id}/reports", response_model=ReportResponse)
+    async def report(job_id: int, body: Report, me: Me) -> ReportResponse:
+        def work() -> tuple[ReportResponse, bool]:
+            now = clock.now()
+            with store.transaction() as s:
+                row = s.get(Job, job_id)
+                if row is None or row.agent != me:
+                    return ReportResponse(accepted=False), False
+                applied = leases.apply_report(s, me, job_id, body, now)
+                if applied.changed is not None:
+                    leases.report_changed(s, config, [applied.changed], now)
+                return applied.response, applied.changed is not None
+
+        answer, changed = await asyncio.to_thread(work)
+        if not answer.accepted and answer.detail == "":
+            raise HTTPException(404, f"job {job_id} is not leased to agent {me}")
+        if changed:
+            on_written()
+        return answer
+
+    return router
