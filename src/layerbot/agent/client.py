@@ -46,11 +46,17 @@ class NotYours(Exception):
 
 
 class ControlPlane:
+    """``server_url``: one URL (a load balancer's), or several separated by commas (the
+    replicas themselves): a replica that does not answer is skipped for the next."""
+
     def __init__(self, server_url: str, token: str, *, ca_file: Path | None = None,
                  timeout: float = 30.0, protocol: int = PROTOCOL_VERSION) -> None:
+        self.servers = [u.strip().rstrip("/") for u in server_url.split(",") if u.strip()]
+        if not self.servers:
+            raise ValueError("no control plane URL given")
+        self._current = 0
         self._http = httpx.Client(
-            base_url=server_url.rstrip("/") + PREFIX, timeout=timeout,
-            verify=str(ca_file) if ca_file else True, trust_env=True,
+            timeout=timeout, verify=str(ca_file) if ca_file else True, trust_env=True,
             headers={"Authorization": f"Bearer {token}", PROTOCOL_HEADER: str(protocol),
                      "User-Agent": f"layerbot-agent/{__version__}"})
         self.protocol = protocol
@@ -81,13 +87,24 @@ class ControlPlane:
 
     def _send(self, method: str, path: str, body: BaseModel | None, answer: type[Answer],
               timeout: float | None = None) -> Answer:
-        try:
-            response = self._http.request(
-                method, path, content=body.model_dump_json() if body is not None else None,
-                headers={"Content-Type": "application/json"},
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
-        except httpx.TransportError as exc:
-            raise ServerUnreachable(f"{type(exc).__name__}: {exc}") from exc
+        content = body.model_dump_json() if body is not None else None
+        failure = ""
+        for _ in self.servers:  # each replica once at most
+            url = self.servers[self._current] + PREFIX + path
+            try:
+                response = self._http.request(
+                    method, url, content=content, headers={"Content-Type": "application/json"},
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+            except httpx.TransportError as exc:
+                failure = f"{self.servers[self._current]}: {type(exc).__name__}: {exc}"
+            else:
+                if response.status_code not in (502, 503, 504):
+                    return self._answer(path, response, answer)
+                failure = f"{self.servers[self._current]}: HTTP {response.status_code}"
+            self._current = (self._current + 1) % len(self.servers)
+        raise ServerUnreachable(failure)
+
+    def _answer(self, path: str, response: httpx.Response, answer: type[Answer]) -> Answer:
         if response.status_code >= 500 or response.status_code == 429:
             raise ServerUnreachable(f"HTTP {response.status_code}: {_detail(response)}")
         if response.status_code in (401, 426):

@@ -8,6 +8,7 @@ control plane's URL, and from then on only makes HTTPS requests.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
 import signal
 import time
@@ -73,6 +74,8 @@ def register(server: ControlPlane, config: Config, journal: Journal,
 
 async def run(config: Config, server_url: str, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``); raises AgentError when it cannot."""
+    # `kill -USR1 <agent>` prints every thread's stack to the log: for a stuck agent.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     token = read_token(config)
     server = ControlPlane(server_url, token, ca_file=config.agent.ca_file)
     journal = Journal(config.instance.data_dir / "agent" / "jobs")

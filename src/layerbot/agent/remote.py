@@ -39,7 +39,8 @@ from layerbot.core.protocol import (
 
 _log = log.get("agent")
 
-#: The agent stops submitting this long before its lease ends by its own clock.
+#: The agent stops submitting this long before its lease ends by its own clock (at most a
+#: quarter of the lease).
 LEASE_MARGIN_SECONDS = 5.0
 #: How long a submission waits for the server's word before the job is taken back.
 SUBMIT_ANSWER_SECONDS = 30.0
@@ -123,7 +124,8 @@ class RemoteLedger:
     # --- leases -------------------------------------------------------------------------
 
     def lease_valid(self) -> bool:
-        return time.monotonic() < self._lease_until - LEASE_MARGIN_SECONDS
+        margin = min(LEASE_MARGIN_SECONDS, self.lease_seconds / 4)
+        return time.monotonic() < self._lease_until - margin
 
     def renewed(self, asked_at: float, lease_seconds: float) -> None:
         """A heartbeat asked at ``asked_at`` (monotonic) was answered."""
@@ -197,7 +199,11 @@ class RemoteLedger:
         held = self.journal.jobs.get(job.id)
         if held is None or held.gone or not self.lease_valid():
             return False
-        return self._say(held, "job_dir", deadline=0.0, job_dir=str(job_dir))
+        if not self._say(held, "job_dir", deadline=0.0, job_dir=str(job_dir)):
+            return False
+        held.job_dir = str(job_dir)  # a later attempt asks the backend about this one
+        self.journal.save(held)
+        return True
 
     def submitted(self, job: JobSpec, backend_id: str, base_sha: str | None,
                   job_dir: Path, facts: Mapping[str, object]) -> bool:

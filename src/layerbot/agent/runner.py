@@ -52,6 +52,7 @@ class AgentRunner:
         self.paused = False
         self.draining = False
         self._next_resources = 0.0
+        self._asking: asyncio.Task[dict[str, object]] | None = None
 
     @property
     def loops(self) -> list[Loop]:
@@ -122,13 +123,22 @@ class AgentRunner:
         return answer
 
     async def _resources(self) -> dict[str, object] | None:
-        if time.monotonic() < self._next_resources:
-            return None
+        """The backend's resources when a refresh has just come in (else None: the server
+        keeps the last ones). The backend is asked beside the beat, never in its way: a
+        slow scheduler must not make the agent look dead."""
+        if self._asking is not None and self._asking.done():
+            task, self._asking = self._asking, None
+            return task.result()
+        if self._asking is None and time.monotonic() >= self._next_resources:
+            self._asking = asyncio.create_task(self._ask_resources())
+        return None
+
+    async def _ask_resources(self) -> dict[str, object]:
         try:
             res = await asyncio.wait_for(self.backend.resources(),
                                          timeout=RESOURCES_TIMEOUT_SECONDS)
         except Exception as exc:
-            self._next_resources = time.monotonic() + self.heartbeat_seconds
+            self._next_resources = time.monotonic() + RESOURCES_TIMEOUT_SECONDS
             return {"error": f"{type(exc).__name__}: {exc}"[:500]}
         self._next_resources = time.monotonic() + RESOURCES_SECONDS
         return dataclasses.asdict(res)

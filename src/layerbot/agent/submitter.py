@@ -179,7 +179,11 @@ class Submitter:
 
     async def _prepare(self, job: JobSpec, dest: Path) -> tuple[Mirror, Prepared]:
         refs = [job.base_ref] + ([f"refs/pull/{job.pr}/head"] if job.pr else [])
-        mirror = await self.mirrors.fetch(job.clone_url, refs)
+        # A cluster may reach the repository its own way (a mirror, a proxy): its own
+        # build.clone_url wins over the URL the control plane was given.
+        url = (self.config.build.clone_url.format(repo=job.repo) if self.config.build.clone_url
+               else job.clone_url)
+        mirror = await self.mirrors.fetch(url, refs)
         return mirror, await self.mirrors.prepare(mirror, job.head_sha, job.base_ref, dest)
 
     def _request(self, job: JobSpec, facts: JobFacts, dest: Path,

@@ -23,6 +23,7 @@ from layerbot.core.deploy_plan import plan_deploy
 from layerbot.core.jobs import JobState
 from layerbot.jobs.planner import BuildRequest
 from layerbot.operations import builds
+from layerbot.operations import fleet as fleetops
 from layerbot.operations.cancelling import cancel_jobs
 from layerbot.operations.pulls import GitHubReader, PullHead, PullUnavailable, fetch_pull
 from layerbot.store import jobs as jobstore
@@ -104,11 +105,12 @@ def redo(store: Store, config: Config, job_id: int, by: str, now: datetime,
             raise ControlError(404, f"the build of job {job_id} is gone")
         if JobState(job.state).active:
             raise ControlError(409, f"job {job_id} is still {job.state}; cancel it first")
-        targets, redo_of = builds.redo_targets(config, [job])
+        nodes = fleetops.snapshot_in(s, config, now).node_types(config)
+        targets, redo_of = builds.redo_targets(config, [job], nodes)
         if not targets:
             raise ControlError(409, f"job {job_id} built node type {job.node_type} and "
                                     f"repository target {job.repo_target}, which this "
-                                    "instance no longer has")
+                                    "fleet no longer has")
         exported = (job.facts or {}).get("exportvariables") or {}
         where = head.sha if head is not None else job.head_sha
         request = BuildRequest(

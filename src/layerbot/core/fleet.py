@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from layerbot.core.commands import pattern_matches
+from layerbot.config import NodeType, RepoTarget
+from layerbot.core.commands import code_span, pattern_matches
 
 
 class AgentState(StrEnum):
@@ -35,6 +36,7 @@ class NodeKind:
     cpu_target: str
     accelerator: str | None
     repo_targets: tuple[str, ...] = ()  # empty: all
+    os: str = "linux"
 
     def builds(self, repo_target: str) -> bool:
         return not self.repo_targets or repo_target in self.repo_targets
@@ -122,3 +124,58 @@ def builders(fleet: Iterable[AgentView], node_type: str, repo_target: str,
     """Every agent (whatever its state) that could build the job."""
     return [a for a in fleet if not a.revoked
             and can_build(a, node_type, repo_target, agent_filter)]
+
+
+def matches(agent: AgentView, agent_filter: str | None) -> bool:
+    return agent_filter is None or pattern_matches(agent_filter, agent.name) \
+        or pattern_matches(agent_filter, agent.cluster)
+
+
+def node_types(fleet: Sequence[AgentView], repo_targets: Sequence[RepoTarget],
+               agent_filter: str | None = None) -> list[NodeType]:
+    """The node types the fleet can build on (of the agents ``agent_filter`` names), one per
+    name: agents that share a name share the site's meaning of it, and the higher priority
+    agent's definition is taken. Repository targets the control plane does not know are
+    left out (an agent cannot add one)."""
+    known = {r.id for r in repo_targets}
+    out: dict[str, NodeType] = {}
+    for agent in sorted(fleet, key=lambda a: (-a.priority, a.name)):
+        if agent.revoked or not matches(agent, agent_filter):
+            continue
+        for kind in agent.node_types:
+            repos = [r for r in kind.repo_targets if r in known]
+            if kind.name in out or (kind.repo_targets and not repos):
+                continue
+            out[kind.name] = NodeType(name=kind.name, cpu_target=kind.cpu_target,
+                                      accelerator=kind.accelerator, os=kind.os,
+                                      repo_targets=repos)
+    return list(out.values())
+
+
+def names(fleet: Iterable[AgentView]) -> set[str]:
+    """What ``inst:`` may name: each agent and its cluster."""
+    return {n for a in fleet if not a.revoked for n in (a.name, a.cluster)}
+
+
+def describe(fleet: Sequence[AgentView], now: datetime, timing: Timing,
+             repo_targets: Sequence[RepoTarget]) -> str:
+    """Who can build what and who is alive, as a markdown table (`show_config`, `probe`,
+    and the answer to a build no agent can do)."""
+    shown = [a for a in sorted(fleet, key=lambda a: a.name) if not a.revoked]
+    if not shown:
+        return "No agent has registered yet, so nothing can be built."
+    all_ids = [r.id for r in repo_targets]
+    rows = ["The fleet's agents can build:", "",
+            "| agent | cluster | state | node type | CPU target | accelerator | "
+            "repository targets |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for agent in shown:
+        state = agent_state(agent, now, timing).value
+        kinds = agent.node_types or (NodeKind("(none)", "-", None),)
+        for kind in kinds:
+            repos = ", ".join(code_span(i) for i in (kind.repo_targets or all_ids)) or "(none)"
+            accel = code_span(kind.accelerator) if kind.accelerator else "none"
+            rows.append(f"| {code_span(agent.name)} | {code_span(agent.cluster)} | {state} | "
+                        f"{code_span(kind.name)} | {code_span(kind.cpu_target)} | {accel} | "
+                        f"{repos} |")
+    return "\n".join(rows)

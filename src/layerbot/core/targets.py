@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from layerbot.config import NodeType, RepoTarget
@@ -40,6 +40,7 @@ __all__ = [
     "Target",
     "arch_matches",
     "describe_capabilities",
+    "names_this",
     "select_targets",
     "validate_batch_options",
     "validate_exportvariables",
@@ -73,8 +74,14 @@ def select_targets(
     instance: str,
     node_types: Sequence[NodeType],
     repo_targets: Sequence[RepoTarget],
+    *,
+    also_named: Collection[str] = (),
+    capabilities: str | None = None,
 ) -> Selection:
-    if filters.inst is not None and not pattern_matches(filters.inst, instance):
+    """``also_named``: the fleet's agents and clusters, which ``inst:`` may name too (the
+    caller then passes only their node types); ``capabilities``: what to list when nothing
+    is selected (default: ``node_types`` as one instance's)."""
+    if filters.inst is not None and not names_this(filters.inst, instance, also_named):
         return Selection((), for_this_instance=False)
     nodes = [n for n in node_types if _node_selected(filters, n)]
     repos = [r for r in repo_targets if filters.repo is None or pattern_matches(filters.repo, r.id)]
@@ -82,8 +89,15 @@ def select_targets(
     if targets:
         return Selection(tuple(targets), for_this_instance=True)
     why = _why_nothing(filters, instance, nodes, repos)
-    message = f"{why}\n\n{describe_capabilities(node_types, repo_targets)}"
+    listed = capabilities or describe_capabilities(node_types, repo_targets)
+    message = f"{why}\n\n{listed}"
     return Selection((), for_this_instance=True, message=message)
+
+
+def names_this(pattern: str, instance: str, also_named: Collection[str] = ()) -> bool:
+    """Whether ``inst:<pattern>`` names this bot: its instance, or an agent or cluster of
+    its fleet."""
+    return any(pattern_matches(pattern, n) for n in (instance, *also_named))
 
 
 def _node_selected(filters: BuildFilters, node: NodeType) -> bool:

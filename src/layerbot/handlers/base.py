@@ -22,6 +22,8 @@ from layerbot.backends.base import Backend
 from layerbot.config import Config
 from layerbot.core.access import Decision
 from layerbot.github import writes
+from layerbot.operations.fleet import FleetSnapshot
+from layerbot.operations.fleet import snapshot as fleet_snapshot
 from layerbot.operations.pulls import GitHubReader, PullHead, fetch_pull
 from layerbot.store.db import Store
 from layerbot.store.inbox import Inbox
@@ -92,6 +94,10 @@ class Context:
     @property
     def instance(self) -> str:
         return self.config.instance.name
+
+    def fleet(self) -> FleetSnapshot:
+        """Who can build what right now (the agents of the fleet)."""
+        return fleet_snapshot(self.services.store, self.config, self.now)
 
     def write(self, fn: Write) -> None:
         self.writes.append(fn)

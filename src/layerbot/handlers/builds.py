@@ -12,7 +12,12 @@ from datetime import datetime
 
 from layerbot.core import pinning
 from layerbot.core.commands import Command
-from layerbot.core.targets import select_targets, validate_batch_options, validate_exportvariables
+from layerbot.core.targets import (
+    names_this,
+    select_targets,
+    validate_batch_options,
+    validate_exportvariables,
+)
 from layerbot.handlers.base import Context, Event
 from layerbot.handlers.registry import CommandBinding, Invocation
 from layerbot.jobs.planner import BuildRequest, PlannedTarget
@@ -76,8 +81,14 @@ def record_and_report(ctx: Context, request: BuildRequest, targets: list[Planned
 
 async def on_build(inv: Invocation) -> str | None:
     cmd, ctx, number = inv.cmd, inv.ctx, inv.number
-    selection = select_targets(cmd.filters, ctx.instance, ctx.config.node_types,
-                               ctx.config.repo_targets)
+    fleet = await asyncio.to_thread(ctx.fleet)
+    inst = cmd.filters.inst
+    # inst: naming agents or clusters (not this control plane) limits who may build.
+    agent_filter = inst if inst is not None and not names_this(inst, ctx.instance) else None
+    selection = select_targets(
+        cmd.filters, ctx.instance, fleet.node_types(ctx.config, agent_filter),
+        ctx.config.repo_targets, also_named=fleet.names(),
+        capabilities=fleet.describe(ctx.config) if fleet.remote else None)
     if not selection.for_this_instance:
         return None  # inst: names another instance: it answers, this one stays silent
     if not await inv.permitted():
@@ -106,7 +117,7 @@ async def on_build(inv: Invocation) -> str | None:
     if refused := await pin_refused(ctx, cmd, pull):
         return refused
     targets = [PlannedTarget(t.node_type, t.repo_target, t.cpu_target, t.accelerator,
-                             t.build_on) for t in selection.targets]
+                             t.build_on, agent_filter) for t in selection.targets]
     request = build_request(ctx, pull, cmd.line.strip() or cmd.render(),
                             cmd.filters.exportvariables, cmd.filters.batch_options)
     record_and_report(ctx, request, targets)

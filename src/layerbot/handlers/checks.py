@@ -7,6 +7,8 @@ head, and otherwise says what the head is now and builds nothing.
 
 from __future__ import annotations
 
+import asyncio
+
 from layerbot.handlers.base import Context, Event, Router
 from layerbot.handlers.builds import record_and_report
 from layerbot.jobs.planner import BuildRequest
@@ -41,7 +43,8 @@ async def on_rerun(event: Event, ctx: Context) -> str | None:
                   f"**layerbot `{ctx.instance}`**: @{event.sender_login}, the re-run of job "
                   f"{job.id} is not allowed: {decision.reason}.\n\n{decision.who_may}")
         return "re-run refused"
-    targets, redo_of = redo_targets(ctx.config, [job])
+    fleet = await asyncio.to_thread(ctx.fleet)
+    targets, redo_of = redo_targets(ctx.config, [job], fleet.node_types(ctx.config))
     if not targets:
         return "re-run impossible: target no longer configured"
     pull = await ctx.fetch_pull(build.pr)

@@ -8,9 +8,12 @@ business; this module knows no command by name.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Collection
 from typing import Any
 
 from layerbot.core import commands
+from layerbot.core.targets import names_this
 from layerbot.handlers.base import Context, Event, Router
 from layerbot.handlers.permissions import allowed
 from layerbot.handlers.registry import CommandRegistry, Invocation
@@ -21,15 +24,17 @@ def is_bot(user: dict[str, Any], bot_login: str) -> bool:
     return user.get("type") == "Bot" or login.endswith("[bot]") or login == bot_login
 
 
-def for_this_instance(item: commands.ParseResult, instance: str) -> bool:
-    """``inst:`` on any command: an instance it does not name neither reacts nor answers.
+def for_this_instance(item: commands.ParseResult, instance: str,
+                      also_named: Collection[str] = ()) -> bool:
+    """``inst:`` on any command: an instance it does not name (nor one of its fleet's
+    agents or clusters, ``also_named``) neither reacts nor answers.
 
     Decided here, once for every command, so no command can forget it; a line that is not a
     valid command names no instance and is answered by all (each explains it the same way).
     """
     if isinstance(item, commands.CommandError) or item.filters.inst is None:
         return True
-    return commands.pattern_matches(item.filters.inst, instance)
+    return names_this(item.filters.inst, instance, also_named)
 
 
 async def on_comment(event: Event, ctx: Context, registry: CommandRegistry) -> str | None:
@@ -37,8 +42,10 @@ async def on_comment(event: Event, ctx: Context, registry: CommandRegistry) -> s
     issue = event.payload["issue"]
     if is_bot(comment.get("user") or {}, ctx.config.bot_login):
         return None
-    parsed = [item for item in commands.parse_comment(comment.get("body") or "")
-              if for_this_instance(item, ctx.instance)]
+    items = commands.parse_comment(comment.get("body") or "")
+    named = (await asyncio.to_thread(ctx.fleet)).names() if any(
+        not isinstance(i, commands.CommandError) and i.filters.inst for i in items) else set()
+    parsed = [item for item in items if for_this_instance(item, ctx.instance, named)]
     if not parsed:
         return None  # no command, or every one names other instances with inst:: silence
     number = int(issue["number"])

@@ -45,8 +45,12 @@ def probe_reply(ctx: Context) -> str:
     queued = queue.get("queued", 0)
     in_backend = sum(n for state, n in queue.items() if state != "queued")
     lines += [f"Queue: {queued} job(s) waiting to be submitted, {in_backend} in the backend."]
-    lines += ["", _resources(row[2] if row else None), "",
-              describe_capabilities(cfg.node_types, cfg.repo_targets)]
+    agents = ctx.fleet()
+    if agents.remote:
+        lines += ["", agents.describe(cfg)]
+    else:
+        lines += ["", _resources(row[2] if row else None), "",
+                  describe_capabilities(cfg.node_types, cfg.repo_targets)]
     return "\n".join(lines)
 
 

@@ -3,6 +3,8 @@ head now."""
 
 from __future__ import annotations
 
+import asyncio
+
 from layerbot.core.jobs import JobState
 from layerbot.handlers.builds import build_request, pin_refused, record_and_report
 from layerbot.handlers.jobs import jobs_of_pr, no_such_job
@@ -34,7 +36,8 @@ async def on_rebuild(inv: Invocation) -> str | None:
             return None
     if not await inv.permitted():
         return "rebuild refused"
-    targets, redo_of = redo_targets(ctx.config, chosen)
+    fleet = await asyncio.to_thread(ctx.fleet)
+    targets, redo_of = redo_targets(ctx.config, chosen, fleet.node_types(ctx.config))
     if not targets:
         return None
     pull = await ctx.fetch_pull(number)

@@ -11,6 +11,11 @@ from layerbot.handlers.registry import CommandBinding, Invocation
 async def on_show_config(inv: Invocation) -> str | None:
     ctx = inv.ctx
     cfg = ctx.config
+    fleet = await asyncio.to_thread(ctx.fleet)
+    if fleet.remote:  # one control plane, several clusters: it answers for all of them
+        body = f"**layerbot `{ctx.instance}`** (control plane)\n\n" + fleet.describe(cfg)
+        ctx.reply(inv.number, f"config:{ctx.event.delivery_id}:{inv.cmd.lineno}", body)
+        return "show_config"
     body = (f"**layerbot `{ctx.instance}`** ({cfg.backend.kind} backend)\n\n"
             + describe_capabilities(cfg.node_types, cfg.repo_targets))
     try:  # the batch system's own view (sinfo for Slurm); its failure must not fail this

@@ -25,6 +25,8 @@ class PlannedTarget:
     cpu_target: str
     accelerator: str | None
     build_on: str
+    #: The command's ``inst:`` when it names agents or clusters: only they may build it.
+    agent_filter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ def record_build(session: Session, config: Config, request: BuildRequest,
             node_type=t.node_type.name, repo_target=t.repo_target.id, facts={},
             backend=config.backend.kind, now=now,
             redo_of=(redo_of or {}).get(index))
+        job.agent_filter = t.agent_filter
         job.facts = JobFacts(
             job_id=job.id, instance=config.instance.name, repo=request.repo, pr=request.pr,
             head_sha=request.head_sha, base_ref=request.base_ref, base_sha=None,
@@ -83,13 +86,16 @@ def record_build(session: Session, config: Config, request: BuildRequest,
     return build, jobs
 
 
-def planned_from_job(config: Config, job: Job) -> PlannedTarget | None:
-    """The target an earlier job built, as configured now (None if it is gone)."""
-    node = next((n for n in config.node_types if n.name == job.node_type), None)
+def planned_from_job(config: Config, job: Job,
+                     node_types: Sequence[NodeType] | None = None) -> PlannedTarget | None:
+    """The target an earlier job built, as the fleet can build it now (None if no agent
+    has its node type any more); ``node_types``: the fleet's (default: this file's)."""
+    nodes = config.node_types if node_types is None else node_types
+    node = next((n for n in nodes if n.name == job.node_type), None)
     repo = next((r for r in config.repo_targets if r.id == job.repo_target), None)
     if node is None or repo is None:
         return None
     facts = job.facts or {}
     return PlannedTarget(node, repo, facts.get("cpu_target", node.cpu_target),
                          facts.get("accelerator", node.accelerator),
-                         facts.get("build_on", node.cpu_target))
+                         facts.get("build_on", node.cpu_target), job.agent_filter)

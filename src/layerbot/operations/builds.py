@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from layerbot.config import Config
+from layerbot.config import Config, NodeType
 from layerbot.events.reporting import report_build
 from layerbot.jobs.planner import BuildRequest, PlannedTarget, planned_from_job, record_build
 from layerbot.store.models import Build, Instance, Job
@@ -37,14 +37,16 @@ def record_and_report(session: Session, config: Config, request: BuildRequest,
     return build, jobs
 
 
-def redo_targets(config: Config, jobs: Sequence[Job]
+def redo_targets(config: Config, jobs: Sequence[Job],
+                 node_types: Sequence[NodeType] | None = None
                  ) -> tuple[list[PlannedTarget], dict[int, int]]:
     """The targets to build ``jobs`` again, and ``redo_of`` for :func:`record_and_report`;
-    a job whose node type or repository target is no longer configured is left out."""
+    a job whose node type no agent of the fleet has any more (``node_types``: the fleet's),
+    or whose repository target is no longer configured, is left out."""
     targets: list[PlannedTarget] = []
     redo_of: dict[int, int] = {}
     for job in jobs:
-        planned = planned_from_job(config, job)
+        planned = planned_from_job(config, job, node_types)
         if planned is not None:
             redo_of[len(targets)] = job.id
             targets.append(planned)

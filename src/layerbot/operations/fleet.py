@@ -12,12 +12,18 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from layerbot import __version__, clock, log
+from layerbot.agent.runner import capabilities_of
 from layerbot.backends.base import Backend
-from layerbot.config import Config
+from layerbot.config import Config, NodeType
+from layerbot.core import fleet as core_fleet
+from layerbot.operations import leases
 from layerbot.store.db import Store
 from layerbot.store.models import Instance
 
@@ -100,3 +106,43 @@ class Heartbeat:
                     # Keep what was last known, and say that it could not be refreshed.
                     resources = {**row.resources, "error": resources["error"]}
                 row.resources = resources
+
+
+@dataclass(frozen=True)
+class FleetSnapshot:
+    """The fleet as a handler sees it while it decides: who can build what."""
+
+    agents: list[core_fleet.AgentView]
+    timing: core_fleet.Timing
+    now: datetime
+    #: Whether any agent besides the one inside `serve` is registered.
+    remote: bool
+
+    def node_types(self, config: Config, agent_filter: str | None = None) -> list[NodeType]:
+        return core_fleet.node_types(self.agents, config.repo_targets, agent_filter)
+
+    def names(self) -> set[str]:
+        return core_fleet.names(self.agents)
+
+    def describe(self, config: Config) -> str:
+        return core_fleet.describe(self.agents, self.now, self.timing, config.repo_targets)
+
+
+def snapshot(store: Store, config: Config, now: datetime) -> FleetSnapshot:
+    with store.read() as s:
+        return snapshot_in(s, config, now)
+
+
+def snapshot_in(session: Session, config: Config, now: datetime) -> FleetSnapshot:
+    views = leases.fleet_views(session)
+    if config.fleet.builtin_agent and not any(v.name == config.agent_name for v in views):
+        # `serve` registers its agent at start; until then it is known from the file.
+        caps = capabilities_of(config)
+        views.append(core_fleet.AgentView(
+            name=config.agent_name, cluster=config.agent_cluster, priority=0,
+            concurrency=caps.concurrency, node_types=leases.node_kinds(caps.model_dump()),
+            holding=0, heartbeat_at=now))
+    builtin = config.agent_name if config.fleet.builtin_agent else None
+    return FleetSnapshot([v for v in views if not v.revoked], leases.timing(config), now,
+                         remote=any(v.name != builtin for v in views if not v.revoked))
+

@@ -54,7 +54,7 @@ def node_kinds(capabilities: Mapping[str, Any] | None) -> tuple[fleet.NodeKind, 
     if not capabilities:
         return ()
     return tuple(fleet.NodeKind(n["name"], n["cpu_target"], n.get("accelerator"),
-                                tuple(n.get("repo_targets") or ()))
+                                tuple(n.get("repo_targets") or ()), n.get("os") or "linux")
                  for n in capabilities.get("node_types", []))
 
 

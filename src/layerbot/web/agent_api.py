@@ -8,8 +8,8 @@ exist. An agent of a protocol this server does not speak gets 426 and a message 
 which release to install.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations at run
+# time, and ``Me`` below is local to the router's function.
 import asyncio
 import time
 from collections.abc import Callable

@@ -280,12 +280,16 @@ def _id(value: int) -> int:
     return value
 
 
+#: Paths that programs call (the REST API, the agent protocol): errors there are JSON.
+MACHINE_PATHS = ("/api", "/agent/")
+
+
 def error_handlers(pages: Jinja2Templates, auth: Auth) -> dict[Any, Any]:
     """Errors as JSON under /api, as a page (or a redirect to log in) elsewhere."""
     from fastapi.responses import JSONResponse
 
     def answer(request: Request, status: int, message: str) -> Response:
-        if request.url.path.startswith("/api"):
+        if request.url.path.startswith(MACHINE_PATHS):
             headers = {"www-authenticate": "Bearer"} if status == 401 else None
             return JSONResponse({"detail": message}, status_code=status, headers=headers)
         if status == 401:
@@ -303,7 +307,7 @@ def error_handlers(pages: Jinja2Templates, auth: Auth) -> dict[Any, Any]:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        if request.url.path.startswith("/api") or exc.status_code < 400:
+        if request.url.path.startswith(MACHINE_PATHS) or exc.status_code < 400:
             from fastapi.exception_handlers import http_exception_handler
 
             return await http_exception_handler(request, exc)
