@@ -1,4 +1,4 @@
-"""`layerbot jobs|redo|cancel|pause|resume|costs|token`, on the local store and remotely."""
+"""`layerbot jobs|redo|cancel|pause|resume|costs|token|agents`, on the local store and remotely."""
 
 from __future__ import annotations
 
@@ -157,3 +157,81 @@ def test_an_unreachable_remote_is_a_clear_error(local: Store) -> None:
     assert result.exit_code == 2 and "cannot reach" in result.output
     assert run("jobs", "--remote", "http://127.0.0.1:1").exit_code == 2  # no token
 
+
+
+def _fleet(store: Store) -> int:
+    """Two agents; the first job leased to the first. Returns that job's id."""
+    from layerbot.cli.main import load_config
+    from tests.support.agents import add_agent, lease
+
+    cfg = load_config(None)
+    now = clock.now()
+    add_agent(store, cfg, "hpc-a1", now, cluster="cluster-a")
+    add_agent(store, cfg, "hpc-b1", now, cluster="cluster-b")
+    job = _job_in(store, "succeeded")
+    lease(store, [job], "hpc-a1", now)
+    return job
+
+
+def test_jobs_and_costs_name_the_cluster(local: Store, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    from layerbot.cli import ops
+
+    # A console as wide as the table (rich reads COLUMNS when the console is made).
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setattr(ops.console, "_console", None)
+    job = _fleet(local)
+    page = json.loads(run("jobs", "--json", "--agent", "hpc-a1").stdout)
+    assert [(j["id"], j["agent"], j["cluster"]) for j in page["jobs"]] == [
+        (job, "hpc-a1", "cluster-a")]
+    table = run("jobs", "--agent", "hpc-a1")
+    assert table.exit_code == 0 and "cluster" in table.stdout, table.output
+    assert "cluster-a (hpc-a1)" in table.stdout
+    costs = json.loads(run("costs", "--json", "--weeks", "52").stdout)
+    assert [r["jobs"] for r in costs["by_cluster"] if r["key"] == "cluster-a"] == [1]
+    assert "per cluster" in run("costs", "--weeks", "52").stdout
+
+
+def test_agents_are_listed_paused_drained_and_resumed_on_the_local_store(local: Store
+                                                                         ) -> None:
+    _fleet(local)
+    listed = json.loads(run("agents", "list", "--json").stdout)
+    assert [(a["name"], a["cluster"], a["state"], a["holding"]) for a in listed] == [
+        ("hpc-a1", "cluster-a", "connected", 0), ("hpc-b1", "cluster-b", "connected", 0)]
+    assert all(a["token_prefix"].startswith("lba_") for a in listed)  # this machine only
+    assert "hpc-a1" in run("agents", "list").stdout
+    paused = run("agents", "pause", "hpc-a1")
+    assert paused.exit_code == 0 and "agent hpc-a1 paused" in paused.stdout
+    drained = json.loads(run("agents", "drain", "hpc-b1", "--json").stdout)
+    assert "is drained" in drained["message"]
+    states = {a["name"]: a["state"] for a in json.loads(run("agents", "list", "--json").stdout)}
+    assert states == {"hpc-a1": "paused", "hpc-b1": "draining"}
+    assert "resumed" in run("agents", "resume", "hpc-a1").stdout
+    missing = run("agents", "pause", "nobody")
+    assert missing.exit_code == 2 and "there is no agent nobody" in missing.output
+
+
+def test_agents_through_the_api_with_a_token(server: tuple[str, Web]) -> None:
+    url, web = server
+    from layerbot.store.models import Agent
+    from layerbot.web.auth import create_token
+    from tests.support.agents import add_agent
+
+    add_agent(web.store, web.config, "hpc-a1", clock.now(), cluster="cluster-a")
+    _, reader = create_token(web.store, "reader", [], "rita", clock.now())
+    _, operator = create_token(web.store, "ops", ["pause"], "otto", clock.now())
+    listed = run("agents", "list", "--remote", url, "--token", reader, "--json")
+    assert listed.exit_code == 0, listed.output
+    rows = {a["name"]: a for a in json.loads(listed.stdout)}
+    assert rows["hpc-a1"]["cluster"] == "cluster-a" and "token_prefix" not in rows["hpc-a1"]
+    assert "hpc-a1" in run("agents", "list", "--remote", url, "--token", reader).stdout
+    refused = run("agents", "drain", "hpc-a1", "--remote", url, "--token", reader)
+    assert refused.exit_code == 1 and "no 'pause' scope" in refused.output
+    drained = run("agents", "drain", "hpc-a1", "--remote", url, "--token", operator)
+    assert drained.exit_code == 0 and "agent hpc-a1" in drained.stdout
+    with web.store.read() as s:
+        agent = s.get(Agent, "hpc-a1")
+        assert agent is not None and agent.draining
+    missing = run("agents", "resume", "nobody", "--remote", url, "--token", operator)
+    assert missing.exit_code == 1 and "404" in missing.output
+    assert run("agents", "list", "--remote", url).exit_code == 2  # no token

@@ -83,3 +83,63 @@ def test_last_build_lists_every_job_of_the_build_and_says_when_the_head_moved() 
 def test_sizes() -> None:
     assert [size(5), size(2300), size(5 << 20), size(3 << 30)] == [
         "5 B", "2.2 KiB", "5.0 MiB", "3.0 GiB"]
+
+
+def test_the_reply_names_the_cluster_of_each_job_once_one_is_known() -> None:
+    header = BuildHeader("control", "alice", "bot: build", HEAD, "main")
+    rows = [row(1, JobState.RUNNING, agent="a-1", cluster="cluster-a", started_at=T0),
+            row(2, JobState.QUEUED),  # no agent has taken it yet
+            row(3, JobState.SUCCEEDED, agent="b-1", cluster="cluster-b"),
+            row(4, JobState.CANCELLED)]  # cancelled before any agent took it
+    text = build_comment(header, rows)
+    lines = text.splitlines()
+    assert "| target | repository | cluster | job | state | result | artifacts | duration |" \
+        in lines
+    assert "|---|---|---|---|---|---|---|---|" in lines
+    assert "| eessi-2023.06 | cluster-a | 1 |" in text
+    assert "| eessi-2023.06 | waiting for an agent | 2 |" in text
+    assert "| eessi-2023.06 | cluster-b | 3 |" in text
+    assert "| eessi-2023.06 |  | 4 |" in text
+    # Every row has as many cells as the header.
+    table = [line for line in lines if line.startswith("|")]
+    assert len({line.count(" | ") for line in table[2:]}) == 1
+
+
+def test_without_agents_the_reply_has_no_cluster_column() -> None:
+    text = build_comment(BuildHeader("a", "b", "c", HEAD, "main"),
+                         [row(1, JobState.SUCCEEDED), row(2, JobState.FAILED)])
+    assert "| target | repository | job | state |" in text and "cluster" not in text
+
+
+def test_a_cluster_cannot_break_the_table() -> None:
+    text = build_comment(BuildHeader("a", "b", "c", HEAD, "main"),
+                         [row(1, JobState.RUNNING, agent="x", cluster="a | b\nc")])
+    assert "| a \\| b c | 1 |" in text
+
+
+def test_status_tables_name_the_cluster_too() -> None:
+    rows = [row(1, JobState.SUCCEEDED, agent="a-1", cluster="cluster-a"),
+            row(2, JobState.QUEUED, target="x86_64/amd/zen3")]
+    text = status_comment("a", HEAD, rows)
+    assert "| target | repository | cluster | job | state | result | duration |" in text
+    assert "| cluster-a | 1 |" in text and "| waiting for an agent | 2 |" in text
+    assert "cluster" not in last_build_comment("a", HEAD, [row(3, JobState.FAILED)])
+
+
+def test_check_runs_name_the_cluster() -> None:
+    running = check_run_fields("control", row(1, JobState.RUNNING, agent="a-1",
+                                              cluster="cluster-a", started_at=T0))
+    assert running["output"]["title"] == "running on cluster-a"
+    assert "on cluster `cluster-a` (agent `a-1`): running" in running["output"]["summary"]
+    same = check_run_fields("control", row(1, JobState.FAILED, agent="c", cluster="c",
+                                           reason="boom"))
+    assert same["output"]["title"] == "failed on c: boom"
+    assert "(agent" not in same["output"]["summary"]
+    waiting = check_run_fields("control", row(2, JobState.QUEUED))
+    assert waiting["output"]["title"] == "queued (waiting for an agent)"
+    assert waiting["output"]["summary"].endswith(", waiting for an agent: queued")
+    leased = check_run_fields("control", row(3, JobState.QUEUED, agent="a-1",
+                                             cluster="cluster-a"))
+    assert leased["output"]["title"] == "queued on cluster-a"
+    # The name stays the same as the job moves: GitHub shows one check per job.
+    assert running["name"] == check_run_fields("control", row(1, JobState.QUEUED))["name"]

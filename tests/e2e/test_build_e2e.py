@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.botproc import SECRET
@@ -77,6 +78,10 @@ def test_build_of_four_targets_is_reported_in_one_reply_and_check_runs(env: Env)
         assert reply.body.count(f"`{target}`") == 2
     assert reply.body.count("hello-1.0-eessi-") == 4  # artifacts listed
     assert len(reply.history) >= 2  # edited as the jobs moved
+    # The agent inside `serve` built them: each row names its cluster.
+    [agent] = httpx.get(env.bot.url + "/api/agents", timeout=10).json()
+    assert agent["builtin"] and "| repository | cluster | job |" in reply.body
+    assert reply.body.count(f"| {agent['cluster']} |") == 4
     def runs() -> list[Any]:
         return [r for r in env.fake.check_runs(OWNER, NAME) if r.head_sha == head]
 

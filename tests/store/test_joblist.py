@@ -2,17 +2,19 @@
 
 ``joblist`` runs one SQL text on two kinds of connection and turns the driver's values into
 summaries itself; these tests hold it to the models: the same jobs, in the same order, with
-the same values (times with their zone, flags as booleans), for every filter.
+the same values (times with their zone, flags as booleans, the cluster of the job's agent),
+for every filter.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from layerbot import config as config_mod
 from layerbot.config_file import quick_store_url
@@ -26,7 +28,7 @@ from layerbot.store.joblist import (
     list_jobs_sqlite,
     sqlite_file,
 )
-from layerbot.store.models import Job
+from layerbot.store.models import Agent, Job
 from tests.support.jobrows import seed_jobs
 
 REPO = "EESSI/software-layer"
@@ -48,17 +50,43 @@ FILTERS = [
     JobFilter(visible=frozenset()),
     JobFilter(visible=frozenset({OTHER})),
     JobFilter(visible=frozenset({REPO, OTHER}), target="sapphire"),
+    JobFilter(agent="a-1"),
+    JobFilter(agent="gone", state=("running", "succeeded")),
+    JobFilter(agent="nobody"),
 ]
 PAGES = [(50, 0), (5, 0), (7, 13), (10_000, 0), (3, -4), (0, 1000)]
+
+
+def _seed(store: Store) -> None:
+    seed_jobs(store, 40, repo=REPO, instance="bench")
+    seed_jobs(store, 17, repo=OTHER, instance="other")
+    _lease(store)
+
+
+def _lease(store: Store) -> None:
+    """Jobs held by two agents of two clusters, by an agent no longer in the table (no
+    cluster), and by none."""
+    at = datetime(2026, 11, 2, tzinfo=UTC)
+    with store.transaction() as s:
+        for name, cluster in (("a-1", "cluster-a"), ("b-1", "cluster-b")):
+            s.add(Agent(name=name, cluster=cluster, created_by="t", created_at=at))
+        s.flush()
+        for i, agent in enumerate(("a-1", "b-1", "gone")):
+            s.execute(update(Job).where(Job.id % 4 == i).values(agent=agent))
 
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
     store = Store(store_url)
-    seed_jobs(store, 40, repo=REPO, instance="bench")
-    seed_jobs(store, 17, repo=OTHER, instance="other")
+    _seed(store)
     yield store
     store.close()
+
+
+def test_jobs_show_their_agent_and_its_cluster(store: Store) -> None:
+    jobs = _listed(store, JobFilter(), MAX_PAGE, 0).jobs
+    where = {(j.agent, j.cluster) for j in jobs}
+    assert where == {("a-1", "cluster-a"), ("b-1", "cluster-b"), ("gone", None), (None, None)}
 
 
 def _orm_page(store: Store, where: JobFilter, limit: int, offset: int) -> JobPage:
@@ -77,13 +105,13 @@ def _matches(job: JobSummary, where: JobFilter) -> bool:
             and (not where.state or job.state in where.state)
             and (not where.target or where.target in job.target)
             and where.repo in (None, job.repo) and where.pr in (None, job.pr)
-            and where.instance in (None, job.instance))
+            and where.instance in (None, job.instance) and where.agent in (None, job.agent))
 
 
 def _listed(store: Store, where: JobFilter, limit: int, offset: int) -> JobPage:
     return list_jobs(store, state=where.state, target=where.target, repo=where.repo,
                      pr=where.pr, instance=where.instance, limit=limit, offset=offset,
-                     visible=where.visible)
+                     visible=where.visible, agent=where.agent)
 
 
 @pytest.mark.parametrize("where", FILTERS, ids=repr)
@@ -97,8 +125,7 @@ def test_the_list_is_what_the_models_read(store: Store, where: JobFilter) -> Non
 def test_the_sqlite_reader_answers_as_the_store(tmp_path: Path) -> None:
     path = tmp_path / "bot.db"
     store = Store(f"sqlite:///{path}")
-    seed_jobs(store, 40, repo=REPO, instance="bench")
-    seed_jobs(store, 17, repo=OTHER, instance="other")
+    _seed(store)
     for where in FILTERS:
         for limit, offset in PAGES:
             fast = list_jobs_sqlite(path, where, limit, offset)

@@ -2,7 +2,9 @@
 `layerbot agents add|list|revoke|pause|resume|drain|priority` (on the control plane).
 
 `layerbot agent` imports only the agent's side (no store, no web, no GitHub): what a login
-node needs. `layerbot agents` works on the control plane's store, like `layerbot token`.
+node needs. `layerbot agents` works on the control plane's store, like `layerbot token`;
+`list`, `pause`, `resume` and `drain` also through a running bot's API
+(``--remote URL --token TOKEN``, where the token's ``pause`` scope decides).
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from layerbot import clock
 from layerbot.cli.lazy import LazyConsole
 
 if TYPE_CHECKING:
+    from pydantic import RootModel
+
+    from layerbot import control
+    from layerbot.cli.ops import Remote
     from layerbot.config import Config
     from layerbot.store.db import Store
 
@@ -28,6 +34,10 @@ ConfigOption = Annotated[Path | None, typer.Option(
     "--config", "-c", help="layerbot.toml (default: $LAYERBOT_CONFIG, ./layerbot.toml)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
 NameArgument = Annotated[str, typer.Argument(help="the agent's name")]
+RemoteOption = Annotated[str | None, typer.Option(
+    "--remote", envvar="LAYERBOT_API_URL", help="a bot's URL: use its API, not the local store")]
+TokenOption = Annotated[str | None, typer.Option(
+    "--token", envvar="LAYERBOT_API_TOKEN", help="API token for --remote")]
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -58,7 +68,8 @@ def register(app: typer.Typer) -> None:
             raise fail(str(exc), 2) from None
 
     agents = typer.Typer(no_args_is_help=True,
-                         help="The fleet's agents (on the control plane's store).")
+                         help="The fleet's agents (on the control plane's store; list, "
+                              "pause, resume and drain also with --remote).")
     app.add_typer(agents, name="agents")
 
     @agents.command("add")
@@ -81,61 +92,65 @@ def register(app: typer.Typer) -> None:
         print(secret)
 
     @agents.command("list")
-    def list_(as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    def list_(as_json: JsonOption = False, remote: RemoteOption = None,
+              token: TokenOption = None, config: ConfigOption = None) -> None:
         """Agents with their state, version, load and last heartbeat (never their tokens)."""
-        from layerbot.operations import agents as ops
+        if remote:
+            rows = _remote(remote, token).call("GET", "/api/agents", _agent_list()).root
+            prefixes: dict[str, str | None] = {}
+        else:
+            from layerbot import control
+            from layerbot.operations import agents as ops
 
-        cfg, store = _config_and_store(config)
-        rows = ops.summaries(store, cfg, clock.now())
+            cfg, store = _config_and_store(config)
+            summaries = ops.summaries(store, cfg, clock.now())
+            rows = [control.agent_out(a) for a in summaries]
+            # On the control plane's own machine: which token each agent has.
+            prefixes = {a.name: a.token_prefix for a in summaries}
         if as_json:
-            print(json.dumps([{
-                "name": r.name, "cluster": r.cluster, "state": r.state.value,
-                "builtin": r.builtin, "version": r.version, "protocol": r.protocol,
-                "priority": r.priority, "concurrency": r.concurrency, "holding": r.holding,
-                "free_slots": r.free_slots, "node_types": r.node_types,
-                "heartbeat_at": r.heartbeat_at.isoformat() if r.heartbeat_at else None,
-                "token_prefix": r.token_prefix} for r in rows], indent=2))
+            print(json.dumps([{**r.model_dump(mode="json"), **(
+                {"token_prefix": prefixes.get(r.name)} if not remote else {})} for r in rows],
+                indent=2))
             return
-        from rich.table import Table
+        _agents_table(rows)
 
-        table = Table(title="agents")
-        for column in ("name", "cluster", "state", "version", "priority", "jobs",
-                       "node types", "last heartbeat"):
-            table.add_column(column)
-        for r in rows:
-            table.add_row(r.name + (" (built in)" if r.builtin else ""), r.cluster,
-                          r.state.value, r.version or "-", str(r.priority),
-                          f"{r.holding}/{r.concurrency}", ", ".join(r.node_types) or "-",
-                          r.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S") if r.heartbeat_at
-                          else "never")
-        console.print(table)
+    def _act(name: str, verb: str, remote: str | None, token: str | None,
+             config: Path | None, as_json: bool) -> None:
+        if remote:
+            from layerbot import control
 
-    def _flags(name: str, config: Path | None, said: str, *, paused: bool | None = None,
-               draining: bool | None = None, priority: int | None = None) -> None:
+            result = _remote(remote, token).call("POST", f"/api/agents/{name}/{verb}",
+                                                 control.ActionResult)
+        else:
+            result = _local_act(name, verb, config)
+        print(result.model_dump_json(indent=2) if as_json else result.message)
+
+    @agents.command("pause")
+    def pause(name: NameArgument, as_json: JsonOption = False, remote: RemoteOption = None,
+              token: TokenOption = None, config: ConfigOption = None) -> None:
+        """Give the agent no new jobs (it keeps watching what it has)."""
+        _act(name, "pause", remote, token, config, as_json)
+
+    @agents.command("resume")
+    def resume(name: NameArgument, as_json: JsonOption = False, remote: RemoteOption = None,
+               token: TokenOption = None, config: ConfigOption = None) -> None:
+        """Give the agent jobs again (ends a pause or a drain)."""
+        _act(name, "resume", remote, token, config, as_json)
+
+    @agents.command("drain")
+    def drain(name: NameArgument, as_json: JsonOption = False, remote: RemoteOption = None,
+              token: TokenOption = None, config: ConfigOption = None) -> None:
+        """Let the agent finish its jobs and take no new ones (e.g. before maintenance)."""
+        _act(name, "drain", remote, token, config, as_json)
+
+    def _flags(name: str, config: Path | None, said: str, *, priority: int) -> None:
         from layerbot.operations import agents as ops
 
         try:
-            ops.set_flags(_store(config), name, paused=paused, draining=draining,
-                          priority=priority)
+            ops.set_flags(_store(config), name, priority=priority)
         except ops.AgentError as exc:
             raise fail(str(exc), 2) from None
         print(f"agent {name} {said}")
-
-    @agents.command("pause")
-    def pause(name: NameArgument, config: ConfigOption = None) -> None:
-        """Give the agent no new jobs (it keeps watching what it has)."""
-        _flags(name, config, "paused: it gets no new jobs", paused=True)
-
-    @agents.command("resume")
-    def resume(name: NameArgument, config: ConfigOption = None) -> None:
-        """Give the agent jobs again (ends a pause or a drain)."""
-        _flags(name, config, "resumed", paused=False, draining=False)
-
-    @agents.command("drain")
-    def drain(name: NameArgument, config: ConfigOption = None) -> None:
-        """Let the agent finish its jobs and take no new ones (e.g. before maintenance)."""
-        _flags(name, config, "draining: it finishes its jobs and takes no new ones",
-               draining=True)
 
     @agents.command("priority")
     def priority(name: NameArgument, value: Annotated[int, typer.Argument(
@@ -154,6 +169,52 @@ def register(app: typer.Typer) -> None:
         except ops.AgentError as exc:
             raise fail(str(exc), 2) from None
         print(f"agent {name}: token revoked")
+
+
+def _remote(url: str, token: str | None) -> Remote:
+    from layerbot.cli.ops import Remote
+
+    if not token:
+        raise fail("--remote needs --token (or LAYERBOT_API_TOKEN)", 2)
+    return Remote(url, token)
+
+
+def _agent_list() -> type[RootModel[list[control.AgentOut]]]:
+    """What GET /api/agents answers, as one model (``Remote.call`` validates a model)."""
+    from pydantic import RootModel
+
+    from layerbot import control
+
+    return RootModel[list[control.AgentOut]]
+
+
+def _local_act(name: str, verb: str, config: Path | None) -> control.ActionResult:
+    from layerbot import control
+
+    cfg, store = _config_and_store(config)
+    try:
+        return control.set_agent(store, cfg, name, verb, clock.now())
+    except control.ControlError as exc:
+        raise fail(exc.message, 2 if exc.status == 404 else 1) from None
+
+
+def _agents_table(rows: list[control.AgentOut]) -> None:
+    from rich.table import Table
+
+    table = Table(title="agents")
+    for column in ("name", "cluster", "state", "version", "priority", "jobs",
+                   "node types", "last heartbeat"):
+        table.add_column(column)
+    for r in rows:
+        state = r.state.value + "".join(
+            f" ({flag})" for flag, on in (("paused", r.paused), ("draining", r.draining))
+            if on and r.state.value != flag)
+        table.add_row(r.name + (" (built in)" if r.builtin else ""), r.cluster, state,
+                      r.version or "-", str(r.priority), f"{r.holding}/{r.concurrency}",
+                      ", ".join(n.name for n in r.node_types) or "-",
+                      r.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S") if r.heartbeat_at
+                      else "never")
+    console.print(table)
 
 
 def _config_and_store(config: Path | None) -> tuple[Config, Store]:

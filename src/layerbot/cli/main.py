@@ -41,8 +41,8 @@ LAZY_COMMANDS: tuple[LazyCommand, ...] = (
     LazyCommand("resume", "layerbot.cli.ops", "Submit queued jobs again."),
     LazyCommand("drain", "layerbot.cli.ops", "Take no new jobs and let the running ones "
                 "finish (`resume` takes them again)."),
-    LazyCommand("costs", "layerbot.cli.ops", "Core-hours per week, target and PR, and the "
-                "estimate of each target's next build."),
+    LazyCommand("costs", "layerbot.cli.ops", "Core-hours per week, target, cluster and PR, "
+                "and the estimate of each target's next build."),
     LazyCommand("init", "layerbot.cli.init", "Ask the local Slurm (partitions, node features, "
                 "CPUs, accounts, limits) and write a commented starting layerbot.toml with a "
                 "node type per partition and CPU; or, with --from-eessi, migrate an EESSI "
@@ -51,7 +51,8 @@ LAZY_COMMANDS: tuple[LazyCommand, ...] = (
     LazyCommand("agent", "layerbot.cli.fleet", "Run an agent on this cluster: pull jobs from "
                 "the control plane, build them, report."),
     LazyCommand("agents", "layerbot.cli.fleet",
-                "The fleet's agents (on the control plane's store)."),
+                "The fleet's agents (on the control plane's store; list, pause, resume and "
+                "drain also with --remote)."),
 )
 
 

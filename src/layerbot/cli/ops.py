@@ -147,13 +147,13 @@ def _jobs(where: Remote | Local, which: joblist.JobFilter, limit: int,
     if isinstance(where, Remote):
         params: dict[str, Any] = {"state": list(which.state), "target": which.target,
                                   "repo": which.repo, "pr": which.pr,
-                                  "instance": which.instance, "limit": limit,
-                                  "offset": offset}
+                                  "instance": which.instance, "agent": which.agent,
+                                  "limit": limit, "offset": offset}
         return where.call("GET", "/api/jobs", joblist.JobPage,
                           params={k: v for k, v in params.items() if v is not None})
     return joblist.list_jobs(where.store, state=which.state, target=which.target,
                              repo=which.repo, pr=which.pr, instance=which.instance,
-                             limit=limit, offset=offset)
+                             limit=limit, offset=offset, agent=which.agent)
 
 
 def _print(model: BaseModel, as_json: bool, table: Any) -> None:
@@ -175,6 +175,8 @@ def register(app: typer.Typer) -> None:
              repo: Annotated[str | None, typer.Option(help="owner/name")] = None,
              pr: Annotated[int | None, typer.Option(help="pull request number")] = None,
              instance: Annotated[str | None, typer.Option(help="bot instance")] = None,
+             agent: Annotated[str | None, typer.Option(
+                 help="the agent that holds or held the job")] = None,
              limit: Annotated[int, typer.Option(min=1, max=joblist.MAX_PAGE)] = 50,
              offset: Annotated[int, typer.Option(min=0)] = 0,
              as_json: JsonOption = False, remote: RemoteOption = None,
@@ -185,7 +187,7 @@ def register(app: typer.Typer) -> None:
         if bad := [s for s in states if s not in known]:
             raise fail(f"unknown state(s) {', '.join(bad)}; states are "
                        + ", ".join(sorted(known)), 2)
-        which = joblist.JobFilter(states, target, repo, pr, instance)
+        which = joblist.JobFilter(states, target, repo, pr, instance, agent=agent)
         page = None if remote else _quick_jobs(config, which, limit, offset)
         if page is None:
             page = _jobs(_target(remote, token, config), which, limit, offset)
@@ -276,7 +278,8 @@ def register(app: typer.Typer) -> None:
     def costs(weeks: Annotated[int, typer.Option(min=1, max=520)] = 12,
               as_json: JsonOption = False, remote: RemoteOption = None,
               token: TokenOption = None, config: ConfigOption = None) -> None:
-        """Core-hours per week, target and PR, and the estimate of each target's next build."""
+        """Core-hours per week, target, cluster and PR, and the estimate of each target's
+        next build."""
         from layerbot import control
 
         where = _target(remote, token, config)
@@ -362,14 +365,24 @@ def _jobs_table(page: joblist.JobPage) -> None:
 
     table = Table(title=f"jobs {page.offset + 1}–{page.offset + len(page.jobs)} of {page.total}"
                   if page.jobs else f"no jobs (of {page.total})")
-    for column in ("job", "state", "PR", "target", "repository", "instance", "updated",
-                   "core-h"):
+    for column in ("job", "state", "PR", "target", "repository", "cluster", "instance",
+                   "updated", "core-h"):
         table.add_column(column, overflow="fold")
     for j in page.jobs:
         table.add_row(str(j.id), j.state, f"{j.repo}#{j.pr}" if j.pr is not None else j.repo,
-                      j.target, j.repo_target, j.instance, _when(j.updated_at),
+                      j.target, j.repo_target, _where(j), j.instance, _when(j.updated_at),
                       f"{j.core_hours:.3f}" if j.core_hours is not None else "–")
     console.print(table)
+
+
+def _where(job: joblist.JobSummary) -> str:
+    """The job's cluster (and its agent, when named otherwise), or why there is none."""
+    if job.cluster:
+        return job.cluster + (f" ({job.agent})" if job.agent and job.agent != job.cluster
+                              else "")
+    if job.agent:
+        return job.agent
+    return "waiting for an agent" if job.state == JobState.QUEUED.value else "–"
 
 
 def _costs_tables(data: control.Costs) -> None:
@@ -378,7 +391,7 @@ def _costs_tables(data: control.Costs) -> None:
     console.print(f"{data.total_core_hours:,.3f} core-hours in {data.jobs} jobs since "
                   f"{_when(data.since)}", highlight=False)
     for title, rows in (("per week", data.by_week), ("per target", data.by_target),
-                        ("most expensive PRs", data.by_pr)):
+                        ("per cluster", data.by_cluster), ("most expensive PRs", data.by_pr)):
         table = Table(title=title)
         for column in ("", "jobs", "core-h"):
             table.add_column(column)

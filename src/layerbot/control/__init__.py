@@ -9,6 +9,7 @@ exactly like one from a comment. Who may act is decided by the caller (web/auth.
 from __future__ import annotations
 
 from layerbot.control.actions import (
+    AGENT_FLAGS,
     Controller,
     cancel,
     deploy,
@@ -20,10 +21,13 @@ from layerbot.control.actions import (
     pull_of_job,
     queue_counts,
     redo,
+    set_agent,
     set_paused,
 )
 from layerbot.control.models import (
     ActionResult,
+    AgentCount,
+    AgentOut,
     ArtifactOut,
     BuildOut,
     ControlError,
@@ -34,6 +38,7 @@ from layerbot.control.models import (
     InstanceOut,
     JobDetail,
     Model,
+    NodeTypeOut,
     Overview,
     PartitionOut,
     PullDetail,
@@ -46,7 +51,12 @@ from layerbot.control.models import (
 from layerbot.control.queries import (
     ESTIMATE_SAMPLES,
     FAILED_STATES,
+    NO_CLUSTER,
     Visible,
+    agent,
+    agent_counts,
+    agent_out,
+    agents,
     costs,
     instances,
     iso_week,
@@ -66,10 +76,14 @@ from layerbot.store.joblist import (
 )
 
 __all__ = [
+    "AGENT_FLAGS",
     "ESTIMATE_SAMPLES",
     "FAILED_STATES",
     "MAX_PAGE",
+    "NO_CLUSTER",
     "ActionResult",
+    "AgentCount",
+    "AgentOut",
     "ArtifactOut",
     "BuildOut",
     "ControlError",
@@ -83,6 +97,7 @@ __all__ = [
     "JobPage",
     "JobSummary",
     "Model",
+    "NodeTypeOut",
     "Overview",
     "PartitionOut",
     "PullDetail",
@@ -92,6 +107,10 @@ __all__ = [
     "StateCount",
     "TransitionOut",
     "Visible",
+    "agent",
+    "agent_counts",
+    "agent_out",
+    "agents",
     "cancel",
     "costs",
     "deploy",
@@ -113,5 +132,6 @@ __all__ = [
     "queue_counts",
     "read_log",
     "redo",
+    "set_agent",
     "set_paused",
 ]

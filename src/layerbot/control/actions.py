@@ -1,6 +1,7 @@
-"""The control center's actions: redo, cancel, deploy, pause, resume and drain. Each records
-its change with the PR's report in one transaction, as the command handlers do, so it
-reads on the PR exactly like one from a comment.
+"""The control center's actions: redo, cancel, deploy, pause, resume and drain (of this
+instance, or of an agent of the fleet). Each records its change with the PR's report in one
+transaction, as the command handlers do, so it reads on the PR exactly like one from a
+comment.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from layerbot import clock
 from layerbot.config import Config
 from layerbot.control.models import (
     ActionResult,
+    AgentOut,
     ControlError,
 )
+from layerbot.control.queries import agent as agent_summary
 from layerbot.core.deploy_plan import plan_deploy
+from layerbot.core.fleet import AgentState
 from layerbot.core.jobs import JobState
 from layerbot.jobs.planner import BuildRequest
+from layerbot.operations import agents as agentops
 from layerbot.operations import builds
 from layerbot.operations import fleet as fleetops
 from layerbot.operations.cancelling import cancel_jobs
@@ -225,6 +230,48 @@ def own_instance(store: Store, config: Config, name: str) -> None:
                             f"act on it there")
 
 
+#: What pause, resume and drain set on an agent (resume ends a pause and a drain).
+AGENT_FLAGS: dict[str, dict[str, bool]] = {
+    "pause": {"paused": True},
+    "resume": {"paused": False, "draining": False},
+    "drain": {"draining": True},
+}
+
+
+def set_agent(store: Store, config: Config, name: str, verb: str, now: datetime
+              ) -> ActionResult:
+    """Pause, resume or drain an agent of the fleet: the claims it makes next are answered
+    by its new flags (``core.fleet``); what it holds goes on either way."""
+    flags = AGENT_FLAGS.get(verb)
+    if flags is None:
+        raise ControlError(404, f"agents can be paused, resumed or drained, not {verb!r}")
+    before = agent_summary(store, config, name, now)
+    if before.state is AgentState.REVOKED:
+        raise ControlError(409, f"agent {name} is revoked; `layerbot agents add {name}` "
+                                "makes it anew")
+    try:
+        agentops.set_flags(store, name, **flags)
+    except agentops.AgentError as exc:  # gone between the two reads
+        raise ControlError(404, str(exc)) from None
+    return ActionResult(message=_agent_message(before, verb))
+
+
+def _agent_message(before: AgentOut, verb: str) -> str:
+    name, holding = before.name, before.holding
+    if verb == "pause":
+        if before.paused:
+            return f"agent {name} was already paused"
+        return f"agent {name} paused: it gets no new jobs; the {holding} it holds go on"
+    if verb == "drain":
+        if not holding:
+            return f"agent {name} is drained: it holds no jobs and gets no new ones"
+        return (f"agent {name} drains: it gets no new jobs, and the {holding} it holds "
+                "finish")
+    if not (before.paused or before.draining):
+        return f"agent {name} was not paused or draining"
+    return f"agent {name} resumed: it gets jobs again"
+
+
 def queue_counts(store: Store, instance: str) -> dict[str, int]:
     with store.read() as s:
         return jobstore.queue_counts(s, instance)
@@ -283,6 +330,12 @@ class Controller:
     async def drain(self, name: str) -> ActionResult:
         result = await asyncio.to_thread(drain, self.store, self.config, name, clock.now())
         self.on_written()
+        return result
+
+    async def set_agent(self, name: str, verb: str) -> ActionResult:
+        result = await asyncio.to_thread(set_agent, self.store, self.config, name, verb,
+                                         clock.now())
+        self.on_written()  # a resumed built-in agent claims at once
         return result
 
     async def _act(self, fn: Callable[..., ActionResult], job_id: int, by: str,

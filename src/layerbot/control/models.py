@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from layerbot.core.fleet import AgentState
 from layerbot.store.joblist import JobSummary
 from layerbot.store.models import Job
 
@@ -147,9 +148,47 @@ class InstanceOut(Model):
     resources: ResourcesOut | None
 
 
+class NodeTypeOut(Model):
+    name: str
+    cpu_target: str
+    accelerator: str | None
+    #: The repository targets it builds for (empty: every one).
+    repo_targets: list[str]
+
+
+class AgentOut(Model):
+    """An agent of the fleet as the control center shows it (never its token)."""
+
+    name: str
+    cluster: str
+    state: AgentState
+    #: The agent inside `serve` (no token; it lives and dies with the control plane).
+    builtin: bool
+    version: str | None
+    protocol: int | None
+    #: Higher first when several agents can build a job.
+    priority: int
+    #: Set by pause / drain; the state shows them only while the agent is connected.
+    paused: bool
+    draining: bool
+    #: How many jobs it builds at once, how many active jobs it holds, and the free slots
+    #: it reported at its last heartbeat.
+    concurrency: int
+    holding: int
+    free_slots: int | None
+    node_types: list[NodeTypeOut]
+    registered_at: datetime | None
+    heartbeat_at: datetime | None
+
+
 class StateCount(Model):
     state: str
     jobs: int
+
+
+class AgentCount(Model):
+    state: AgentState
+    agents: int
 
 
 class Overview(Model):
@@ -157,6 +196,8 @@ class Overview(Model):
     failures: list[JobSummary]
     instances: list[InstanceOut]
     counts: list[StateCount]
+    #: The fleet: how many agents are in each state (revoked ones are not counted).
+    agents: list[AgentCount] = Field(default_factory=list)
 
 
 class CostRow(Model):
@@ -182,6 +223,9 @@ class Costs(Model):
     by_target: list[CostRow]
     by_pr: list[CostRow]
     estimates: list[Estimate]
+    #: Per cluster of the agent that built the job (NO_CLUSTER: none, e.g. jobs from
+    #: before the fleet).
+    by_cluster: list[CostRow] = Field(default_factory=list)
 
 
 class ActionResult(Model):

@@ -1,5 +1,5 @@
-"""The control center's reads: job lists, PR pages, job details and logs, instances, the
-overview and costs. Each takes a :class:`Store` and returns the models of ``models``.
+"""The control center's reads: job lists, PR pages, job details and logs, instances, agents,
+the overview and costs. Each takes a :class:`Store` and returns the models of ``models``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from layerbot.build.results import job_log_tail
+from layerbot.config import Config
 from layerbot.control.models import (
     _SUMMARY_COLUMNS,
+    AgentCount,
+    AgentOut,
     ArtifactOut,
     BuildOut,
     ControlError,
@@ -26,6 +29,7 @@ from layerbot.control.models import (
     Estimate,
     InstanceOut,
     JobDetail,
+    NodeTypeOut,
     Overview,
     PullDetail,
     PullPage,
@@ -34,7 +38,9 @@ from layerbot.control.models import (
     StateCount,
     TransitionOut,
 )
+from layerbot.core.fleet import AgentState
 from layerbot.core.jobs import JobState
+from layerbot.operations import agents as agentops
 from layerbot.operations import fleet
 from layerbot.store import jobs as jobstore
 from layerbot.store.db import Store
@@ -45,7 +51,8 @@ from layerbot.store.models import Artifact, Build, Deployment, Instance, Job, Jo
 FAILED_STATES = (JobState.FAILED.value, JobState.TIMED_OUT.value, JobState.LOST.value)
 #: How many recent successful builds of a target its estimate is taken from.
 ESTIMATE_SAMPLES = 20
-
+#: The cost key of jobs no agent built (jobs from before the fleet, or never leased).
+NO_CLUSTER = "(no cluster)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,9 +201,43 @@ def instances(store: Store, now: datetime) -> list[InstanceOut]:
     return out
 
 
+def agents(store: Store, config: Config, now: datetime) -> list[AgentOut]:
+    """The fleet's agents by name: state, version, capabilities, load, last heartbeat."""
+    return [agent_out(a) for a in agentops.summaries(store, config, now)]
+
+
+def agent(store: Store, config: Config, name: str, now: datetime) -> AgentOut:
+    found = next((a for a in agents(store, config, now) if a.name == name), None)
+    if found is None:
+        raise ControlError(404, f"there is no agent {name} (GET /api/agents or "
+                                "`layerbot agents list` shows them)")
+    return found
+
+
+def agent_out(a: agentops.AgentSummary) -> AgentOut:
+    return AgentOut(
+        name=a.name, cluster=a.cluster, state=a.state, builtin=a.builtin, version=a.version,
+        protocol=a.protocol, priority=a.priority, paused=a.paused, draining=a.draining,
+        concurrency=a.concurrency, holding=a.holding, free_slots=a.free_slots,
+        node_types=[NodeTypeOut(name=k.name, cpu_target=k.cpu_target,
+                                accelerator=k.accelerator, repo_targets=list(k.repo_targets))
+                    for k in a.kinds],
+        registered_at=a.registered_at, heartbeat_at=a.heartbeat_at)
+
+
+def agent_counts(rows: Iterable[AgentOut]) -> list[AgentCount]:
+    """How many agents are in each state, in the states' order (revoked ones left out)."""
+    counts: dict[AgentState, int] = defaultdict(int)
+    for a in rows:
+        counts[a.state] += 1
+    return [AgentCount(state=state, agents=counts[state]) for state in AgentState
+            if counts[state] and state is not AgentState.REVOKED]
+
+
 def overview(store: Store, now: datetime, limit: int = 100,
-             visible: Visible = None) -> Overview:
-    """What runs and waits, what failed in the last 24 hours, and whether the bots live."""
+             visible: Visible = None, config: Config | None = None) -> Overview:
+    """What runs and waits, what failed in the last 24 hours, and whether the bots live
+    (with ``config``, also the fleet's agents by state)."""
     since = now - timedelta(hours=24)
     shown = _shown(visible)
     with store.read() as s:
@@ -210,8 +251,9 @@ def overview(store: Store, now: datetime, limit: int = 100,
         counts = [StateCount(state=state, jobs=n) for state, n in s.execute(
             select(Job.state, func.count(Job.id)).where(*shown).group_by(Job.state)
             .order_by(Job.state))]
+    fleet_counts = agent_counts(agents(store, config, now)) if config is not None else []
     return Overview(active=active, failures=failures, instances=instances(store, now),
-                    counts=counts)
+                    counts=counts, agents=fleet_counts)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -239,8 +281,10 @@ def costs(store: Store, now: datetime, weeks: int = 12, top: int = 20,
     by_week: dict[str, list[float]] = defaultdict(list)
     by_target: dict[str, list[float]] = defaultdict(list)
     by_pr: dict[str, list[float]] = defaultdict(list)
+    by_cluster: dict[str, list[float]] = defaultdict(list)
     with store.read() as s:
-        rows = s.execute(select(Job.repo, Job.pr, Job.target, Job.ended_at, Job.core_hours)
+        rows = s.execute(select(Job.repo, Job.pr, Job.target, Job.ended_at, Job.core_hours,
+                                Job.cluster)
                          .where(Job.ended_at >= since, Job.core_hours.is_not(None),
                                 *_shown(visible))).all()
         # The latest successful builds of each target, ranked in the database: a window
@@ -257,18 +301,20 @@ def costs(store: Store, now: datetime, weeks: int = 12, top: int = 20,
                    recent.c.started_at, recent.c.ended_at)
             .where(recent.c.rank <= ESTIMATE_SAMPLES)
             .order_by(recent.c.target, recent.c.ended_at.desc())).all()
-    for repo, pr, target, ended, hours in rows:
+    for repo, pr, target, ended, hours, cluster in rows:
         assert ended is not None and hours is not None  # filtered in the query
         by_week[iso_week(_aware(ended))].append(hours)
         by_target[target].append(hours)
         by_pr[f"{repo}#{pr}" if pr is not None else f"{repo} (no PR)"].append(hours)
-    total = round(sum(h or 0.0 for _, _, _, _, h in rows), 6)
+        by_cluster[cluster or NO_CLUSTER].append(hours)
+    total = round(sum(h or 0.0 for _, _, _, _, h, _ in rows), 6)
     return Costs(
         since=since, total_core_hours=total, jobs=len(rows),
         by_week=_cost_rows(by_week, key=lambda r: r.key),
         by_target=_cost_rows(by_target, key=lambda r: -r.core_hours),
         by_pr=_cost_rows(by_pr, key=lambda r: -r.core_hours)[:top],
-        estimates=_estimates(samples))
+        estimates=_estimates(samples),
+        by_cluster=_cost_rows(by_cluster, key=lambda r: (-r.core_hours, r.key)))
 
 
 def _cost_rows(groups: dict[str, list[float]], key: Callable[[CostRow], Any]) -> list[CostRow]:

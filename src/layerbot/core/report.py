@@ -48,6 +48,30 @@ class JobRow:
     ended_at: datetime | None = None
     log_tail: str | None = None
     deploy_states: Sequence[tuple[str, str]] = field(default_factory=tuple)  # (name, state)
+    #: The agent that holds (or held) the job's lease and its cluster (None: not yet).
+    agent: str | None = None
+    cluster: str | None = None
+
+
+#: What a queued job no agent has taken yet shows where its cluster would be.
+WAITING = "waiting for an agent"
+
+
+def waiting(row: JobRow) -> bool:
+    return row.state is JobState.QUEUED and row.agent is None and row.cluster is None
+
+
+def where(row: JobRow) -> str:
+    """The job's cluster as a table cell: the cluster, ``WAITING``, or empty."""
+    if row.cluster:
+        return _cell(row.cluster[:100])
+    return WAITING if waiting(row) else ""
+
+
+def shows_cluster(rows: Sequence[JobRow]) -> bool:
+    """A table has a cluster column when one of its jobs has a cluster or waits for an
+    agent (not for rows that know nothing of agents, e.g. jobs from before the fleet)."""
+    return any(r.cluster or waiting(r) for r in rows)
 
 
 @dataclass(frozen=True)
@@ -116,19 +140,23 @@ def build_comment(header: BuildHeader, rows: Sequence[JobRow]) -> str:
     ]
     if header.note:
         lines += [f"> {header.note}", ""]
-    lines += [
-        "| target | repository | job | state | result | artifacts | duration |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    clusters = shows_cluster(rows)
+    lines += _header(["target", "repository", *(["cluster"] if clusters else []), "job",
+                      "state", "result", "artifacts", "duration"])
     for r in rows:
         job = f"{r.id}" + (
             f" (`{_cell(r.backend_id)}`)" if r.backend_id and len(r.backend_id) < 20 else ""
         )
+        cluster = f" {where(r)} |" if clusters else ""
         lines.append(
-            f"| `{r.target}` | {r.repo_target} | {job} | {ICONS[r.state]} {r.state.value} "
-            f"| {_result(r)} | {_artifacts(r)} | {duration(r)} |"
+            f"| `{r.target}` | {r.repo_target} |{cluster} {job} | {ICONS[r.state]} "
+            f"{r.state.value} | {_result(r)} | {_artifacts(r)} | {duration(r)} |"
         )
     return "\n".join(lines)
+
+
+def _header(columns: Sequence[str]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
 
 
 def check_run_name(instance: str, row: JobRow) -> str:
@@ -153,19 +181,26 @@ def check_run_fields(instance: str, row: JobRow, log_lines: int = 30) -> dict[st
         fields["conclusion"] = CONCLUSIONS[row.state]
         if row.ended_at:
             fields["completed_at"] = row.ended_at.isoformat().replace("+00:00", "Z")
-    title = f"{row.state.value}" + (f": {_cell(row.reason)}" if row.reason else "")
+    place = (f" on {where(row)}" if row.cluster else f" ({WAITING})" if waiting(row) else "")
+    title = f"{row.state.value}{place}" + (f": {_cell(row.reason)}" if row.reason else "")
     text_parts = [row.summary or ""]
     if row.state in (JobState.FAILED, JobState.TIMED_OUT, JobState.LOST) and row.log_tail:
         tail = "\n".join(row.log_tail.splitlines()[-log_lines:])
         text_parts.append(f"Last lines of the job's log:\n\n```\n{tail[-60000:]}\n```")
     fields["output"] = {
         "title": title[:250],
-        "summary": f"Job {row.id} for `{row.target}` / {row.repo_target}: {row.state.value}"[
-            :65000
-        ],
+        "summary": f"Job {row.id} for `{row.target}` / {row.repo_target}{_on(row)}: "
+                   f"{row.state.value}"[:65000],
         "text": "\n\n".join(p for p in text_parts if p)[:65000] or "(no result yet)",
     }
     return fields
+
+
+def _on(row: JobRow) -> str:
+    if row.cluster:
+        agent = f" (agent `{_cell(row.agent)}`)" if row.agent and row.agent != row.cluster else ""
+        return f" on cluster `{where(row)}`{agent}"
+    return f", {WAITING}" if waiting(row) else ""
 
 
 def status_comment(instance: str, head_sha: str, rows: Sequence[JobRow]) -> str:
@@ -192,15 +227,13 @@ def last_build_comment(instance: str, head_sha: str, rows: Sequence[JobRow]) -> 
 
 
 def _status_table(title: str, rows: Sequence[JobRow]) -> str:
-    lines = [
-        title,
-        "",
-        "| target | repository | job | state | result | duration |",
-        "|---|---|---|---|---|---|",
-    ]
+    clusters = shows_cluster(rows)
+    lines = [title, "", *_header(["target", "repository", *(["cluster"] if clusters else []),
+                                  "job", "state", "result", "duration"])]
     for r in rows:
+        cluster = f" {where(r)} |" if clusters else ""
         lines.append(
-            f"| `{r.target}` | {r.repo_target} | {r.id} | {ICONS[r.state]} "
+            f"| `{r.target}` | {r.repo_target} |{cluster} {r.id} | {ICONS[r.state]} "
             f"{r.state.value} | {_result(r)} | {duration(r)} |"
         )
     return "\n".join(lines)

@@ -120,6 +120,10 @@ class AgentSummary:
     heartbeat_at: datetime | None
     token_prefix: str | None
     created_by: str
+    paused: bool = False
+    draining: bool = False
+    kinds: tuple[fleet.NodeKind, ...] = ()
+    registered_at: datetime | None = None
 
 
 def summaries(store: Store, config: Config, now: datetime) -> list[AgentSummary]:
@@ -138,5 +142,6 @@ def summaries(store: Store, config: Config, now: datetime) -> list[AgentSummary]
             node_types=[f"{n.name} ({n.cpu_target}{' + ' + n.accelerator if n.accelerator else ''})"
                         for n in v.node_types],
             heartbeat_at=a.heartbeat_at, token_prefix=a.token_prefix,
-            created_by=a.created_by))
+            created_by=a.created_by, paused=a.paused, draining=a.draining,
+            kinds=v.node_types, registered_at=a.registered_at))
     return out

@@ -61,6 +61,9 @@ class JobSummary(_Model):
     core_hours: float | None
     redo_of: int | None
     cancel_requested: bool
+    #: The agent that holds (or held) the job's lease, and its cluster (None: none yet).
+    agent: str | None = None
+    cluster: str | None = None
 
 
 class JobPage(_Model):
@@ -72,6 +75,10 @@ class JobPage(_Model):
 
 #: The columns of ``jobs`` a summary shows, in the model's order.
 COLUMNS = tuple(JobSummary.model_fields)
+#: What is not a column of ``jobs``: the cluster is its agent's (as ``Job.cluster`` reads it).
+_COMPUTED = {"cluster": "(SELECT agents.cluster FROM agents WHERE agents.name = jobs.agent)"}
+_SELECT = ", ".join(f"{_COMPUTED[c]} AS {c}" if c in _COMPUTED else f"jobs.{c}"
+                    for c in COLUMNS)
 _TIMES = frozenset(name for name, field in JobSummary.model_fields.items()
                    if field.annotation in (datetime, datetime | None))
 
@@ -86,13 +93,15 @@ class JobFilter:
     pr: int | None = None
     instance: str | None = None
     visible: Visible = None
+    agent: str | None = None
 
 
 def list_jobs(store: Store, *, state: Sequence[str] = (), target: str | None = None,
               repo: str | None = None, pr: int | None = None, instance: str | None = None,
-              limit: int = 50, offset: int = 0, visible: Visible = None) -> JobPage:
+              limit: int = 50, offset: int = 0, visible: Visible = None,
+              agent: str | None = None) -> JobPage:
     """Jobs, newest first; ``target`` matches a part of the target name."""
-    where = JobFilter(state, target, repo, pr, instance, visible)
+    where = JobFilter(state, target, repo, pr, instance, visible, agent)
     with store.read() as session:
         connection = session.connection()
         style = "pyformat" if connection.dialect.paramstyle == "pyformat" else "named"
@@ -134,7 +143,7 @@ def read_page(run: Run, style: str, where: JobFilter, limit: int, offset: int) -
     condition, params = _where(where, style)
     count = run(f"SELECT count(id) FROM jobs WHERE {condition}", params)
     total = next(iter(count))[0] or 0
-    rows = run(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE {condition} "
+    rows = run(f"SELECT {_SELECT} FROM jobs WHERE {condition} "
                f"ORDER BY id DESC LIMIT {_mark('limit', style)} OFFSET {_mark('offset', style)}",
                {**params, "limit": limit, "offset": offset})
     return JobPage(jobs=[summary(row) for row in rows], total=total, limit=limit,
@@ -189,6 +198,8 @@ def _where(where: JobFilter, style: str) -> tuple[str, dict[str, Any]]:
         equal("pr", where.pr)
     if where.instance:
         equal("instance", where.instance)
+    if where.agent:
+        equal("agent", where.agent)
     return " AND ".join(parts) or "1 = 1", params
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from layerbot import metrics
 from layerbot.core.jobs import JobState, check_transition
 from layerbot.core.report import JobRow
-from layerbot.store.models import Artifact, Build, Deployment, Job, JobTransition
+from layerbot.store.models import Agent, Artifact, Build, Deployment, Job, JobTransition
 
 ACTIVE = [s.value for s in JobState if s.active]
 
@@ -66,21 +66,32 @@ def active_jobs(session: Session, instance: str) -> Sequence[Job]:
 
 
 def job_row(job: Job, artifacts: Sequence[Artifact] = (),
-            deployments: Sequence[tuple[str, str]] = ()) -> JobRow:
+            deployments: Sequence[tuple[str, str]] = (), cluster: str | None = None) -> JobRow:
+    """``cluster``: of the job's agent (``rows_for_jobs`` reads them for all its jobs)."""
     result = job.result or {}
     return JobRow(
         id=job.id, target=job.target, repo_target=job.repo_target, state=JobState(job.state),
         head_sha=job.head_sha, backend_id=job.backend_id, reason=job.reason,
         summary=result.get("summary"), artifacts=[(a.name, a.size) for a in artifacts],
         started_at=job.started_at, ended_at=job.ended_at, log_tail=result.get("log_tail"),
-        deploy_states=tuple(deployments),
+        deploy_states=tuple(deployments), agent=job.agent, cluster=cluster,
     )
+
+
+def clusters_of(session: Session, jobs: Sequence[Job]) -> dict[str, str]:
+    """The cluster of each agent that holds or held one of ``jobs`` (one query)."""
+    names = sorted({j.agent for j in jobs if j.agent})
+    if not names:
+        return {}
+    rows = session.execute(select(Agent.name, Agent.cluster).where(Agent.name.in_(names)))
+    return {name: cluster for name, cluster in rows}
 
 
 def rows_for_jobs(session: Session, jobs: Sequence[Job]) -> list[JobRow]:
     ids = [j.id for j in jobs]
     artifacts: dict[int, list[Artifact]] = {}
     deployed: dict[int, list[tuple[str, str]]] = {}
+    clusters = clusters_of(session, jobs)
     if ids:
         for a in session.scalars(select(Artifact).where(Artifact.job_id.in_(ids))):
             artifacts.setdefault(a.job_id, []).append(a)
@@ -89,7 +100,8 @@ def rows_for_jobs(session: Session, jobs: Sequence[Job]) -> list[JobRow]:
             .where(Deployment.job_id.in_(ids))
         ).all():
             deployed.setdefault(d.job_id, []).append((name, d.state))
-    return [job_row(j, artifacts.get(j.id, []), deployed.get(j.id, [])) for j in jobs]
+    return [job_row(j, artifacts.get(j.id, []), deployed.get(j.id, []),
+                    clusters.get(j.agent) if j.agent else None) for j in jobs]
 
 
 def jobs_of_build(session: Session, build_id: int) -> Sequence[Job]:

@@ -19,8 +19,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    column,
+    select,
+    table,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 
@@ -163,6 +166,11 @@ class Build(Base):
     closed_at: Mapped[datetime | None]
 
 
+#: The two columns of ``agents`` a job's cluster is read from (``Job.cluster``; the ``Agent``
+#: model is declared below ``Job``).
+_AGENT_CLUSTERS = table("agents", column("name", String), column("cluster", String))
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
@@ -215,6 +223,11 @@ class Job(Base):
     report_seq: Mapped[int] = mapped_column(Integer, default=0)
     #: The command's ``inst:`` pattern: only agents whose name or cluster match build it.
     agent_filter: Mapped[str | None] = mapped_column(String(200))
+    #: The cluster of the job's agent (None: no agent yet, or a job from before the fleet):
+    #: read, never written. Deferred: loaded only when selected or touched.
+    cluster: Mapped[str | None] = column_property(
+        select(_AGENT_CLUSTERS.c.cluster).where(_AGENT_CLUSTERS.c.name == agent)
+        .scalar_subquery(), deferred=True)
 
 
 class JobTransition(Base):

@@ -137,19 +137,21 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
                 openapi_extra=public)
     async def overview(visible: Sees) -> control.Overview:
         """Running and queued jobs, failures of the last 24 hours, the instances."""
-        return await asyncio.to_thread(control.overview, store, clock.now(), visible=visible)
+        return await asyncio.to_thread(control.overview, store, clock.now(), visible=visible,
+                                       config=config)
 
     @router.get("/jobs", response_model=control.JobPage, responses=READ,
                 openapi_extra=public)
     async def jobs(visible: Sees, state: Annotated[list[StateName], Query()] = [],  # noqa: B006
                    target: Filter = None, repo: Filter = None,
                    pr: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
-                   instance: Filter = None, limit: Limit = 50, offset: Offset = 0
-                   ) -> control.JobPage:
-        """Jobs, newest first. ``target`` matches part of the target's name."""
+                   instance: Filter = None, agent: Filter = None, limit: Limit = 50,
+                   offset: Offset = 0) -> control.JobPage:
+        """Jobs, newest first, each with its agent and cluster. ``target`` matches part of
+        the target's name; ``agent`` names the agent that holds or held the job."""
         return await asyncio.to_thread(control.list_jobs, store, state=state, target=target,
                                        repo=repo, pr=pr, instance=instance, limit=limit,
-                                       offset=offset, visible=visible)
+                                       offset=offset, visible=visible, agent=agent)
 
     @router.get("/jobs/{job_id}", response_model=control.JobDetail,
                 responses=_errors(401, 404), openapi_extra=public)
@@ -187,6 +189,13 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
     async def instances(_: Reader) -> list[control.InstanceOut]:
         """The bot instances sharing this store: version, heartbeat, paused, queue."""
         return await asyncio.to_thread(control.instances, store, clock.now())
+
+    @router.get("/agents", response_model=list[control.AgentOut], responses=READ,
+                openapi_extra=public)
+    async def agents(_: Reader) -> list[control.AgentOut]:
+        """The fleet's agents: state (connected, disconnected, lost, paused, draining,
+        revoked), version, node types, load and last heartbeat."""
+        return await asyncio.to_thread(control.agents, store, config, clock.now())
 
     @router.get("/resources", response_model=list[InstanceResources], responses=READ,
                 openapi_extra=public)
@@ -270,6 +279,31 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
         scopes = await asyncio.to_thread(control.instance_scopes, store, config)
         await auth.authorize_instance(principal, "pause", scopes)
         return await controller.drain(name)
+
+    async def _agent(principal: Principal, name: str, verb: str) -> control.ActionResult:
+        # The same permission as pausing this instance: ``pause`` on a configured repository.
+        scopes = await asyncio.to_thread(control.instance_scopes, store, config)
+        await auth.authorize_instance(principal, "pause", scopes)
+        return await controller.set_agent(name, verb)
+
+    @router.post("/agents/{name}/pause", response_model=control.ActionResult,
+                 responses=ACTION)
+    async def pause_agent(principal: Actor, name: Name) -> control.ActionResult:
+        """Give the agent no new jobs; the jobs it holds go on (needs ``pause``)."""
+        return await _agent(principal, name, "pause")
+
+    @router.post("/agents/{name}/resume", response_model=control.ActionResult,
+                 responses=ACTION)
+    async def resume_agent(principal: Actor, name: Name) -> control.ActionResult:
+        """Give the agent jobs again: ends a pause and a drain (needs ``pause``)."""
+        return await _agent(principal, name, "resume")
+
+    @router.post("/agents/{name}/drain", response_model=control.ActionResult,
+                 responses=ACTION)
+    async def drain_agent(principal: Actor, name: Name) -> control.ActionResult:
+        """Let the agent finish the jobs it holds and give it no new ones, e.g. before
+        maintenance (needs ``pause``); the answer says how many it still holds."""
+        return await _agent(principal, name, "drain")
 
     return router
 

@@ -150,12 +150,14 @@ def dashboard_router(controller: Controller, auth: Auth,
     @router.get("/", response_class=HTMLResponse)
     async def overview(request: Request) -> Response:
         who, visible = await seen(request)
-        data = await asyncio.to_thread(control.overview, store, clock.now(), visible=visible)
+        data = await asyncio.to_thread(control.overview, store, clock.now(), visible=visible,
+                                       config=config)
         return render(request, "overview.html", who, data=data)
 
     @router.get("/jobs", response_class=HTMLResponse)
     async def jobs(request: Request, state: str = "", target: str = "", repo: str = "",
-                   pr: str = "", instance: str = "", page: int = 1) -> Response:
+                   pr: str = "", instance: str = "", agent: str = "", page: int = 1
+                   ) -> Response:
         who, visible = await seen(request)
         states = [s for s in state.split(",") if s in STATES]
         number = int(pr) if pr.isdigit() and int(pr) < 2**31 else None
@@ -164,9 +166,10 @@ def dashboard_router(controller: Controller, auth: Auth,
         data = await asyncio.to_thread(
             control.list_jobs, store, state=states, target=target[:200] or None,
             repo=repo[:200] or None, pr=number, instance=instance[:200] or None, limit=limit,
-            offset=(page - 1) * limit, visible=visible)
+            offset=(page - 1) * limit, visible=visible, agent=agent[:200] or None)
         filters = {"state": ",".join(states), "target": target, "repo": repo,
-                   "pr": str(number) if number is not None else "", "instance": instance}
+                   "pr": str(number) if number is not None else "", "instance": instance,
+                   "agent": agent}
         query = "&".join(f"{k}={quote(v)}" for k, v in filters.items() if v)
         return render(request, "jobs.html", who, data=data, filters=filters, page=page,
                       pages=max(1, -(-data.total // limit)), query=query)
@@ -212,6 +215,25 @@ def dashboard_router(controller: Controller, auth: Auth,
         return render(request, "costs.html", who, data=data, weeks=weeks,
                       week_chart=bar_chart(data.by_week),
                       target_chart=bar_chart(data.by_target[:12]))
+
+    async def may_pause(who: Principal) -> bool:
+        """Whether ``who`` may pause, resume and drain (this instance, and the agents):
+        the buttons are shown only to them."""
+        if who.anonymous:
+            return False
+        scopes = await asyncio.to_thread(control.instance_scopes, store, config)
+        try:
+            await auth.authorize_instance(who, "pause", scopes)
+        except AuthError:
+            return False
+        return True
+
+    @router.get("/agents", response_class=HTMLResponse)
+    async def agents(request: Request) -> Response:
+        who = await reader(request)
+        data = await asyncio.to_thread(control.agents, store, config, clock.now())
+        return render(request, "agents.html", who, agents=data,
+                      counts=control.agent_counts(data), may_pause=await may_pause(who))
 
     @router.get("/resources", response_class=HTMLResponse)
     async def resources(request: Request) -> Response:
@@ -269,6 +291,15 @@ def dashboard_router(controller: Controller, auth: Auth,
         return await act(request, csrf, "/", "pause", (control.instance_scopes, store, config),
                          lambda who: controller.drain(name) if verb == "drain"
                          else controller.set_paused(name, verb == "pause"))
+
+    @router.post("/agents/{name}/{verb}")
+    async def agent_action(request: Request, name: str, verb: str, csrf: str = Form("")
+                           ) -> Response:
+        if verb not in control.AGENT_FLAGS:
+            raise ControlError(404, f"agents can be paused, resumed or drained, not {verb!r}")
+        return await act(request, csrf, "/agents", "pause",
+                         (control.instance_scopes, store, config),
+                         lambda who: controller.set_agent(name, verb))
 
     return router
 
