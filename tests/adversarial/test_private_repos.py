@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from layerbot import clock
-from layerbot.jobs.submitter import LOG_NAME
+from layerbot.agent.submitter import LOG_NAME
 from layerbot.store.db import Store
 from layerbot.store.models import Job
 from layerbot.web.auth import create_token
