@@ -145,6 +145,53 @@ def test_an_agent_of_an_older_protocol_is_refused_clearly(fleet: Fleet) -> None:
     assert "speaks agent protocol 1" in message
 
 
+def test_inst_names_an_agent_and_a_target_nobody_builds_is_explained(fleet: Fleet) -> None:
+    open_pr(fleet, 5)
+    # zen2 goes to alpha by priority; inst: names beta's cluster, so beta builds it.
+    fleet.comment(5, "bot: build for:arch=x86_64/amd/zen2 inst:cluster-beta")
+    fleet.build_reply(5, timeout=60)
+    (job,) = fleet.jobs(5)
+    assert job["agent"] == "beta" and job["agent_filter"] == "cluster-beta"
+    fleet.comment(5, "bot: build for:arch=aarch64/a64fx")
+    fleet.comment(5, "bot: show_config")
+
+    def answers() -> list[str]:
+        bodies = [c.body for c in fleet.replies(5)]
+        nothing = [b for b in bodies if "has nothing to build for" in b]
+        config = [b for b in bodies if "(control plane)" in b]
+        return nothing + config if nothing and config else []
+    nothing, config = fleet.fake.wait_for(answers, timeout=30, message="no answers")
+    for body in (nothing, config):  # who builds what, and who is alive, fleet-wide
+        assert "| `gamma` | `cluster-gamma` | connected | `zen4` | `x86_64/amd/zen4` |" in body
+        assert "| `beta` | `cluster-beta` | connected | `haswell` |" in body
+    assert len(fleet.jobs(5)) == 1
+
+
+def test_a_cancel_reaches_the_agent_that_runs_the_job(fleet: Fleet) -> None:
+    open_pr(fleet, 6)
+    fleet.comment(6, "bot: build for:arch=x86_64/intel/haswell exportvariable:SLEEP=30")
+    running = _wait_state(fleet, 6, "running")
+    assert running["agent"] == "beta"
+    fleet.comment(6, "bot: cancel")
+    cancelled = _wait_state(fleet, 6, "cancelled", timeout=30)
+    assert cancelled["id"] == running["id"]
+    time.sleep(1)
+    assert [ln.split()[0] for ln in runs_of(fleet, running["id"])] == ["start"]
+
+
+def test_an_agent_cut_off_shorter_than_its_lease_keeps_its_job(fleet: Fleet) -> None:
+    open_pr(fleet, 7)
+    fleet.comment(7, "bot: build for:arch=x86_64/intel/haswell exportvariable:SLEEP=4")
+    running = _wait_state(fleet, 7, "running")
+    beta = fleet.agents["beta"]
+    beta.pause()
+    time.sleep(2)  # under the lease: nothing is given away
+    beta.unpause()
+    done = _wait_state(fleet, 7, "succeeded", timeout=60)
+    assert done["id"] == running["id"] and done["agent"] == "beta"
+    assert [ln.split()[0] for ln in runs_of(fleet, done["id"])] == ["start", "end"]
+
+
 def _wait_state(fleet: Fleet, number: int, state: str, timeout: float = 60) -> dict[str, Any]:
     def found() -> dict[str, Any] | None:
         jobs = fleet.jobs(number)

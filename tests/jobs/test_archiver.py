@@ -19,7 +19,8 @@ from layerbot.store.models import Build, Job
 
 
 def make_job(store: Store, config, job_dir: Path, closed_days_ago: float | None,
-             state: JobState) -> int:
+             state: JobState, agent: str | None = None) -> int:
+    """A job built by ``agent`` (default: this machine's built-in agent)."""
     node, repo = config.node_types[0], config.repo_targets[0]
     request = BuildRequest(repo="o/r", pr=1, installation_id=None, head_sha="a" * 40,
                            base_ref="main", clone_url="-", command="bot: build",
@@ -31,6 +32,7 @@ def make_job(store: Store, config, job_dir: Path, closed_days_ago: float | None,
         if closed_days_ago is not None:
             build.closed_at = clock.now() - timedelta(days=closed_days_ago)
         job.job_dir = str(job_dir)
+        job.agent = agent or config.agent_name
         if state is not JobState.QUEUED:
             jobstore.transition(s, job, state, clock.now())
         return job.id
@@ -40,7 +42,8 @@ def test_finished_jobs_of_prs_closed_past_the_retention_are_archived(tmp_path: P
     config = load(None, overrides={"instance": {"data_dir": str(tmp_path)},
                                    "build": {"archive_after_days": 2}})
     store = Store(config.store_url)
-    dirs = {name: tmp_path / name for name in ("old", "recent", "open", "running")}
+    dirs = {name: tmp_path / name
+            for name in ("old", "recent", "open", "running", "elsewhere")}
     for d in dirs.values():
         d.mkdir()
         (d / "layerbot-job.log").write_text("built\n")
@@ -48,14 +51,16 @@ def test_finished_jobs_of_prs_closed_past_the_retention_are_archived(tmp_path: P
     make_job(store, config, dirs["recent"], 1, JobState.FAILED)
     make_job(store, config, dirs["open"], None, JobState.FAILED)
     make_job(store, config, dirs["running"], 3, JobState.SUBMITTED)
+    # Built on a cluster's agent: its directory is on that cluster, not this machine's.
+    make_job(store, config, dirs["elsewhere"], 3, JobState.FAILED, agent="cluster-b")
     archiver = Archiver(config, store, Mirrors(tmp_path / "mirrors"))
     assert asyncio.run(archiver.archive_due()) == 1
     assert not dirs["old"].exists()
-    assert all(dirs[n].exists() for n in ("recent", "open", "running"))
+    assert all(dirs[n].exists() for n in ("recent", "open", "running", "elsewhere"))
     (archive,) = archiver.archive_root.rglob("*.tar.gz")
     with tarfile.open(archive) as tar:
         assert any(n.endswith("layerbot-job.log") for n in tar.getnames())
     with store.read() as s:
         assert s.get(Job, old).archived
-        assert s.query(Build).count() == 4
+        assert s.query(Build).count() == 5
     assert asyncio.run(archiver.archive_due()) == 0  # once

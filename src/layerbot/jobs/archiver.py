@@ -41,12 +41,15 @@ class Archiver:
         return self.config.instance.data_dir / "archive"
 
     def due(self) -> list[tuple[int, str]]:
-        """(job id, job dir) of finished jobs of PRs closed longer than the retention."""
+        """(job id, job dir) of finished jobs of PRs closed longer than the retention, of
+        this machine's own (built-in) agent: another agent's directories are on its
+        cluster, not here."""
         cutoff = clock.now() - timedelta(days=self.config.build.archive_after_days)
         with self.store.read() as s:
             rows = s.execute(
                 select(Job.id, Job.job_dir).join(Build, Build.id == Job.build_id)
-                .where(Job.instance == self.config.instance.name, Build.closed_at.is_not(None),
+                .where(Job.instance == self.config.instance.name,
+                       Job.agent == self.config.agent_name, Build.closed_at.is_not(None),
                        Build.closed_at <= cutoff, Job.archived.is_(False),
                        Job.state.in_([s.value for s in TERMINAL]))
             ).all()
