@@ -83,6 +83,11 @@ class Ledger(Protocol):
         """Backend ids recorded as submitted, to release after a restart (hold_release)."""
         ...
 
+    def late_submissions(self) -> list[str]:
+        """Backend ids whose submission the server accepted only after the submitter had
+        given up waiting (the server was away): they are released now. Each is given once."""
+        ...
+
     def record_job_dir(self, job: JobSpec, job_dir: Path) -> bool:
         """Record the job's new directory before anything goes in it; False: the job is
         no longer this agent's to prepare (cancelled, or its lease ended)."""

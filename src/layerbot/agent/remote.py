@@ -57,19 +57,22 @@ class HeldJob:
     cancel: bool = False
     #: The server no longer gives it to this agent: stop it and forget it.
     gone: bool = False
+    #: Its submission was accepted after the submitter stopped waiting: release it.
+    release_due: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"spec": self.spec.model_dump(mode="json"), "state": self.state,
                 "job_dir": self.job_dir, "backend_id": self.backend_id,
                 "next_seq": self.next_seq, "pending": self.pending, "cancel": self.cancel,
-                "gone": self.gone}
+                "gone": self.gone, "release_due": self.release_due}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HeldJob:
         return cls(spec=JobSpec.model_validate(data["spec"]), state=data["state"],
                    job_dir=data.get("job_dir"), backend_id=data.get("backend_id"),
                    next_seq=int(data.get("next_seq", 1)), pending=list(data.get("pending", [])),
-                   cancel=bool(data.get("cancel")), gone=bool(data.get("gone")))
+                   cancel=bool(data.get("cancel")), gone=bool(data.get("gone")),
+                   release_due=bool(data.get("release_due")))
 
 
 class Journal:
@@ -186,6 +189,13 @@ class RemoteLedger:
                 if j.state == JobState.SUBMITTED.value and j.backend_id and not j.pending
                 and not j.gone]
 
+    def late_submissions(self) -> list[str]:
+        due = [j for j in self.journal.all() if j.release_due and j.backend_id]
+        for job in due:
+            job.release_due = False
+            self.journal.save(job)
+        return [j.backend_id for j in due if j.backend_id]
+
     def active(self) -> list[ActiveJob]:
         return [ActiveJob(j.spec.id, j.backend_id, j.job_dir, JobState(j.state),
                           j.cancel or j.gone)
@@ -200,6 +210,8 @@ class RemoteLedger:
         if held is None or held.gone or not self.lease_valid():
             return False
         if not self._say(held, "job_dir", deadline=0.0, job_dir=str(job_dir)):
+            # Refused, or no answer: not prepared here (a pending job_dir report only
+            # records a directory; the next attempt makes a new one).
             return False
         held.job_dir = str(job_dir)  # a later attempt asks the backend about this one
         self.journal.save(held)
@@ -214,13 +226,21 @@ class RemoteLedger:
         held.state, held.backend_id, held.job_dir = (JobState.SUBMITTED.value, backend_id,
                                                      str(job_dir))
         self.journal.save(held)
-        ok = self._say(held, "submitted", deadline=SUBMIT_ANSWER_SECONDS,
-                       backend_id=backend_id, base_sha=base_sha, job_dir=str(job_dir),
-                       facts=dict(facts))
-        if not ok:
+        answered = self._say(held, "submitted", deadline=SUBMIT_ANSWER_SECONDS,
+                             backend_id=backend_id, base_sha=base_sha, job_dir=str(job_dir),
+                             facts=dict(facts))
+        if answered:
+            held.release_due = False  # the submitter releases it itself
+            self.journal.save(held)
+        if answered is None:
+            # No word yet: the job stays held in the backend (hold_release) with its report
+            # pending; once the server accepts it, it is released (late_submissions), and
+            # if the server refuses it, cancelled. The submitter must not cancel it now.
+            return True
+        if not answered:
             held.cancel = True
             self.journal.save(held)
-        return ok
+        return answered
 
     def fail(self, job: JobSpec, reason: str) -> None:
         held = self.journal.jobs.get(job.id)
@@ -253,9 +273,11 @@ class RemoteLedger:
         self.journal.save(held)
         return report
 
-    def _say(self, held: HeldJob, kind: ReportKind, deadline: float, **fields: object) -> bool:
+    def _say(self, held: HeldJob, kind: ReportKind, deadline: float, **fields: object
+             ) -> bool | None:
         """Send one report now and wait for the server's word (up to ``deadline`` seconds
-        of retries); True only if it was accepted and the job goes on."""
+        of retries): True if it was accepted and the job goes on, False if refused, None if
+        the server did not answer (the report stays pending)."""
         self._queue(held, kind, **fields)
         end = time.monotonic() + deadline
         while True:
@@ -263,7 +285,7 @@ class RemoteLedger:
             if answered is not None:
                 return answered
             if time.monotonic() >= end or not self.lease_valid():
-                return False
+                return None
             time.sleep(1.0)
 
     def flush(self, only: int | None = None) -> bool | None:
@@ -295,8 +317,9 @@ class RemoteLedger:
             if answer is None or not answer.accepted or answer.cancel:
                 goes_on = False
                 held.cancel = True
-                if answer is not None and not answer.accepted:
-                    held.gone = True
+                held.gone = held.gone or answer is None or not answer.accepted
+            elif report.kind == "submitted":
+                held.release_due = True  # cleared at once if the submitter is waiting
         ended = JobState(held.state).terminal
         if ended or (held.gone and held.state == JobState.QUEUED.value):
             self.journal.forget(held.spec.id)

@@ -72,7 +72,17 @@ class Submitter:
         await self._release_recorded()
         while not stop.is_set():
             await self.submit_queued()
+            await self._release_late()
             await pause(stop, 1.0, self.wakeup)
+
+    async def _release_late(self) -> None:
+        try:
+            ids = await asyncio.to_thread(self.ledger.late_submissions)
+            if ids:
+                await self.backend.release(ids)
+                _log.info("jobs released after their submission was accepted late", ids=ids)
+        except Exception as exc:  # asked again: the ledger keeps them until released
+            _log.warning("releasing late submissions failed", error=str(exc))
 
     async def _release_recorded(self) -> None:
         """Jobs recorded as submitted by a run that died before releasing them."""

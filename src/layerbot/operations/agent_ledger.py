@@ -93,6 +93,9 @@ class StoreLedger:
                                              Job.state == JobState.SUBMITTED.value,
                                              Job.backend_id.is_not(None))) if b]
 
+    def late_submissions(self) -> list[str]:
+        return []  # a submission is recorded in the store before the submitter goes on
+
     # --- reports ----------------------------------------------------------------------------
 
     def record_job_dir(self, job: JobSpec, job_dir: Path) -> bool:
