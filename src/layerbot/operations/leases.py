@@ -13,13 +13,13 @@ from the agent inside an embedded ``serve``): under the lease they were sent wit
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, object_session
 
 from layerbot.config import Config
 from layerbot.core import fleet
@@ -235,8 +235,6 @@ def _stop(job: Job) -> bool:
 
 def _apply(job: Job, state: JobState, report: Report, now: datetime) -> bool | str:
     """True: the state changed; False: recorded without a change; a string: refused."""
-    from sqlalchemy.orm import object_session
-
     session = object_session(job)
     assert session is not None
     if report.kind == "job_dir":
@@ -343,15 +341,3 @@ def reap(session: Session, config: Config, now: datetime) -> Reaped:
             lost.append(job)
     report_changed(session, config, lost, now)
     return Reaped(requeued, [j.id for j in lost])
-
-
-def queued_without_agent(session: Session) -> int:
-    return int(session.scalar(select(func.count(Job.id)).where(
-        Job.state == JobState.QUEUED.value, Job.agent.is_(None))) or 0)
-
-
-def release_lease(session: Session, job_ids: Sequence[int]) -> None:
-    """Give queued jobs back to the queue (an agent drained or paused before preparing)."""
-    session.execute(update(Job).where(Job.id.in_(list(job_ids)),
-                                      Job.state == JobState.QUEUED.value)
-                    .values(agent=None, lease_id=None, lease_until=None, job_dir=None))
