@@ -30,3 +30,7 @@ JOB_TRANSITIONS = Counter("layerbot_job_transitions_total", "Job state changes",
                           ["state"], registry=REGISTRY)
 BACKEND_CALLS = Counter("layerbot_backend_calls_total", "Batch-system calls", ["backend"],
                         registry=REGISTRY)
+#: 1 where this replica runs the singleton loop (app/singletons.py), 0 elsewhere.
+SINGLETON_HELD = Gauge("layerbot_singleton_held",
+                       "1 while this replica holds the singleton's lock and runs its loop",
+                       ["name"], registry=REGISTRY)

@@ -1,5 +1,6 @@
 """The loops beyond the inbox and the outbox: submit queued jobs, reconcile active ones,
-upload deployments, archive job directories, beat the fleet heartbeat."""
+upload deployments, archive job directories (one replica at a time), beat the fleet
+heartbeat (every replica)."""
 
 from __future__ import annotations
 
@@ -32,8 +33,25 @@ class Workers:
 
     @property
     def loops(self) -> list[Loop]:
-        return [self.submitter.run, self.reconciler.run, self.uploader.run, self.archiver.run,
-                self.heartbeat.run]
+        """The loops every replica runs."""
+        return [self.heartbeat.run]
+
+    @property
+    def singletons(self) -> list[tuple[str, Loop]]:
+        """The loops one replica of the instance runs at a time (``app/singletons.py``).
+
+        The submitter and the reconciler go together: each expects to be the only one
+        acting on the instance's jobs (a second submitter would take the same queued job;
+        the reconciler releases what the submitter recorded). The uploader resumes every
+        'uploading' row at its start, and the archiver moves job directories: one each.
+        """
+        return [("jobs", self._jobs), ("deploy-uploader", self.uploader.run),
+                ("job-archiver", self.archiver.run)]
+
+    async def _jobs(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.submitter.run(stop))
+            group.create_task(self.reconciler.run(stop))
 
     def wake(self) -> None:
         """New jobs or deployments were recorded: the loops that take them start at once."""
