@@ -84,6 +84,21 @@ class ServerConfig(Section):
     #: Run the loops (event handling, jobs, GitHub writes) in a worker process of their own,
     #: so that answering GitHub never waits for work (see layerbot/app/supervisor.py).
     worker_process: bool = True
+    #: This replica's name among several serving one database (default: host name:port).
+    #: A replica restarted under its name takes back at once what its dead run held.
+    replica: str = ""
+    #: The loops run by one replica at a time (GitHub sender, delivery recovery, jobs,
+    #: uploads, archiving): how long a replica that died keeps them before another takes
+    #: over (see docs/architecture.md, "Several replicas"). Clocks must agree to well
+    #: within a third of it.
+    singleton_ttl_seconds: float = Field(default=15.0, ge=0.3, le=600)
+
+    @field_validator("replica")
+    @classmethod
+    def _replica(cls, value: str) -> str:
+        if value and (len(value) > 100 or "/" in value or any(c.isspace() for c in value)):
+            raise ValueError("must be a name of at most 100 characters, without spaces or /")
+        return value
 
 
 class StoreConfig(Section):
@@ -124,8 +139,9 @@ class InboxConfig(Section):
     max_attempts: int = Field(default=5, ge=1)
     backoff_seconds: float = Field(default=2.0, ge=0)
     backoff_max_seconds: float = Field(default=300.0, ge=0)
-    #: A worker that claimed an event and died gives it back after this long.
-    lease_seconds: float = Field(default=300.0, gt=0)
+    #: A worker renews its claims while it runs; the events of a worker that died (in any
+    #: replica) are given back this long after its last renewal.
+    lease_seconds: float = Field(default=60.0, gt=0)
 
 
 class OutboxConfig(Section):
@@ -572,6 +588,12 @@ class Config(Section):
     @property
     def agent_cluster(self) -> str:
         return self.agent.cluster or self.agent_name
+
+    @property
+    def replica_id(self) -> str:
+        """This replica's name: ``server.replica``, or host name:port (one process at a time
+        can serve a port, so the name is never used by two live replicas)."""
+        return self.server.replica or f"{platform.node()[:80] or 'localhost'}:{self.server.port}"
 
     @property
     def bot_login(self) -> str:

@@ -35,3 +35,7 @@ AGENT_CLAIMS = Counter("layerbot_agent_claims_total", "Jobs leased to agents", [
 LEASES_REAPED = Counter("layerbot_leases_reaped_total",
                         "Leases of silent agents: jobs requeued or lost", ["outcome"],
                         registry=REGISTRY)
+#: 1 where this replica runs the singleton loop (app/singletons.py), 0 elsewhere.
+SINGLETON_HELD = Gauge("layerbot_singleton_held",
+                       "1 while this replica holds the singleton's lock and runs its loop",
+                       ["name"], registry=REGISTRY)

@@ -97,9 +97,10 @@ def test_recover_gives_back_events_of_a_dead_run(store_url: str) -> None:
     inbox = Inbox(Store(store_url), "a")
     now = clock.now()
     inbox.accept([delivery(1)], now)
-    assert len(inbox.claim("old-run", now, LEASE)) == 1
-    assert inbox.recover("new-run", now) == 1
-    assert [e.delivery_id for e in inbox.claim("new-run", now, LEASE)] == ["d-1"]
+    assert len(inbox.claim("host:8080/old-run", now, LEASE)) == 1
+    # the same replica started again: its earlier run is dead
+    assert inbox.recover("host:8080/new-run", now, earlier_runs_of="host:8080/") == 1
+    assert [e.delivery_id for e in inbox.claim("host:8080/new-run", now, LEASE)] == ["d-1"]
 
 
 def test_inbox_lag(store_url: str) -> None:

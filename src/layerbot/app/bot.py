@@ -2,7 +2,9 @@
 
 `layerbot serve` = the HTTP app (webhook, health, API) + background loops: the inbox
 writer and workers, the outbox sender, the missed-delivery recovery, and (with a backend)
-the job submitter and reconciler. Each loop stops on the same event.
+the job submitter and reconciler. Each loop stops on the same event. Several replicas may
+serve one instance from one database: the loops that must run once per instance run as
+singletons (``app/singletons.py``), in whichever replica holds their lock.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from layerbot import log, metrics
+from layerbot import clock, log, metrics
 from layerbot.app.commands import BINDINGS, build_router
+from layerbot.app.singletons import run_singleton
 from layerbot.app.web import add_web
 from layerbot.app.workers import Loop, make_workers
 from layerbot.backends import make_backend
@@ -31,6 +34,7 @@ from layerbot.handlers.base import Services
 from layerbot.handlers.registry import CommandBinding, CommandRegistry
 from layerbot.store.db import Store
 from layerbot.store.inbox import Inbox
+from layerbot.store.locks import SingletonLocks, holder_prefix, new_holder
 from layerbot.store.outbox import Outbox
 from layerbot.web.health import health_router
 from layerbot.web.webhook import InboxWriter, WebhookFirst, webhook_route
@@ -72,18 +76,32 @@ class Bot:
                                    build_router(self.commands), self.services,
                                    on_written=self._written)
         self.writer = InboxWriter(self.inbox, on_accept=self.processor.wakeup.set)
-        self.loops: list[Loop] = [self.processor.run]
+        #: The loops every replica runs.
+        self.loops: list[Loop] = [self.processor.run, *self.workers.loops]
+        #: The loops one replica of the instance runs at a time, by lock name: each runs
+        #: where its lock is held, and passes to another replica when that one dies
+        #: (``app/singletons.py``).
+        self.singletons: list[tuple[str, Loop]] = []
         if self.sender:
-            self.loops.append(self.sender.run)
+            # The sender starts by taking back messages left 'sending': right only while
+            # no other replica sends, which its lock ensures.
+            self.singletons.append(("github-sender", self.sender.run))
         if self.github:
             github = self.github
-            self.loops.append(lambda stop: deliveries.run(github, self.inbox,
-                                                          config.deliveries, stop))
-        self.loops += self.workers.loops
-        # TODO(replicas): run as a singleton once several replicas share one database.
-        self.loops.append(self.workers.reaper.run)
+            self.singletons.append(("delivery-recovery", lambda stop: deliveries.run(
+                github, self.inbox, config.deliveries, stop)))
+        self.singletons += self.workers.singletons
+        self.replica = config.replica_id
+        self.locks = SingletonLocks(self.store, name, new_holder(self.replica))
         #: Set by `serve` when the loops run in a worker process: is it alive?
         self.worker_alive: Callable[[], bool] | None = None
+
+    def singletons_held(self) -> dict[str, bool]:
+        """Which singleton loops a process of this replica holds now, from the store."""
+        prefix, now = holder_prefix(self.replica), clock.now()
+        held = self.locks.held_all([name for name, _ in self.singletons])
+        return {name: name in held and held[name].holder.startswith(prefix)
+                and held[name].expires_at > now for name, _ in self.singletons}
 
     def _written(self) -> None:
         """Handlers recorded writes: reports for the sender, and perhaps new jobs for the
@@ -94,7 +112,14 @@ class Bot:
     async def run_loops(self, stop: asyncio.Event) -> None:
         """Every background loop until ``stop`` is set (the worker side of `serve`)."""
         tasks = [asyncio.create_task(loop(stop)) for loop in self.loops]
+        ttl = self.config.server.singleton_ttl_seconds
+        earlier_runs = holder_prefix(self.replica)
+        tasks += [asyncio.create_task(run_singleton(name, loop, self.locks, stop, ttl,
+                                                    take_from=earlier_runs),
+                                      name=f"singleton-{name}")
+                  for name, loop in self.singletons]
         _log.info("loops started", instance=self.config.instance.name, loops=len(tasks),
+                  singletons=[name for name, _ in self.singletons], replica=self.replica,
                   github=bool(self.github))
         await stop.wait()
         await asyncio.wait(tasks, timeout=10)
@@ -131,7 +156,8 @@ class Bot:
         app.router.routes.insert(0, self.webhook)
         app.include_router(health_router(self.store, self.inbox, self.outbox,
                                          self.config.health.max_inbox_lag_seconds,
-                                         self.worker_alive))
+                                         self.worker_alive,
+                                         None if run_loops else self.singletons_held))
         add_web(app, self.config, self.store, self.github, self.access, self.inbox,
                 self.outbox, on_written=lambda: self.processor.on_written())
         return app

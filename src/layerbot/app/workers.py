@@ -1,5 +1,6 @@
 """The loops beyond the inbox and the outbox: the agent inside `serve` (claim, submit,
-reconcile), the lease reaper, uploads, archiving, and the fleet heartbeat."""
+reconcile), the lease reaper, uploads and archiving (one replica at a time), and the fleet
+heartbeat (every replica)."""
 
 from __future__ import annotations
 
@@ -69,9 +70,21 @@ class Workers:
 
     @property
     def loops(self) -> list[Loop]:
-        """The loops every replica runs (the reaper is a singleton: see ``Bot``)."""
-        agent = self.agent.loops if self.agent else []
-        return [*agent, self.uploader.run, self.archiver.run, self.heartbeat.run]
+        """The loops every replica runs."""
+        return [self.heartbeat.run]
+
+    @property
+    def singletons(self) -> list[tuple[str, Loop]]:
+        """The loops one replica of the instance runs at a time (``app/singletons.py``).
+
+        The built-in agent is one agent (one name, one lease holder): two replicas running
+        it would each prepare the jobs leased to it. The lease reaper decides once per
+        expired lease. The uploader resumes every 'uploading' row at its start, and the
+        archiver moves job directories: one each.
+        """
+        agent = [("builtin-agent", self.agent.run)] if self.agent else []
+        return [*agent, ("lease-reaper", self.reaper.run),
+                ("deploy-uploader", self.uploader.run), ("job-archiver", self.archiver.run)]
 
     def wake(self) -> None:
         """New jobs or deployments were recorded: the loops that take them start at once."""

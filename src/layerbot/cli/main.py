@@ -139,6 +139,8 @@ def serve(config: ConfigOption = None,
     from layerbot.store.db import Store
 
     cfg = load_config(config)
+    if port:  # the worker process and the replica's name (host:port) need it too
+        cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update={"port": port})})
     if cfg.github.app_id is not None and not cfg.github.repositories:
         # A public App can be installed by anyone: say which repositories are served.
         err.print("github.repositories is empty, so this bot would serve no repository. "
@@ -164,7 +166,7 @@ def serve(config: ConfigOption = None,
     # collector's full passes, which would otherwise stall answers for 100 ms and more.
     gc.collect()
     gc.freeze()
-    uvicorn.run(asgi(app, bot), host=host or cfg.server.host, port=port or cfg.server.port,
+    uvicorn.run(asgi(app, bot), host=host or cfg.server.host, port=cfg.server.port,
                 log_level="warning", access_log=False, timeout_graceful_shutdown=5)
 
 

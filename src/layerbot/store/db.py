@@ -139,7 +139,22 @@ def alembic_config(engine: Engine) -> Any:
     return cfg
 
 
+#: PostgreSQL advisory lock held while migrating (any constant, the same in every replica).
+MIGRATION_LOCK = 0x6C61796572626F74  # "layerbot"
+
+
 def upgrade(engine: Engine) -> None:
+    """Apply the migrations. On PostgreSQL, replicas starting together take turns (an
+    advisory lock): the second finds the schema done instead of creating it twice."""
     from alembic import command
 
-    command.upgrade(alembic_config(engine), "heads")
+    if engine.dialect.name != "postgresql":
+        command.upgrade(alembic_config(engine), "heads")
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+        try:
+            command.upgrade(alembic_config(engine), "heads")
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+            conn.commit()

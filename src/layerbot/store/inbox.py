@@ -5,7 +5,8 @@ its delivery id, so the key makes a second copy a no-op. Those headers are not s
 each event is also unique by its own identity, read from the signed body
 (``core/events.py``): a captured body sent again under a fresh delivery id is refused.
 Events of one ordering key (one pull request) are handed out one at a time in arrival
-order; other keys go in parallel.
+order; other keys go in parallel. A claim is a lease its worker renews; several processes
+(replicas) may claim from one inbox, and only claims that ran out are given back.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from layerbot.store.db import Store
 from layerbot.store.models import InboxEvent
@@ -118,24 +120,59 @@ class Inbox:
                                .where(InboxEvent.delivery_id.in_(ids))).all()
         return {(h, d) for h, d in rows} - kept
 
-    def recover(self, owner: str, now: datetime) -> int:
-        """Give back events claimed by an earlier run of this instance (it crashed)."""
+    def recover(self, owner: str, now: datetime, earlier_runs_of: str | None = None) -> int:
+        """Give back the events whose claim ran out (their worker died, in any replica).
+
+        ``earlier_runs_of``: an owner prefix (this replica's); the claims of its earlier
+        runs are given back at once, since a replica runs one process at a time. Claims of
+        ``owner`` (this run) and of other live replicas are left alone.
+        """
+        given_back = [InboxEvent.claimed_until < now]
+        if earlier_runs_of:
+            given_back.append(and_(
+                InboxEvent.claimed_by.startswith(earlier_runs_of, autoescape=True),
+                InboxEvent.claimed_by != owner))
         with self.store.transaction() as session:
             result = session.execute(
                 update(InboxEvent)
                 .where(InboxEvent.instance == self.instance, InboxEvent.status == "processing",
-                       or_(InboxEvent.claimed_by != owner, InboxEvent.claimed_until < now))
+                       or_(*given_back))
                 .values(status="pending", claimed_by=None, claimed_until=None,
                         next_attempt_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def renew_claims(self, owner: str, event_ids: Sequence[int], now: datetime,
+                     lease: timedelta) -> int:
+        """Extend the claims ``owner`` holds on ``event_ids`` (being handled): how many."""
+        if not event_ids:
+            return 0
+        with self.store.transaction() as session:
+            result = session.execute(
+                update(InboxEvent)
+                .where(InboxEvent.id.in_(list(event_ids)), InboxEvent.status == "processing",
+                       InboxEvent.claimed_by == owner)
+                .values(claimed_until=now + lease)
+                .execution_options(synchronize_session=False)
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
     def claim(self, owner: str, now: datetime, lease: timedelta, limit: int = 1
               ) -> list[ClaimedEvent]:
-        """Claim up to ``limit`` events that are due and first in line for their key."""
+        """Claim up to ``limit`` events that are due and first in line for their key.
+
+        Each event is taken by a conditional UPDATE (still pending?), so two workers
+        reading the same candidates at once (other processes, on PostgreSQL) never both
+        get one: the second UPDATE waits for the first and then matches nothing. The heads
+        of line are read after the candidates, so an event whose predecessor was taken
+        meanwhile is not handed out ahead of it either.
+        """
         with self.store.transaction() as session:
-            candidates = session.scalars(
-                select(InboxEvent)
+            candidates = session.execute(
+                select(InboxEvent.id, InboxEvent.ordering_key, InboxEvent.delivery_id,
+                       InboxEvent.event, InboxEvent.action, InboxEvent.payload,
+                       InboxEvent.installation_id)
                 .where(InboxEvent.instance == self.instance, InboxEvent.status == "pending",
                        InboxEvent.next_attempt_at <= now)
                 .order_by(InboxEvent.id)
@@ -148,12 +185,18 @@ class Inbox:
             for event in candidates:
                 if heads.get(event.ordering_key) != event.id:
                     continue  # an earlier event of the same PR is not finished yet
-                event.status = "processing"
-                event.claimed_by = owner
-                event.claimed_until = now + lease
-                event.attempts += 1
+                attempts = session.execute(
+                    update(InboxEvent)
+                    .where(InboxEvent.id == event.id, InboxEvent.status == "pending")
+                    .values(status="processing", claimed_by=owner,
+                            claimed_until=now + lease, attempts=InboxEvent.attempts + 1)
+                    .returning(InboxEvent.attempts)
+                    .execution_options(synchronize_session=False)
+                ).scalar_one_or_none()
+                if attempts is None:
+                    continue  # another worker took it first
                 claimed.append(ClaimedEvent(event.id, event.delivery_id, event.event,
-                                            event.action, event.payload, event.attempts,
+                                            event.action, event.payload, int(attempts),
                                             event.installation_id))
                 if len(claimed) >= limit:
                     break
@@ -169,16 +212,28 @@ class Inbox:
         return {key: int(first) for key, first in rows}
 
     def finish(self, session: Session, event_id: int, status: str, outcome: str | None,
-               now: datetime) -> None:
-        """Record the outcome, in the same transaction as the handler's own writes."""
-        session.execute(
-            update(InboxEvent).where(InboxEvent.id == event_id)
+               now: datetime, owner: str | None = None, attempt: int | None = None) -> bool:
+        """Record the outcome, in the same transaction as the handler's own writes.
+
+        ``owner`` and ``attempt`` (of a :class:`ClaimedEvent`): only while that claim
+        holds. False: it ran out and the event went to another worker (or again to this
+        one); the caller rolls its writes back.
+        """
+        where = [InboxEvent.id == event_id, *_still_claimed(owner, attempt)]
+        result = session.execute(
+            update(InboxEvent).where(*where)
             .values(status=status, outcome=outcome, finished_at=now, claimed_by=None,
                     claimed_until=None, error=None)
+            .execution_options(synchronize_session=False)
         )
+        return int(result.rowcount) == 1  # type: ignore[attr-defined]
 
-    def fail(self, event_id: int, error: str, now: datetime, retry_at: datetime | None) -> None:
-        """A failed attempt: retry at ``retry_at``, or keep as failed when it is None."""
+    def fail(self, event_id: int, error: str, now: datetime, retry_at: datetime | None,
+             owner: str | None = None, attempt: int | None = None) -> bool:
+        """A failed attempt: retry at ``retry_at``, or keep as failed when it is None.
+
+        ``owner`` and ``attempt``: only while that claim holds (as for :meth:`finish`).
+        """
         with self.store.transaction() as session:
             values: dict[str, object] = {"error": error, "claimed_by": None,
                                          "claimed_until": None}
@@ -186,7 +241,10 @@ class Inbox:
                 values.update(status="failed", finished_at=now)
             else:
                 values.update(status="pending", next_attempt_at=retry_at)
-            session.execute(update(InboxEvent).where(InboxEvent.id == event_id).values(**values))
+            where = [InboxEvent.id == event_id, *_still_claimed(owner, attempt)]
+            result = session.execute(update(InboxEvent).where(*where).values(**values)
+                                     .execution_options(synchronize_session=False))
+            return int(result.rowcount) == 1  # type: ignore[attr-defined]
 
     def replay(self, delivery_id: str, now: datetime) -> int:
         """Queue a delivery again (any status): `layerbot replay DELIVERY_ID`."""
@@ -235,3 +293,13 @@ class Inbox:
             return session.scalars(
                 select(InboxEvent).where(InboxEvent.delivery_id == delivery_id)
             ).first()
+
+
+def _still_claimed(owner: str | None, attempt: int | None) -> list[ColumnElement[bool]]:
+    """The claim ``owner`` made at ``attempt`` still holds (no condition without owner)."""
+    if owner is None:
+        return []
+    where = [InboxEvent.status == "processing", InboxEvent.claimed_by == owner]
+    if attempt is not None:
+        where.append(InboxEvent.attempts == attempt)
+    return where

@@ -381,6 +381,20 @@ class Repository(Base):
     installation_id: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime]
 
+
+class SingletonLock(Base):
+    """A loop that runs in one replica at a time (the GitHub sender, delivery recovery):
+    held by ``holder`` until ``expires_at``, renewed while it runs (``store/locks.py``)."""
+
+    __tablename__ = "singleton_locks"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    #: ``instance:host:port:pid:random`` of the process that holds it.
+    holder: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
 #: Claims look for unleased queued jobs; the lease reaper for expired leases.
 Index("ix_jobs_agent", Job.agent, Job.state)
 

@@ -42,9 +42,15 @@ def enqueue(session: Session, *, instance: str, kind: str, repo: str,
                                         OutboxMessage.status == "pending")
             .order_by(OutboxMessage.id.desc()).limit(1)
         ).first()
-        if pending is not None:
-            pending.payload = {**pending.payload, **payload}
-            pending.versions += 1
+        # Merged only if it is still pending when written: on PostgreSQL the sender may
+        # claim it meanwhile, and an edit merged into a message in flight would be lost.
+        if pending is not None and _rows(session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == pending.id, OutboxMessage.status == "pending")
+                .values(payload={**pending.payload, **payload},
+                        versions=OutboxMessage.versions + 1)
+                .execution_options(synchronize_session=False))):
+            session.expire(pending)
             return
     session.add(OutboxMessage(
         instance=instance, kind=kind, repo=repo, installation_id=installation_id,
@@ -81,14 +87,25 @@ class Outbox:
             recent = self._recently_written(session, rows, now)
             claimed: list[Message] = []
             for row in rows:
+                if row.coalesce_key is not None and (row.coalesce_key in busy
+                                                     or row.coalesce_key in recent):
+                    continue
+                # Taken only if still pending, with its payload as it is now: an edit may
+                # have been merged into it since it was read (on PostgreSQL).
+                taken = session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id == row.id, OutboxMessage.status == "pending")
+                    .values(status="sending", attempts=OutboxMessage.attempts + 1)
+                    .returning(OutboxMessage.attempts, OutboxMessage.payload)
+                    .execution_options(synchronize_session=False)
+                ).first()
+                if taken is None:
+                    continue
                 if row.coalesce_key is not None:
-                    if row.coalesce_key in busy or row.coalesce_key in recent:
-                        continue
                     busy.add(row.coalesce_key)
-                row.status = "sending"
-                row.attempts += 1
+                attempts, payload = taken
                 claimed.append(Message(row.id, row.kind, row.repo, row.installation_id,
-                                       row.coalesce_key, dict(row.payload), row.attempts, False))
+                                       row.coalesce_key, dict(payload), int(attempts), False))
                 if len(claimed) >= limit:
                     break
             return claimed
@@ -179,3 +196,7 @@ class Outbox:
             else:
                 row.limit, row.remaining, row.reset_at, row.updated_at = (
                     limit, remaining, reset_at, now)
+
+
+def _rows(result: object) -> int:
+    return int(result.rowcount)  # type: ignore[attr-defined]

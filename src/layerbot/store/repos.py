@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from layerbot.store.db import Store
@@ -19,16 +21,19 @@ __all__ = ["Visibility", "record", "visibility"]
 
 def record(session: Session, name: str, private: bool, installation_id: int | None,
            now: datetime) -> None:
-    """Keep what the latest event said (a repository can be made public or private)."""
-    row = session.get(Repository, name)
-    if row is None:
-        session.add(Repository(name=name, private=private, installation_id=installation_id,
-                               updated_at=now))
-        return
-    row.private = private
-    if installation_id is not None:
-        row.installation_id = installation_id
-    row.updated_at = now
+    """Keep what the latest event said (a repository can be made public or private).
+
+    One statement (insert, or update on conflict): events of one repository are handled
+    at once by several workers (and replicas), and each may be the first to see it.
+    """
+    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
+    statement = insert(Repository).values(name=name, private=private,
+                                          installation_id=installation_id, updated_at=now)
+    session.execute(statement.on_conflict_do_update(
+        index_elements=[Repository.name],
+        set_={"private": statement.excluded.private, "updated_at": statement.excluded.updated_at,
+              "installation_id": func.coalesce(statement.excluded.installation_id,
+                                               Repository.installation_id)}))
 
 
 class Visibility:

@@ -18,7 +18,10 @@ _log = log.get("web")
 
 
 def health_router(store: Store, inbox: Inbox, outbox: Outbox, max_lag: float,
-                  worker_alive: Callable[[], bool] | None = None) -> APIRouter:
+                  worker_alive: Callable[[], bool] | None = None,
+                  singletons_held: Callable[[], dict[str, bool]] | None = None) -> APIRouter:
+    """``singletons_held``: which singleton loops this replica runs (read from the store
+    when they run in the worker process, whose own metrics are not served here)."""
     router = APIRouter(tags=["health"])
 
     @router.get("/healthz")
@@ -46,6 +49,9 @@ def health_router(store: Store, inbox: Inbox, outbox: Outbox, max_lag: float,
         try:
             metrics.INBOX_LAG.set(await asyncio.to_thread(inbox.lag_seconds, clock.now()))
             metrics.OUTBOX_BACKLOG.set(await asyncio.to_thread(outbox.backlog))
+            if singletons_held is not None:
+                for name, held in (await asyncio.to_thread(singletons_held)).items():
+                    metrics.SINGLETON_HELD.labels(name=name).set(1 if held else 0)
         except Exception as exc:  # metrics must still be served when the database is down
             _log.warning("metrics: store unreachable", error=str(exc))
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
