@@ -131,7 +131,7 @@ def test_the_sender_dies_while_jobs_run_and_the_other_replica_carries_on(
 
     sender = env.holder("github-sender")
     survivor = second if sender is first else first
-    jobs_held_by_sender = env.holder("jobs") is sender
+    jobs_held_by_sender = env.holder("builtin-agent") is sender
     sender.bot.kill()  # SIGKILL, web and worker process: its locks are left to run out
     killed = time.monotonic()
     # Work keeps arriving, at the replica that is left.
@@ -146,7 +146,7 @@ def test_the_sender_dies_while_jobs_run_and_the_other_replica_carries_on(
     env.wait(finished, 45, "not every build reply finished")
     took = time.monotonic() - killed
     assert env.holder("github-sender") is survivor
-    assert env.holder("jobs") is survivor
+    assert env.holder("builtin-agent") is survivor
     for pr in [*prs, 5, 6]:
         (reply,) = [c for c in survivor.replies(pr) if "build requested by" in c.body]
         assert "1/1 done, 1 succeeded" in reply.body, reply.body
