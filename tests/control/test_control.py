@@ -15,7 +15,9 @@ from layerbot.backends.base import BackendUnavailable, Partition, Resources
 from layerbot.config import Config
 from layerbot.core.jobs import JobState
 from layerbot.jobs.planner import BuildRequest, planned_from_job, record_build
+from layerbot.operations import agents as agentops
 from layerbot.operations import fleet
+from layerbot.operations.agent_ledger import register_builtin
 from layerbot.store import jobs as jobstore
 from layerbot.store.db import Store
 from layerbot.store.models import Artifact, Build, Deployment, Instance, Job, OutboxMessage
@@ -54,10 +56,11 @@ def build(store: Store, cfg: Config, pr: int, *, sha: str = "a" * 40, at: dateti
 
 def finish(store: Store, job_id: int, state: JobState, *, at: datetime = NOW,
            core_hours: float | None = None, elapsed: float | None = None,
-           job_dir: str | None = None) -> None:
+           job_dir: str | None = None, agent: str | None = None) -> None:
     with store.transaction() as s:
         job = s.get(Job, job_id)
         assert job is not None
+        job.agent = agent
         jobstore.transition(s, job, JobState.SUBMITTED, at - timedelta(hours=1),
                             backend_id=f"local-{job_id}", job_dir=job_dir)
         jobstore.transition(s, job, JobState.RUNNING, at - timedelta(minutes=50))
@@ -107,7 +110,9 @@ def test_job_detail_has_history_log_tail_artifacts_and_deployments(env: Any,
     job_dir.mkdir()
     (job_dir / "layerbot-job.log").write_text("".join(f"line {i}\n" for i in range(500)))
     [job_id] = build(store, cfg, 3, targets=1)
-    finish(store, job_id, JobState.SUCCEEDED, job_dir=str(job_dir), core_hours=2.0)
+    register_builtin(store, cfg, NOW)  # built on this machine, by serve's own agent
+    finish(store, job_id, JobState.SUCCEEDED, job_dir=str(job_dir), core_hours=2.0,
+           agent=cfg.agent_name)
     with store.transaction() as s:
         a = Artifact(job_id=job_id, name="x.tar.gz", path=str(job_dir / "x.tar.gz"), size=5,
                      sha256="0" * 64)
@@ -125,6 +130,26 @@ def test_job_detail_has_history_log_tail_artifacts_and_deployments(env: Any,
     assert control.job_log(store, job_id, 1) == ("succeeded", "line 499")
     with pytest.raises(control.ControlError):
         control.job_detail(store, 12345)
+
+
+def test_a_remote_agents_job_dir_is_never_read_on_the_control_plane(env: Any,
+                                                                    tmp_path: Path) -> None:
+    """A cluster's agent reports its job's directory: a path on its own machine. A hostile
+    agent naming a directory of the control plane's machine must not get its files shown
+    (here a "log" holding a secret); its job's log is the tail it reported."""
+    cfg, store = env
+    here = tmp_path / "bot-secrets"
+    here.mkdir()
+    (here / "layerbot-job.log").write_text("SECRET-OF-THE-CONTROL-PLANE\n")
+    agentops.add(store, "cluster-x", "test", NOW)
+    [job_id] = build(store, cfg, 3, targets=1)
+    finish(store, job_id, JobState.FAILED, job_dir=str(here), agent="cluster-x")
+    with store.transaction() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        job.result = {"log_tail": "what the agent said"}
+    assert control.job_detail(store, job_id, log_lines=3).log_tail == "what the agent said"
+    assert control.job_log(store, job_id, 5) == ("failed", "what the agent said")
 
 
 def test_redo_at_the_same_commit_records_a_build_and_reports_it(env: Any) -> None:

@@ -45,7 +45,15 @@ from layerbot.operations import fleet
 from layerbot.store import jobs as jobstore
 from layerbot.store.db import Store
 from layerbot.store.joblist import MAX_PAGE, JobSummary
-from layerbot.store.models import Artifact, Build, Deployment, Instance, Job, JobTransition
+from layerbot.store.models import (
+    Agent,
+    Artifact,
+    Build,
+    Deployment,
+    Instance,
+    Job,
+    JobTransition,
+)
 
 #: States that count as a failure on the overview.
 FAILED_STATES = (JobState.FAILED.value, JobState.TIMED_OUT.value, JobState.LOST.value)
@@ -148,6 +156,7 @@ def job_detail(store: Store, job_id: int, log_lines: int = 100,
             select(Deployment, Artifact.name).join(Artifact, Deployment.artifact_id == Artifact.id)
             .where(Deployment.job_id == job_id).order_by(Deployment.id)).all()
         summary = JobSummary.model_validate(job)
+        local_dir = _local_job_dir(s, job.agent, job.job_dir)
     result = job.result or None
     return JobDetail(
         job=summary, command=build.command if build else "",
@@ -159,7 +168,7 @@ def job_detail(store: Store, job_id: int, log_lines: int = 100,
         deployments=[DeploymentOut(artifact=name, **{
             k: getattr(d, k) for k in DeploymentOut.model_fields if k != "artifact"})
             for d, name in deployments],
-        log_tail=read_log(job.job_dir, (result or {}).get("log_tail"), log_lines),
+        log_tail=read_log(local_dir, (result or {}).get("log_tail"), log_lines),
     )
 
 
@@ -167,11 +176,24 @@ def job_log(store: Store, job_id: int, lines: int = 100,
             visible: Visible = None) -> tuple[str, str]:
     """(the job's state, the last ``lines`` lines of its log)."""
     with store.read() as s:
-        row = s.execute(select(Job.state, Job.job_dir, Job.result, Job.repo)
+        row = s.execute(select(Job.state, Job.job_dir, Job.result, Job.repo, Job.agent)
                         .where(Job.id == job_id)).first()
+        local_dir = _local_job_dir(s, row.agent, row.job_dir) if row is not None else None
     if row is None or _hidden(visible, row.repo):
         raise ControlError(404, f"there is no job {job_id}")
-    return row.state, read_log(row.job_dir, (row.result or {}).get("log_tail"), lines)
+    return row.state, read_log(local_dir, (row.result or {}).get("log_tail"), lines)
+
+
+def _local_job_dir(session: Session, agent: str | None, job_dir: str | None) -> str | None:
+    """The job's directory if it is on this machine: built by the agent inside `serve`.
+
+    Another agent's directory is a path on its cluster, and what it reports is read as
+    hostile: here it could name any file of the control plane's machine. Its log is the
+    tail it reported."""
+    if job_dir is None or agent is None:
+        return None
+    builtin = session.scalar(select(Agent.builtin).where(Agent.name == agent))
+    return job_dir if builtin else None
 
 
 def read_log(job_dir: str | None, fallback: str | None, lines: int) -> str:

@@ -44,6 +44,11 @@ def upgrade() -> None:
                                    server_default="0"))
         batch.add_column(sa.Column("agent_filter", sa.String(length=200), nullable=True))
     op.create_index("ix_jobs_agent", "jobs", ["agent", "state"])
+    # Jobs from before the fleet were built by the instance itself: they are its built-in
+    # agent's (named after the instance unless agent.name says otherwise), so the agent
+    # goes on watching the ones still in the batch system after the upgrade.
+    op.execute("UPDATE jobs SET agent = instance, lease_id = 'before-fleet' "
+               "WHERE state <> 'queued'")
 
 
 def downgrade() -> None:
