@@ -505,6 +505,8 @@ class AgentConfig(Section):
     concurrency: int = Field(default=64, ge=1, le=100_000)
     #: A CA bundle for a control plane with a private certificate.
     ca_file: Path | None = None
+    #: How often the last lines of running jobs' output are sent (0: only when they end).
+    log_tail_seconds: float = Field(default=30.0, ge=0)
 
     @field_validator("server_url")
     @classmethod

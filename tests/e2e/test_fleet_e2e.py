@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.postgres, pytest.mark.slow]
 
 BUILD = """#!/usr/bin/env bash
 echo "start $PWD $AGENT_NAME" >> "$RUNS_FILE"
+echo "building on $AGENT_NAME"
 sleep "${SLEEP:-1}"
 echo "end $PWD $AGENT_NAME" >> "$RUNS_FILE"
 echo '{"status": "success", "summary": "built by '"$AGENT_NAME"'", "artifacts": []}' > result.json
@@ -172,6 +173,9 @@ def test_a_cancel_reaches_the_agent_that_runs_the_job(fleet: Fleet) -> None:
     fleet.comment(6, "bot: build for:arch=x86_64/intel/haswell exportvariable:SLEEP=30")
     running = _wait_state(fleet, 6, "running")
     assert running["agent"] == "beta"
+    # While it runs, the control center shows the tail of its output, sent by the agent.
+    log = f"{fleet.replicas[-1].url}/api/jobs/{running['id']}/log"
+    wait(lambda: "building on beta" in httpx.get(log).text, 20, "no live log tail")
     fleet.comment(6, "bot: cancel")
     cancelled = _wait_state(fleet, 6, "cancelled", timeout=30)
     assert cancelled["id"] == running["id"]

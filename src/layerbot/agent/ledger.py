@@ -111,6 +111,11 @@ class Ledger(Protocol):
         """Record new states (with results and artifacts); returns how many changed."""
         ...
 
+    def log_tails(self, tails: Mapping[int, str]) -> None:
+        """The last lines of running jobs' output, best effort (a lost one is replaced by
+        the next)."""
+        ...
+
     def heartbeat(self, free_slots: int, resources: Mapping[str, object] | None
                   ) -> HeartbeatResponse:
         """Say this agent is alive; the answer says what to stop and whether to pause."""

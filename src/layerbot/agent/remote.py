@@ -265,6 +265,20 @@ class RemoteLedger:
         self.flush()
         return changed
 
+    def log_tails(self, tails: Mapping[int, str]) -> None:
+        for job_id, text in tails.items():
+            held = self.journal.jobs.get(job_id)
+            if held is None or held.gone or held.pending:
+                continue  # what must arrive first has not yet
+            report = Report(seq=held.next_seq, lease_id=held.spec.lease_id, kind="log",
+                            log_tail=text[-64_000:])
+            held.next_seq += 1
+            self.journal.save(held)
+            try:
+                self.server.report(job_id, report)
+            except (ServerUnreachable, NotYours) as exc:
+                _log.debug("log tail not delivered", job_id=job_id, error=str(exc))
+
     def _queue(self, held: HeldJob, kind: ReportKind, **fields: object) -> Report:
         report = Report(seq=held.next_seq, lease_id=held.spec.lease_id, kind=kind,
                         **fields)  # type: ignore[arg-type]

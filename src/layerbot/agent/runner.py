@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
 from typing import Any
 
 from layerbot import log
@@ -18,8 +19,10 @@ from layerbot.agent.ledger import Ledger
 from layerbot.agent.reconciler import Reconciler
 from layerbot.agent.submitter import Submitter
 from layerbot.backends.base import Backend
+from layerbot.build import results
 from layerbot.build.workspace import Mirrors
 from layerbot.config import Config
+from layerbot.core.jobs import JobState
 from layerbot.core.protocol import Capabilities, HeartbeatResponse, NodeTypeCapability
 from layerbot.loops import pause
 
@@ -56,7 +59,11 @@ class AgentRunner:
 
     @property
     def loops(self) -> list[Loop]:
-        return [self.submitter.run, self.reconciler.run, self.claim_loop, self.heartbeat_loop]
+        loops: list[Loop] = [self.submitter.run, self.reconciler.run, self.claim_loop,
+                              self.heartbeat_loop]
+        if self.config.agent.log_tail_seconds > 0:
+            loops.append(self.log_loop)
+        return loops
 
     def wake(self) -> None:
         """New jobs may be waiting: claim at once."""
@@ -100,6 +107,32 @@ class AgentRunner:
     def _free_slots(self) -> int:
         holding = len(self.ledger.queued()) + len(self.ledger.active())
         return max(0, self.concurrency - holding)
+
+    # --- log tails ----------------------------------------------------------------------
+
+    async def log_loop(self, stop: asyncio.Event) -> None:
+        """The last lines of each running job's output, sent when they changed."""
+        sent: dict[int, str] = {}
+        while not stop.is_set():
+            await pause(stop, self.config.agent.log_tail_seconds)
+            try:
+                tails = await asyncio.to_thread(self._changed_tails, sent)
+                if tails:
+                    await asyncio.to_thread(self.ledger.log_tails, tails)
+                    sent.update(tails)
+            except Exception as exc:
+                _log.warning("sending log tails failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _changed_tails(self, sent: dict[int, str]) -> dict[int, str]:
+        lines = self.config.reporting.log_tail_lines
+        running = [j for j in self.ledger.active()
+                   if j.state is JobState.RUNNING and j.job_dir]
+        for gone in set(sent) - {j.id for j in running}:
+            del sent[gone]
+        # Read as the reconciler reads: no link followed, bounded (the directory is the
+        # job's, hostile).
+        tails = {j.id: results.job_log_tail(Path(j.job_dir or ""), lines) for j in running}
+        return {i: t for i, t in tails.items() if t and sent.get(i) != t}
 
     # --- heartbeat ----------------------------------------------------------------------
 

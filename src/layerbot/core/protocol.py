@@ -145,7 +145,7 @@ class ArtifactInfo(Message):
     sha256: str = Field(pattern="^[0-9a-f]{64}$")
 
 
-ReportKind = Literal["job_dir", "submitted", "failed", "outcome"]
+ReportKind = Literal["job_dir", "submitted", "failed", "outcome", "log"]
 
 
 class Report(Message):
@@ -162,6 +162,8 @@ class Report(Message):
     state: str | None = None
     reason: str | None = Field(default=None, max_length=20_000)
     result: dict[str, Any] | None = None
+    #: For "log": the last lines of a running job's output (the control center shows them).
+    log_tail: str | None = Field(default=None, max_length=64_000)
     artifacts: list[ArtifactInfo] = Field(default=[], max_length=10_000)
     exit_code: int | None = None
     elapsed_seconds: float | None = None

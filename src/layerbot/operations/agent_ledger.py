@@ -150,6 +150,10 @@ class StoreLedger:
             self.on_written()
         return len(changed)
 
+    def log_tails(self, tails: Mapping[int, str]) -> None:
+        """Nothing to send: the control center reads the built-in agent's job directories
+        on this machine itself."""
+
     def heartbeat(self, free_slots: int, resources: Mapping[str, object] | None
                   ) -> HeartbeatResponse:
         now = clock.now()

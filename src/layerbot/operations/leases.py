@@ -250,6 +250,10 @@ def _apply(job: Job, state: JobState, report: Report, now: datetime) -> bool | s
                                    job_dir=report.job_dir, facts=report.facts or job.facts)
     if report.kind == "failed":
         return jobstore.transition(session, job, JobState.FAILED, now, reason=report.reason)
+    if report.kind == "log":
+        # The tail of a running job's output: kept with its result until the job ends.
+        job.result = {**(job.result or {}), "log_tail": report.log_tail or ""}
+        return False
     return _outcome(session, job, state, report, now)
 
 
