@@ -8,7 +8,8 @@ from layerbot.cli.deploy import ingest_comment, state_marker
 from layerbot.deploy.approval import verdicts
 from layerbot.deploy.ingest import IngestEvent
 from layerbot.deploy.metadata import ArtifactMetadata, Payload, Uploader
-from layerbot.deploy.service import DeployRow, deploy_comment, staging_target
+from layerbot.deploy.service import DeployRow, deploy_comment
+from layerbot.deploy.upload import staging_target
 from layerbot.handlers.deploy import ingest_outcome
 
 from .conftest import build_info, link_info

@@ -124,7 +124,9 @@ class Fleet(Session):
 
 def agent_config(directory: Path, name: str, servers: str, token: str, *,
                  backend: Mapping[str, Any], node_types: list[dict[str, Any]],
-                 origin_root: Path, runs_file: Path, concurrency: int = 8) -> Path:
+                 origin_root: Path, runs_file: Path, concurrency: int = 8,
+                 extra: Mapping[str, Any] | None = None) -> Path:
+    """The agent's layerbot.toml; ``extra`` is merged in (e.g. its ``[deploy]``)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "token").write_text(token)
     (directory / "token").chmod(0o600)
@@ -142,7 +144,7 @@ def agent_config(directory: Path, name: str, servers: str, token: str, *,
         "repo_targets": BASE_CONFIG["repo_targets"],
     }
     path = directory / "layerbot.toml"
-    path.write_text(to_toml(data))
+    path.write_text(to_toml(merged(data, extra or {})))
     path.chmod(0o600)
     return path
 
@@ -153,6 +155,8 @@ class AgentSpec:
     backend: Mapping[str, Any]
     node_types: list[dict[str, Any]]
     priority: int = 0
+    #: More of the agent's layerbot.toml (its ``[deploy]``, say).
+    config: Mapping[str, Any] = field(default_factory=dict)
 
 
 @contextmanager
@@ -188,7 +192,8 @@ def start_fleet(tmp: Path, store_url: str, agents: list[AgentSpec], *, replicas:
             token = agentops.add(store, spec.name, "test", clock.now(), priority=spec.priority)
             config = agent_config(tmp / f"agent-{spec.name}", spec.name, servers, token,
                                   backend=spec.backend, node_types=spec.node_types,
-                                  origin_root=tmp / "origin", runs_file=runs)
+                                  origin_root=tmp / "origin", runs_file=runs,
+                                  extra=spec.config)
             started[spec.name] = AgentProcess(spec.name, config,
                                               slurm_conf=slurm_conf()).start()
         store.close()

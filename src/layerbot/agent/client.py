@@ -28,6 +28,10 @@ from layerbot.core.protocol import (
     RegisterResponse,
     Report,
     ReportResponse,
+    UploadClaimRequest,
+    UploadClaimResponse,
+    UploadReport,
+    UploadReportResponse,
 )
 
 Answer = TypeVar("Answer", bound=BaseModel)
@@ -42,7 +46,8 @@ class Refused(Exception):
 
 
 class NotYours(Exception):
-    """The job is not leased to this agent (404/403 on a job)."""
+    """The job or deployment is not this agent's (404/403 on a job or an upload); on the
+    upload claim, a control plane of a release that hands out no uploads."""
 
 
 class ControlPlane:
@@ -81,6 +86,12 @@ class ControlPlane:
     def report(self, job_id: int, report: Report) -> ReportResponse:
         return self._post(f"/jobs/{job_id}/reports", report, ReportResponse)
 
+    def claim_uploads(self, request: UploadClaimRequest) -> UploadClaimResponse:
+        return self._post("/uploads/claim", request, UploadClaimResponse)
+
+    def report_upload(self, deployment_id: int, report: UploadReport) -> UploadReportResponse:
+        return self._post(f"/uploads/{deployment_id}/reports", report, UploadReportResponse)
+
     def _post(self, path: str, body: BaseModel, answer: type[Answer],
               timeout: float | None = None) -> Answer:
         return self._send("POST", path, body, answer, timeout)
@@ -109,7 +120,7 @@ class ControlPlane:
             raise ServerUnreachable(f"HTTP {response.status_code}: {_detail(response)}")
         if response.status_code in (401, 426):
             raise Refused(f"HTTP {response.status_code}: {_detail(response)}")
-        if response.status_code in (403, 404) and path.startswith("/jobs/"):
+        if response.status_code in (403, 404) and path.startswith(("/jobs/", "/uploads/")):
             raise NotYours(_detail(response))
         if response.status_code >= 400:
             raise Refused(f"HTTP {response.status_code}: {_detail(response)}")

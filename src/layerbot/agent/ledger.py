@@ -8,6 +8,10 @@ know where jobs come from. Two ledgers stand behind this port:
 * the control plane over HTTPS, for an agent on a cluster's login node (``agent/remote.py``):
   reports kept on disk until acknowledged, so nothing is lost across a crash or a cut.
 
+Uploads follow the same pattern with a port of their own (:class:`UploadLedger`): the
+agent that built a job stages its deployments (``agent/uploads.py``), from the store
+(``operations/agent_ledger.py``) or over HTTPS with a journal (``agent/remote_uploads.py``).
+
 On the control plane both end in the same code, so a report means the same whichever way
 it came. Methods are synchronous (the loops call them in a thread).
 """
@@ -23,7 +27,14 @@ from typing import Protocol
 from layerbot.backends.base import JobStatus
 from layerbot.build import results
 from layerbot.core.jobs import JobState
-from layerbot.core.protocol import ArtifactInfo, HeartbeatResponse, JobSpec, Report
+from layerbot.core.protocol import (
+    ArtifactInfo,
+    HeartbeatResponse,
+    JobSpec,
+    Report,
+    UploadReport,
+    UploadSpec,
+)
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,20 @@ class Ledger(Protocol):
     def heartbeat(self, free_slots: int, resources: Mapping[str, object] | None
                   ) -> HeartbeatResponse:
         """Say this agent is alive; the answer says what to stop and whether to pause."""
+        ...
+
+
+class UploadLedger(Protocol):
+    """Where an agent takes the deployments of its jobs from, and says how staging went."""
+
+    def take_uploads(self, slots: int, resume: bool) -> list[UploadSpec]:
+        """Deployments to stage now: up to ``slots``. With ``resume`` (the loop has just
+        started), first any this agent was given before and did not report (it stopped in
+        the middle); a ledger that knows what it holds (a journal) may always do so."""
+        ...
+
+    def report_upload(self, spec: UploadSpec, report: UploadReport) -> None:
+        """Record how staging ``spec`` went; kept until the control plane has it."""
         ...
 
 

@@ -1,8 +1,9 @@
 """`layerbot agent`: register with the control plane, then run the agent's loops.
 
 The agent needs no inbound port, no database, no GitHub credentials: it reads its own
-configuration (backend, node types, build settings, data directory), its token, and the
-control plane's URL, and from then on only makes HTTPS requests.
+configuration (backend, node types, build settings, data directory, and the staging area
+and signing key its deployments go to), its token, and the control plane's URL, and from
+then on only makes HTTPS requests (and the staging area's).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from pathlib import Path
 from layerbot import __version__, log
 from layerbot.agent.client import ControlPlane, Refused, ServerUnreachable
 from layerbot.agent.remote import Journal, RemoteLedger
+from layerbot.agent.remote_uploads import RemoteUploads, UploadJournal
 from layerbot.agent.runner import AgentRunner, capabilities_of
 from layerbot.backends import make_backend
 from layerbot.build.workspace import Mirrors
 from layerbot.config import Config
 from layerbot.core.protocol import PROTOCOL_VERSION, RegisterRequest, RegisterResponse
+from layerbot.deploy.upload import Stager
 from layerbot.loops import pause
 
 _log = log.get("agent")
@@ -98,9 +101,11 @@ async def run(config: Config, server_url: str, stop: asyncio.Event | None = None
     ledger.renewed(time.monotonic(), answer.lease_seconds)
     backend = make_backend(config)
     mirrors = Mirrors(config.mirrors_dir, attempts=config.build.fetch_attempts)
+    uploads = RemoteUploads(server, UploadJournal(config.instance.data_dir / "agent" / "uploads"))
     runner = AgentRunner(config, ledger, backend, mirrors,
                          claim_wait_seconds=CLAIM_WAIT_SECONDS, lease_valid=ledger.lease_valid,
-                         heartbeat_seconds=answer.heartbeat_seconds)
+                         heartbeat_seconds=answer.heartbeat_seconds, uploads=uploads,
+                         stager=stager_of(config))
     watcher = asyncio.create_task(_stop_when_refused(ledger, stop))
     try:
         await runner.run(stop)
@@ -109,6 +114,13 @@ async def run(config: Config, server_url: str, stop: asyncio.Event | None = None
         server.close()
     if ledger.refused:
         raise AgentError(f"the control plane refused this agent: {ledger.refused}")
+
+
+def stager_of(config: Config) -> Stager:
+    """This agent's stager. Without a ``[deploy]`` section of its own it stages nothing and
+    says so on the PR: the embedded default (a directory in its data dir) is read by no
+    ingest server, so "uploaded" there would be a lie."""
+    return Stager(config, configured="deploy" in config.model_fields_set)
 
 
 async def _stop_when_refused(ledger: RemoteLedger, stop: asyncio.Event) -> None:

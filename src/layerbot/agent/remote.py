@@ -75,6 +75,17 @@ class HeldJob:
                    release_due=bool(data.get("release_due")))
 
 
+def write_atomically(path: Path, data: dict[str, Any]) -> None:
+    """``path`` holds ``data`` as JSON, on disk, whole or not at all (a crash leaves the
+    previous version)."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 class Journal:
     """One file per held job under ``directory`` (the agent's own, mode 0700)."""
 
@@ -95,13 +106,7 @@ class Journal:
     def save(self, job: HeldJob) -> None:
         with self._lock:
             self.jobs[job.spec.id] = job
-            path = self.directory / f"{job.spec.id}.json"
-            tmp = path.with_suffix(".tmp")
-            with open(tmp, "w") as f:
-                json.dump(job.to_json(), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            write_atomically(self.directory / f"{job.spec.id}.json", job.to_json())
 
     def forget(self, job_id: int) -> None:
         with self._lock:

@@ -1,4 +1,5 @@
-"""An agent's loops: claim jobs, prepare and submit them, watch them, beat the heartbeat.
+"""An agent's loops: claim jobs, prepare and submit them, watch them, beat the heartbeat,
+and stage the deployments of the jobs it built.
 
 The same loops run in a cluster's ``layerbot agent`` (a remote ledger over HTTPS) and
 inside an embedded ``serve`` (the store's ledger). They share one stop event and wait the
@@ -15,15 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from layerbot import log
-from layerbot.agent.ledger import Ledger
+from layerbot.agent.ledger import Ledger, UploadLedger
 from layerbot.agent.reconciler import Reconciler
 from layerbot.agent.submitter import Submitter
+from layerbot.agent.uploads import UploadLoop
 from layerbot.backends.base import Backend
 from layerbot.build import results
 from layerbot.build.workspace import Mirrors
 from layerbot.config import Config
 from layerbot.core.jobs import JobState
 from layerbot.core.protocol import Capabilities, HeartbeatResponse, NodeTypeCapability
+from layerbot.deploy.upload import Stager
 from layerbot.loops import pause
 
 _log = log.get("agent")
@@ -39,9 +42,13 @@ class AgentRunner:
     def __init__(self, config: Config, ledger: Ledger, backend: Backend, mirrors: Mirrors,
                  *, claim_wait_seconds: float = 0.0,
                  lease_valid: Callable[[], bool] = lambda: True,
-                 heartbeat_seconds: float | None = None) -> None:
+                 heartbeat_seconds: float | None = None,
+                 uploads: UploadLedger | None = None, stager: Stager | None = None,
+                 upload_poll_seconds: float = 5.0) -> None:
         """``claim_wait_seconds``: how long a claim may wait for work at the server (long
-        poll; 0 for the store's ledger, which is woken when jobs are recorded)."""
+        poll; 0 for the store's ledger, which is woken when jobs are recorded).
+        ``uploads``: where the deployments of this agent's jobs come from (None: it stages
+        nothing); ``stager`` stages them (default: with this configuration's ``[deploy]``)."""
         self.config = config
         self.ledger = ledger
         self.backend = backend
@@ -51,6 +58,8 @@ class AgentRunner:
         self.submitter = Submitter(config, ledger, backend, mirrors, config.agent_name,
                                    lease_valid=lease_valid)
         self.reconciler = Reconciler(config, ledger, backend)
+        self.uploader = (UploadLoop(uploads, stager or Stager(config), upload_poll_seconds)
+                         if uploads is not None else None)
         self.wakeup = asyncio.Event()
         self.paused = False
         self.draining = False
@@ -63,11 +72,13 @@ class AgentRunner:
                               self.heartbeat_loop]
         if self.config.agent.log_tail_seconds > 0:
             loops.append(self.log_loop)
-        return loops
+        return loops + ([self.uploader.run] if self.uploader else [])
 
     def wake(self) -> None:
-        """New jobs may be waiting: claim at once."""
+        """New jobs or deployments may be waiting: claim at once."""
         self.wakeup.set()
+        if self.uploader:
+            self.uploader.wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.gather(*(loop(stop) for loop in self.loops))

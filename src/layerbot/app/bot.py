@@ -105,7 +105,7 @@ class Bot:
 
     def _written(self) -> None:
         """Handlers recorded writes: reports for the sender, and perhaps new jobs for the
-        submitter or deployments for the uploader (wake them at once)."""
+        submitter or deployments for the built-in agent's uploads (wake them at once)."""
         self.wake_sender()
         self.workers.wake()
 

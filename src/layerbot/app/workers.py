@@ -1,6 +1,6 @@
 """The loops beyond the inbox and the outbox: the agent inside `serve` (claim, submit,
-reconcile), the lease reaper, uploads and archiving (one replica at a time), and the fleet
-heartbeat (every replica)."""
+reconcile, upload its jobs' deployments), the lease reaper and archiving (one replica at a
+time), and the fleet heartbeat (every replica)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from layerbot.agent.runner import AgentRunner
 from layerbot.backends.base import Backend
 from layerbot.build.workspace import Mirrors
 from layerbot.config import Config
-from layerbot.deploy.service import Uploader
 from layerbot.jobs.archiver import Archiver
 from layerbot.loops import pause
 from layerbot.operations import fleet, leases
@@ -63,7 +62,6 @@ class Workers:
     #: The agent inside `serve` (None when the clusters run `layerbot agent`).
     agent: AgentRunner | None
     reaper: LeaseReaper
-    uploader: Uploader
     archiver: Archiver
     #: This instance's row in `instances` (alive, version, resources).
     heartbeat: fleet.Heartbeat
@@ -78,19 +76,18 @@ class Workers:
         """The loops one replica of the instance runs at a time (``app/singletons.py``).
 
         The built-in agent is one agent (one name, one lease holder): two replicas running
-        it would each prepare the jobs leased to it. The lease reaper decides once per
-        expired lease. The uploader resumes every 'uploading' row at its start, and the
-        archiver moves job directories: one each.
+        it would each prepare the jobs leased to it, and its uploads resume every
+        'uploading' row of its own at their start. The lease reaper decides once per
+        expired lease. The archiver moves job directories: one.
         """
         agent = [("builtin-agent", self.agent.run)] if self.agent else []
-        return [*agent, ("lease-reaper", self.reaper.run),
-                ("deploy-uploader", self.uploader.run), ("job-archiver", self.archiver.run)]
+        return [*agent, ("lease-reaper", self.reaper.run), ("job-archiver", self.archiver.run)]
 
     def wake(self) -> None:
-        """New jobs or deployments were recorded: the loops that take them start at once."""
+        """New jobs or deployments were recorded: the loops that take them start at once
+        (a cluster's agent learns of them at its next poll)."""
         if self.agent:
             self.agent.wake()
-        self.uploader.wakeup.set()
 
 
 def make_workers(config: Config, store: Store, backend: Backend, mirrors: Mirrors,
@@ -101,7 +98,6 @@ def make_workers(config: Config, store: Store, backend: Backend, mirrors: Mirror
     return Workers(
         agent=agent,
         reaper=LeaseReaper(config, store, on_written=wake_sender),
-        uploader=Uploader(config, store, on_written=wake_sender),
         archiver=Archiver(config, store, mirrors, job_user=backend.job_user),
         heartbeat=fleet.Heartbeat(config, store, backend),
     )

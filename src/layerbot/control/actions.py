@@ -145,7 +145,7 @@ def pull_of_job(store: Store, job_id: int) -> tuple[str, int, int]:
 
 def deploy(store: Store, config: Config, job_id: int, by: str, now: datetime,
            head_sha: str, force: bool = False) -> ActionResult:
-    """Queue the job's artifacts for the uploader, as `bot: deploy` would.
+    """Queue the job's artifacts for its agent to stage, as `bot: deploy` would.
 
     The same plan decides (``core.deploy_plan.plan_deploy``): only jobs built from the
     PR's head now (``head_sha``), and the deploy policy picks among them; ``force`` ships

@@ -9,8 +9,8 @@ A deployment (one per artifact) moves::
       └─────────────── failed: queued again by a new deploy request
 
 Every write of a deployment's state goes through :func:`check_transition` (by way of
-``store.deployments.transition``), so a state the uploader, the ingest report and the deploy
-requests do not agree on cannot be written. The stored values are these strings.
+``store.deployments.transition``), so a state the agents' uploads, the ingest report and
+the deploy requests do not agree on cannot be written. The stored values are these strings.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from enum import StrEnum
 
 
 class DeploymentState(StrEnum):
-    QUEUED = "queued"  # recorded; the uploader has not taken it yet
-    UPLOADING = "uploading"  # taken by the uploader (again after a crash or a stop)
+    QUEUED = "queued"  # recorded; the agent of its job has not taken it yet
+    UPLOADING = "uploading"  # taken by the agent of its job (again after a crash or a stop)
     UPLOADED = "uploaded"  # in the staging area
     SKIPPED = "skipped"  # the staging area held it already (same sha256)
     FAILED = "failed"  # cannot succeed as it is; a new request queues it again
@@ -29,7 +29,7 @@ class DeploymentState(StrEnum):
 
     @property
     def pending(self) -> bool:
-        """The uploader still has to act on it."""
+        """The agent of its job still has to stage it."""
         return self in PENDING
 
     @property

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: The protocol this release speaks.
 PROTOCOL_VERSION = 1
@@ -179,4 +179,81 @@ class ReportResponse(Message):
     accepted: bool
     #: Stop this job (it was cancelled, or is no longer this agent's).
     cancel: bool = False
+    detail: str = ""
+
+
+# --- uploads: a deployment staged by the agent that built its job ---------------------------
+#
+# The artifact is on the cluster where the job ran, so the agent that built the job stages
+# it, with its own ``[deploy]`` settings: the staging area, the S3 credentials and the
+# signing key stay on the agent's machine and never cross the protocol. The control plane
+# only says what to stage (an :class:`UploadSpec`) and records how it went. New routes and
+# messages only: an agent of this protocol that does not know them is unaffected.
+
+
+class UploadSpec(Message):
+    """One deployment for the agent that built its job to stage: the file, and what the
+    metadata says about it."""
+
+    deployment_id: int
+    #: Which claim of the deployment this is; a report of an earlier one is refused.
+    attempt: int = Field(ge=0)
+    #: The control plane's instance: the metadata's ``layerbot.instance`` and the
+    #: signature's namespace, the same whichever agent built the job.
+    instance: str = Field(min_length=1, max_length=100)
+    repo: str = Field(max_length=200)
+    pr: int
+    job_id: int
+    head_sha: str = Field(max_length=64)
+    base_sha: str = Field(max_length=64)
+    cpu_target: str = Field(max_length=200)
+    accelerator: str | None = Field(default=None, max_length=200)
+    repo_target: str = Field(max_length=100)
+    #: When the job ended (the metadata's build time).
+    build_time: datetime | None = None
+    #: The file on the agent's machine, as the job's outcome reported it.
+    artifact: ArtifactInfo
+    #: The build reply that lists the job (the metadata's ``link2pr.pr_comment_id``).
+    comment_id: int | None = None
+
+
+class UploadClaimRequest(Message):
+    slots: int = Field(default=1, ge=1, le=100)
+    #: Deployments the agent is staging already (in its journal): not offered again.
+    holding: list[int] = Field(default=[], max_length=10_000)
+
+
+class UploadClaimResponse(Message):
+    #: Deployments the agent was given (first any it was given before and does not hold).
+    uploads: list[UploadSpec] = []
+
+
+UploadOutcomeKind = Literal["uploaded", "skipped", "failed"]
+
+
+class UploadReport(Message):
+    """How staging one deployment went; sent until acknowledged, applied once."""
+
+    attempt: int = Field(ge=0)
+    outcome: UploadOutcomeKind
+    #: For "uploaded"/"skipped": where the artifact is.
+    key: str | None = Field(default=None, max_length=2000)
+    url: str | None = Field(default=None, max_length=4000)
+    #: For "failed": why, as shown on the PR.
+    error: str | None = Field(default=None, max_length=20_000)
+    #: For "failed": the staging area may come back (unreachable, 5xx): queue it again.
+    transient: bool = False
+
+    @model_validator(mode="after")
+    def _complete(self) -> UploadReport:
+        if self.outcome == "failed" and not self.error:
+            raise ValueError("a failed upload says why (error)")
+        if self.outcome != "failed" and not self.key:
+            raise ValueError(f"an artifact {self.outcome} is named by its key")
+        return self
+
+
+class UploadReportResponse(Message):
+    #: Recorded (now or by an earlier copy of the report); False: stale, drop it.
+    accepted: bool
     detail: str = ""

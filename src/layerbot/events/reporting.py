@@ -15,6 +15,7 @@ from layerbot.config import Config
 from layerbot.core import report
 from layerbot.github import writes
 from layerbot.store import jobs as jobstore
+from layerbot.store.locks import serialize_reports
 from layerbot.store.models import Build, Job
 
 
@@ -23,6 +24,7 @@ def report_build(session: Session, config: Config, build: Build, now: datetime,
     """Edit the build's reply (per chat level) and the check runs of the changed jobs."""
     if build.pr is None or build.installation_id is None:
         return  # `layerbot run`: nobody on GitHub to tell
+    serialize_reports(session, build.repo, build.pr)  # before reading what it renders
     all_jobs = jobstore.jobs_of_build(session, build.id)
     rows = jobstore.rows_for_jobs(session, all_jobs)
     level = config.reporting.chatlevel

@@ -1,10 +1,10 @@
 """Deploy triggers: the ``bot:deploy`` label and the ``bot: deploy`` command.
 
 Either one, by someone allowed to deploy, records a queued ``Deployment`` per chosen
-artifact in the event's transaction; the uploader (``layerbot.deploy.service``) takes them
-from there. A deployment is unique per artifact, so a label removed and added again, or a
-second command, finds the artifacts already deployed and records nothing (only deployments
-that failed are queued again).
+artifact in the event's transaction; the agent that built each job stages them from there
+(``layerbot.operations.uploads``, ``layerbot.deploy.upload``). A deployment is unique per
+artifact, so a label removed and added again, or a second command, finds the artifacts
+already deployed and records nothing (only deployments that failed are queued again).
 
 Which artifacts are candidates is decided by ``core.deploy_plan.plan_deploy``, a pure
 function of the PR's jobs, their artifacts, the deployments so far, the PR's head *now* and

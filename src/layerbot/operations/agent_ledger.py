@@ -4,6 +4,10 @@ Each step is the same report a cluster's agent sends over HTTP, applied by the s
 (``operations/leases.py``) in one transaction with the PR's report; only the transport is
 missing. The built-in agent is a row of ``agents`` like any other (``builtin``), so the
 fleet's views, claims and the control center treat it alike.
+
+Its uploads (:class:`StoreUploads`) are the same claims and reports a cluster's agent makes
+over HTTP (``operations/uploads.py``), and it stages them with the same code
+(``deploy/upload.py``), with this file's ``[deploy]``.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from layerbot.core.protocol import (
     JobSpec,
     Report,
     ReportKind,
+    UploadReport,
+    UploadSpec,
 )
-from layerbot.operations import leases
+from layerbot.operations import leases, uploads
 from layerbot.store.db import Store
 from layerbot.store.models import Agent, Job
 
@@ -40,7 +46,7 @@ def builtin_agent(config: Config, store: Store, backend: Backend, mirrors: Mirro
     """The agent of an embedded ``serve`` (or ``layerbot run``), registered and ready."""
     register_builtin(store, config, clock.now())
     return AgentRunner(config, StoreLedger(config, store, on_written=on_written), backend,
-                       mirrors)
+                       mirrors, uploads=StoreUploads(config, store, on_written=on_written))
 
 
 def register_builtin(store: Store, config: Config, now: datetime) -> None:
@@ -161,3 +167,40 @@ class StoreLedger:
             agent = s.get(Agent, self.name) or _builtin_row(s, self.config, now)
             return leases.heartbeat(s, self.config, agent, {}, free_slots, resources, now,
                                     renew_all=True)
+
+
+class StoreUploads:
+    """The built-in agent's :class:`~layerbot.agent.ledger.UploadLedger`: the store itself.
+
+    Its deployments are those of the jobs it built (those of before the fleet included:
+    the upgrade made them the built-in agent's). Its ``uploading``
+    rows are taken again only when the loop starts (they were cut short by a crash, a stop,
+    or a replica that lost the built-in agent's turn): afterwards the loop reports each
+    upload before it claims again, so an ``uploading`` row is in its hands.
+    """
+
+    def __init__(self, config: Config, store: Store,
+                 on_written: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self.store = store
+        self.owner = uploads.Owner(config.agent_name)
+        self.on_written = on_written
+
+    def take_uploads(self, slots: int, resume: bool) -> list[UploadSpec]:
+        now = clock.now()
+        with self.store.read() as s:  # a look first: most polls find nothing
+            if not uploads.waiting(s, self.owner, [], now, resume=resume):
+                return []
+        with self.store.transaction() as s:
+            taken = uploads.claim(s, self.config, self.owner, slots, [], now, resume=resume)
+            specs = [uploads.spec(s, d) for d in taken]
+        if specs:
+            self.on_written()
+        return specs
+
+    def report_upload(self, spec: UploadSpec, report: UploadReport) -> None:
+        with self.store.transaction() as s:
+            applied = uploads.apply_report(s, self.config, self.owner, spec.deployment_id,
+                                           report, clock.now())
+        if applied is not None and applied.changed:
+            self.on_written()

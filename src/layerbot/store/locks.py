@@ -13,6 +13,9 @@ for the first and then sees its result; a second INSERT of a key does nothing):
 
 Times come from the caller's clock (``layerbot.clock``): replicas on several machines must
 have clocks that agree to well within the lock's time to live.
+
+Apart from those, :func:`serialize_reports`: a lock for the length of one transaction, so
+that the PR's reports are derived by one writer at a time.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from layerbot import clock
 from layerbot.store.db import Store
@@ -146,3 +150,23 @@ class SingletonLocks:
 
 def _rows(result: object) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def serialize_reports(session: Session, repo: str, pr: int) -> None:
+    """Until the caller's transaction ends, no other transaction derives this PR's reports.
+
+    A report (the build reply, the deploy reply) is rendered from the rows as the
+    transaction reads them and replaces the comment's whole body. Two transactions that
+    change the same PR at once (two agents reporting, or an agent and the worker) would
+    each render without the other's change, and the one committed last would leave the PR
+    showing a state that is no longer true, for good. Taken before the rows are read, this
+    lock makes the second wait for the first's commit and then read its rows (PostgreSQL
+    reads each statement afresh). On PostgreSQL a transaction-level advisory lock (taken
+    again by its holder at once, released with the transaction); SQLite runs one writing
+    transaction at a time already.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"report:{repo}#{pr}".encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})

@@ -277,6 +277,12 @@ class Deployment(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     report_key: Mapped[str | None] = mapped_column(String(200))
+    #: How many times an agent was given it (``queued -> uploading``); a report names the
+    #: attempt it is about, so a late copy of an earlier attempt's report changes nothing.
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    #: Transient failures in a row, and when the next try may start (None: at once).
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    retry_at: Mapped[datetime | None]
 
 
 class Instance(Base):

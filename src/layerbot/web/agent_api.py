@@ -3,9 +3,9 @@
 
 Each request carries the agent's own token (``Authorization: Bearer lba_...``) and the
 protocol version it speaks (header ``Layerbot-Agent-Protocol``). A token sees only its own
-agent's jobs: reading or reporting another agent's job is answered 404, as if it did not
-exist. An agent of a protocol this server does not speak gets 426 and a message that says
-which release to install.
+agent's jobs and the deployments of those jobs: reading or reporting another agent's job or
+deployment is answered 404, as if it did not exist. An agent of a protocol this server does
+not speak gets 426 and a message that says which release to install.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run
@@ -31,10 +31,15 @@ from layerbot.core.protocol import (
     RegisterResponse,
     Report,
     ReportResponse,
+    UploadClaimRequest,
+    UploadClaimResponse,
+    UploadReport,
+    UploadReportResponse,
+    UploadSpec,
     refusal,
 )
 from layerbot.operations import agents as agentops
-from layerbot.operations import leases
+from layerbot.operations import leases, uploads
 from layerbot.store.db import Store
 from layerbot.store.models import Agent, Job
 
@@ -156,4 +161,48 @@ def agent_router(config: Config, store: Store, on_written: Callable[[], None]) -
             on_written()
         return answer
 
+    _upload_routes(router, config, store, on_written, current_agent)
     return router
+
+
+def _upload_routes(router: APIRouter, config: Config, store: Store,
+                   on_written: Callable[[], None], current_agent: Callable[..., str]) -> None:
+    """The deployments of an agent's jobs: it stages them with its own ``[deploy]``."""
+    Me = Annotated[str, Depends(current_agent)]
+
+    @router.post("/uploads/claim", response_model=UploadClaimResponse)
+    async def claim_uploads(body: UploadClaimRequest, me: Me) -> UploadClaimResponse:
+        """Up to ``slots`` deployments of the agent's jobs to stage, after any it was given
+        and does not hold (``holding``): a lost answer or a lost journal loses nothing."""
+        owner = uploads.Owner(me)
+
+        def work() -> list[UploadSpec]:
+            now = clock.now()
+            with store.read() as s:  # a look first: most polls find nothing
+                if not uploads.waiting(s, owner, body.holding, now):
+                    return []
+            with store.transaction() as s:
+                taken = uploads.claim(s, config, owner, body.slots, body.holding, now)
+                return [uploads.spec(s, d) for d in taken]
+
+        specs = await asyncio.to_thread(work)
+        if specs:
+            _log.info("uploads given", agent=me, deployments=[u.deployment_id for u in specs])
+            on_written()
+        return UploadClaimResponse(uploads=specs)
+
+    @router.post("/uploads/{deployment_id}/reports", response_model=UploadReportResponse)
+    async def report_upload(deployment_id: int, body: UploadReport,
+                            me: Me) -> UploadReportResponse:
+        """How staging went; applied once (a copy of a report changes nothing)."""
+        def work() -> uploads.Applied | None:
+            with store.transaction() as s:
+                return uploads.apply_report(s, config, uploads.Owner(me), deployment_id, body,
+                                            clock.now())
+
+        applied = await asyncio.to_thread(work)
+        if applied is None:
+            raise HTTPException(404, f"deployment {deployment_id} is not of a job of agent {me}")
+        if applied.changed:
+            on_written()
+        return applied.response
