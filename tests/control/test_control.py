@@ -60,7 +60,8 @@ def finish(store: Store, job_id: int, state: JobState, *, at: datetime = NOW,
     with store.transaction() as s:
         job = s.get(Job, job_id)
         assert job is not None
-        job.agent = agent
+        if agent is not None:
+            job.agent = agent
         jobstore.transition(s, job, JobState.SUBMITTED, at - timedelta(hours=1),
                             backend_id=f"local-{job_id}", job_dir=job_dir)
         jobstore.transition(s, job, JobState.RUNNING, at - timedelta(minutes=50))
