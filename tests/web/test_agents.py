@@ -26,7 +26,7 @@ from tests.web.conftest import INSTANCE, REPO, Web
 from tests.web.seed import seed
 
 OWNER, NAME = REPO.split("/")
-VERBS = ("pause", "resume", "drain")
+VERBS = ("pause", "resume", "drain", "revoke")
 
 
 @dataclass
@@ -130,6 +130,27 @@ def test_people_with_pause_pause_drain_and_resume_an_agent(fleet: Fleet) -> None
     client, _ = fleet.web.client()
     [a1] = [a for a in client.get("/api/agents").json() if a["name"] == "hpc-a1"]
     assert a1["state"] == "connected"
+
+
+def test_a_revoked_agents_token_is_refused_from_its_next_request(fleet: Fleet) -> None:
+    from layerbot.operations import agents as agentops
+
+    secret = agentops.add(fleet.web.store, "hpc-c1", "operator", clock.now())
+    client, _ = fleet.web.client()
+    beat = {"Authorization": f"Bearer {secret}", "Layerbot-Agent-Protocol": "1"}
+    assert client.post("/agent/v1/heartbeat", json={"free_slots": 1},
+                       headers=beat).status_code == 200
+    assert _post(fleet, "/api/agents/hpc-c1/revoke", login="bob").status_code == 403
+    revoked = _post(fleet, "/api/agents/hpc-c1/revoke", login="mona")
+    assert revoked.status_code == 200 and "token revoked" in revoked.json()["message"]
+    assert client.post("/agent/v1/heartbeat", json={"free_slots": 1},
+                       headers=beat).status_code == 401
+    [c1] = [a for a in client.get("/api/agents").json() if a["name"] == "hpc-c1"]
+    assert c1["state"] == "revoked"
+    again = _post(fleet, "/api/agents/hpc-c1/revoke", login="mona")
+    assert again.status_code == 409
+    mona, _ = fleet.web.client(login="mona")
+    assert 'action="/agents/hpc-a1/revoke"' in mona.get("/agents").text
 
 
 @pytest.mark.parametrize("verb", VERBS)

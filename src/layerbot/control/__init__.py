@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from layerbot.control.actions import (
     AGENT_FLAGS,
+    AGENT_VERBS,
     Controller,
     cancel,
     deploy,
@@ -77,6 +78,7 @@ from layerbot.store.joblist import (
 
 __all__ = [
     "AGENT_FLAGS",
+    "AGENT_VERBS",
     "ESTIMATE_SAMPLES",
     "FAILED_STATES",
     "MAX_PAGE",

@@ -238,22 +238,44 @@ AGENT_FLAGS: dict[str, dict[str, bool]] = {
 }
 
 
+#: What can be done to an agent: its flags, and revoking its token.
+AGENT_VERBS = (*AGENT_FLAGS, "revoke")
+
+
 def set_agent(store: Store, config: Config, name: str, verb: str, now: datetime
               ) -> ActionResult:
     """Pause, resume or drain an agent of the fleet: the claims it makes next are answered
-    by its new flags (``core.fleet``); what it holds goes on either way."""
-    flags = AGENT_FLAGS.get(verb)
-    if flags is None:
-        raise ControlError(404, f"agents can be paused, resumed or drained, not {verb!r}")
+    by its new flags (``core.fleet``); what it holds goes on either way. Or revoke its
+    token: it is refused from its next request on."""
+    if verb not in AGENT_VERBS:
+        raise ControlError(404, f"agents can be paused, resumed, drained or revoked, "
+                                f"not {verb!r}")
     before = agent_summary(store, config, name, now)
     if before.state is AgentState.REVOKED:
         raise ControlError(409, f"agent {name} is revoked; `layerbot agents add {name}` "
                                 "makes it anew")
+    if verb == "revoke":
+        return _revoke(store, before, now)
+    flags = AGENT_FLAGS[verb]
     try:
         agentops.set_flags(store, name, **flags)
     except agentops.AgentError as exc:  # gone between the two reads
         raise ControlError(404, str(exc)) from None
     return ActionResult(message=_agent_message(before, verb))
+
+
+def _revoke(store: Store, agent: AgentOut, now: datetime) -> ActionResult:
+    if agent.builtin:
+        raise ControlError(409, f"{agent.name} is the agent inside `serve`: it has no token "
+                                "to revoke (set fleet.builtin_agent = false to stop it)")
+    try:
+        agentops.revoke(store, agent.name, now)
+    except agentops.AgentError as exc:
+        raise ControlError(404, str(exc)) from None
+    held = (f"; the {agent.holding} job(s) it holds end as lost unless they are given back "
+            "first" if agent.holding else "")
+    return ActionResult(message=f"agent {agent.name}: token revoked, it is refused from its "
+                                f"next request{held}")
 
 
 def _agent_message(before: AgentOut, verb: str) -> str:

@@ -305,6 +305,13 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
         maintenance (needs ``pause``); the answer says how many it still holds."""
         return await _agent(principal, name, "drain")
 
+    @router.post("/agents/{name}/revoke", response_model=control.ActionResult,
+                 responses=ACTION)
+    async def revoke_agent(principal: Actor, name: Name) -> control.ActionResult:
+        """Revoke the agent's token: it is refused from its next request on, and the jobs it
+        holds are treated as those of a silent agent (needs ``pause``)."""
+        return await _agent(principal, name, "revoke")
+
     return router
 
 

@@ -295,8 +295,9 @@ def dashboard_router(controller: Controller, auth: Auth,
     @router.post("/agents/{name}/{verb}")
     async def agent_action(request: Request, name: str, verb: str, csrf: str = Form("")
                            ) -> Response:
-        if verb not in control.AGENT_FLAGS:
-            raise ControlError(404, f"agents can be paused, resumed or drained, not {verb!r}")
+        if verb not in control.AGENT_VERBS:
+            raise ControlError(404, f"agents can be paused, resumed, drained or revoked, "
+                                    f"not {verb!r}")
         return await act(request, csrf, "/agents", "pause",
                          (control.instance_scopes, store, config),
                          lambda who: controller.set_agent(name, verb))
