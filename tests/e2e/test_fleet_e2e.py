@@ -135,6 +135,15 @@ def test_an_agent_token_sees_and_reports_only_its_own_jobs(fleet: Fleet) -> None
     assert forged.status_code == 401
 
 
+def test_the_protocol_is_in_the_control_planes_openapi_description(fleet: Fleet) -> None:
+    spec = httpx.get(fleet.replicas[0].url + "/api/openapi.json").json()
+    paths = {p for p in spec["paths"] if p.startswith(PREFIX)}
+    assert {f"{PREFIX}/{p}" for p in ("register", "heartbeat", "claim", "jobs/{job_id}",
+                                       "jobs/{job_id}/reports")} <= paths
+    report = spec["components"]["schemas"]["Report"]
+    assert set(report["properties"]) == set(Report.model_fields)
+
+
 def test_an_agent_of_an_older_protocol_is_refused_clearly(fleet: Fleet) -> None:
     old = ControlPlane(fleet.replicas[0].url, token_of(fleet, "beta"), protocol=0)
     with pytest.raises(Refused) as refused:
