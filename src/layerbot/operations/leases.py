@@ -112,20 +112,40 @@ def heartbeat(session: Session, config: Config, agent: Agent, holding: Mapping[i
         load["resources"] = agent.load["resources"]
     agent.load = load
     until = now + timedelta(seconds=config.fleet.lease_seconds)
-    mine = {job.id: job for job in session.scalars(
-        select(Job).where(Job.agent == agent.name, Job.state.in_(jobstore.ACTIVE)))}
-    cancel: list[int] = []
-    for job in mine.values():
-        if renew_all or holding.get(job.id) == job.lease_id:
-            job.lease_until = until
-            if job.cancel_requested and JobState(job.state) is not JobState.QUEUED:
-                cancel.append(job.id)
-    gone = sorted(i for i, lease in holding.items()
-                  if i not in mine or mine[i].lease_id != lease)
+    # Columns, not jobs: a beat renews what may be thousands of leases, and loading each
+    # job (its facts and all) only to set one column cost more than the rest of the beat.
+    rows = session.execute(
+        select(Job.id, Job.lease_id, Job.state, Job.cancel_requested)
+        .where(Job.agent == agent.name, Job.state.in_(jobstore.ACTIVE))).all()
+    renew = [r for r in rows if renew_all or holding.get(r.id) == r.lease_id]
+    _renew(session, agent.name, [r.id for r in renew], len(renew) == len(rows), until)
+    cancel = [r.id for r in renew
+              if r.cancel_requested and JobState(r.state) is not JobState.QUEUED]
+    mine = {r.id: r.lease_id for r in rows}
+    gone = sorted(i for i, lease in holding.items() if mine.get(i) != lease)
     return HeartbeatResponse(paused=agent.paused or _instance_paused(session, config),
                              draining=agent.draining,
                              lease_seconds=config.fleet.lease_seconds,
                              cancel=sorted(cancel), gone=gone)
+
+
+#: Leases renewed by one statement when a beat renews only some of an agent's jobs.
+RENEW_CHUNK = 5000
+
+
+def _renew(session: Session, agent_name: str, ids: Sequence[int], every: bool,
+           until: datetime) -> None:
+    """Set ``lease_until`` of the agent's active jobs ``ids`` (``every``: they are all of
+    them, the usual beat: one statement without the list)."""
+    if not ids:
+        return
+    mine = (Job.agent == agent_name, Job.state.in_(jobstore.ACTIVE))
+    if every:
+        session.execute(update(Job).where(*mine).values(lease_until=until))
+        return
+    for i in range(0, len(ids), RENEW_CHUNK):
+        session.execute(update(Job).where(*mine, Job.id.in_(ids[i:i + RENEW_CHUNK]))
+                        .values(lease_until=until))
 
 
 def _instance_paused(session: Session, config: Config) -> bool:
@@ -151,19 +171,31 @@ def claim(session: Session, config: Config, agent_name: str, slots: int, now: da
     names = [n.name for n in me.node_types]
     if wanted <= 0 or not names:
         return []
-    query = (select(Job).where(Job.state == JobState.QUEUED.value, Job.agent.is_(None),
-                               Job.node_type.in_(names))
+    # The decision needs four columns: candidates are read (and locked) as such, and only
+    # the jobs taken are loaded whole.
+    query = (select(Job.id, Job.node_type, Job.repo_target, Job.agent_filter)
+             .where(Job.state == JobState.QUEUED.value, Job.agent.is_(None),
+                    Job.node_type.in_(names))
              .order_by(Job.id).limit(wanted * CANDIDATES_PER_SLOT))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    leased: list[Job] = []
-    for job in session.scalars(query):
-        if len(leased) >= wanted:
-            break
-        if fleet.should_take(me, job.node_type, job.repo_target, job.agent_filter, views,
-                             now, t):
-            lease(job, agent_name, now, config)
-            leased.append(job)
+    taken: list[int] = []
+    # Candidates share a few kinds (node type, repository target, filter): ask once a kind.
+    decided: dict[tuple[str, str, str | None], bool] = {}
+    for job_id, node_type, repo_target, agent_filter in session.execute(query):
+        kind = (node_type, repo_target, agent_filter)
+        if kind not in decided:
+            decided[kind] = fleet.should_take(me, *kind, views, now, t)
+        if decided[kind]:
+            taken.append(job_id)
+            if len(taken) >= wanted:
+                break
+    if not taken:
+        return []
+    # Locked by this transaction (PostgreSQL), or the database is this writer's (SQLite).
+    leased = list(session.scalars(select(Job).where(Job.id.in_(taken)).order_by(Job.id)))
+    for job in leased:
+        lease(job, agent_name, now, config)
     return leased
 
 
@@ -184,8 +216,17 @@ def lease(job: Job, agent: str, now: datetime, config: Config) -> None:
     job.job_dir = None  # a directory of an earlier agent is not this one's
 
 
-def spec(session: Session, job: Job) -> JobSpec:
-    build = session.get(Build, job.build_id)
+def specs(session: Session, jobs: Sequence[Job]) -> list[JobSpec]:
+    """The specs of ``jobs``, their builds read in one query (the session keeps only weak
+    references: one ``get`` per job would read a build again for each of its jobs)."""
+    ids = {j.build_id for j in jobs}
+    builds = {b.id: b for b in session.scalars(select(Build).where(Build.id.in_(ids)))} \
+        if ids else {}
+    return [spec(session, j, builds.get(j.build_id)) for j in jobs]
+
+
+def spec(session: Session, job: Job, build: Build | None = None) -> JobSpec:
+    build = build or session.get(Build, job.build_id)
     assert build is not None, "a job always has its build"
     return JobSpec(id=job.id, lease_id=job.lease_id or "", build_id=job.build_id,
                    repo=job.repo, pr=job.pr, clone_url=build.clone_url,

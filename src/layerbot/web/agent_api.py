@@ -108,14 +108,18 @@ def agent_router(config: Config, store: Store, on_written: Callable[[], None]) -
         end = started + min(body.wait_seconds, config.fleet.claim_wait_seconds)
 
         def work() -> list[JobSpec]:
-            # A look first, so that waiting agents do not queue for the write lock.
-            with store.read() as s:
-                if not leases.work_waiting(s, me):
-                    return []
+            # A look first, so that waiting agents do not queue for SQLite's write lock
+            # (PostgreSQL has none: there the look is the claim's first query, in its
+            # transaction, which saves a connection's checkout and a commit).
+            if store.is_sqlite:
+                with store.read() as s:
+                    if not leases.work_waiting(s, me):
+                        return []
             now = clock.now()
             with store.transaction() as s:
-                jobs = leases.claim(s, config, me, body.slots, now)
-                return [leases.spec(s, j) for j in jobs]
+                if not store.is_sqlite and not leases.work_waiting(s, me):
+                    return []
+                return leases.specs(s, leases.claim(s, config, me, body.slots, now))
 
         while True:
             jobs = await asyncio.to_thread(work)
