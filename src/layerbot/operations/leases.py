@@ -59,21 +59,29 @@ def node_kinds(capabilities: Mapping[str, Any] | None) -> tuple[fleet.NodeKind, 
 
 
 def fleet_views(session: Session) -> list[fleet.AgentView]:
-    """Every agent as the pure rules see it, with how many active jobs it holds."""
+    """Every agent as the pure rules see it, with how many active jobs it holds (columns,
+    not rows: every claim asks this, so it is read the cheap way)."""
     holding = dict(session.execute(
         select(Job.agent, func.count(Job.id))
         .where(Job.agent.is_not(None), Job.state.in_(jobstore.ACTIVE))
         .group_by(Job.agent)).all())
-    return [view(a, int(holding.get(a.name, 0))) for a in session.scalars(select(Agent))]
+    rows = session.execute(select(Agent.name, Agent.cluster, Agent.priority,
+                                  Agent.capabilities, Agent.heartbeat_at, Agent.paused,
+                                  Agent.draining, Agent.revoked_at))
+    return [_view(r.name, r.cluster, r.priority, r.capabilities, r.heartbeat_at, r.paused,
+                  r.draining, r.revoked_at is not None, int(holding.get(r.name, 0)))
+            for r in rows]
 
 
-def view(agent: Agent, holding: int) -> fleet.AgentView:
-    caps = agent.capabilities or {}
+def _view(name: str, cluster: str, priority: int, capabilities: Mapping[str, Any] | None,
+          heartbeat_at: datetime | None, paused: bool, draining: bool, revoked: bool,
+          holding: int) -> fleet.AgentView:
+    caps = capabilities or {}
     return fleet.AgentView(
-        name=agent.name, cluster=agent.cluster, priority=agent.priority,
+        name=name, cluster=cluster, priority=priority,
         concurrency=int(caps.get("concurrency") or 1), node_types=node_kinds(caps),
-        holding=holding, heartbeat_at=agent.heartbeat_at, paused=agent.paused,
-        draining=agent.draining, revoked=agent.revoked_at is not None)
+        holding=holding, heartbeat_at=heartbeat_at, paused=paused, draining=draining,
+        revoked=revoked)
 
 
 # --- registration and heartbeats -----------------------------------------------------------
@@ -201,8 +209,8 @@ def claim(session: Session, config: Config, agent_name: str, slots: int, now: da
 
 def work_waiting(session: Session, agent_name: str) -> bool:
     """Whether any unleased queued job has one of the agent's node types (a cheap read)."""
-    agent = session.get(Agent, agent_name)
-    names = [n.name for n in node_kinds(agent.capabilities if agent else None)]
+    caps = session.scalar(select(Agent.capabilities).where(Agent.name == agent_name))
+    names = [n.name for n in node_kinds(caps)]
     return bool(names) and session.scalar(
         select(Job.id).where(Job.state == JobState.QUEUED.value, Job.agent.is_(None),
                              Job.node_type.in_(names)).limit(1)) is not None
