@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,9 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import func, select
 from tests.support.botproc import BotProcess, free_port, write_config
+from tests.support.databases import fresh_database
 from tests.support.fakegithub import FakeGitHub, generate_app_key
 from tests.support.webhooks import DEFAULT_APP_ID, DEFAULT_INSTALLATION_ID, DEFAULT_REPO
 
@@ -87,24 +86,8 @@ def database(sqlite: bool, tmp: Path) -> Iterator[str]:
     if sqlite:
         yield f"sqlite:///{tmp / 'layerbot.db'}"
         return
-    admin_url = pg_admin_url()
-    name = f"bench_fleet_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        for attempt in range(5):  # a backend of another role (autovacuum) may be on it
-            try:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                break
-            except DBAPIError:
-                if attempt == 4:
-                    raise
-                time.sleep(1.0)
-        admin.dispose()
+    with fresh_database(pg_admin_url(), "bench_fleet") as url:
+        yield url
 
 
 def record_jobs(store: Store, config_path: Path, count: int) -> None:

@@ -25,6 +25,7 @@ from layerbot.core.protocol import (
     RegisterRequest,
     Report,
 )
+from tests.support.databases import fresh_database
 from tests.support.fleet import NAME, OWNER, AgentSpec, Fleet, start_fleet, wait
 
 pytestmark = [pytest.mark.slurm, pytest.mark.postgres, pytest.mark.slow]
@@ -54,23 +55,12 @@ JOB_ID = re.compile(r"/job-(\d+)-[0-9a-f]+ ")
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str) -> Iterator[Fleet]:
-    from sqlalchemy import create_engine, text
-
-    name = f"fleet_{int(time.time())}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = pg_admin_url.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        with start_fleet(tmp_path_factory.mktemp("fleet"), url, AGENTS,
-                         extra={"build": {"allowed_exportvars": ["SLEEP"]},
-                                "reporting": {"check_runs": "final"}}) as f:
-            yield f
-            f.fake.assert_no_violations()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database(pg_admin_url, "fleet") as url, start_fleet(
+            tmp_path_factory.mktemp("fleet"), url, AGENTS,
+            extra={"build": {"allowed_exportvars": ["SLEEP"]},
+                   "reporting": {"check_runs": "final"}}) as f:
+        yield f
+        f.fake.assert_no_violations()
 
 
 def runs_of(fleet: Fleet, job_id: int) -> list[str]:

@@ -10,7 +10,6 @@ the reason. Neither agent can take or report the other's deployment.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from layerbot.core.protocol import PREFIX, PROTOCOL_HEADER, UploadReport
 from layerbot.deploy.metadata import file_sha256, parse_metadata
 from layerbot.deploy.signing import Verifier, allowed_signers_line, generate_keypair
 from layerbot.deploy.staging import DirStaging
+from tests.support.databases import fresh_database
 from tests.support.fleet import NAME, OWNER, AgentSpec, Fleet, start_fleet, wait
 from tests.support.webhooks import pull_request_event
 
@@ -52,13 +52,6 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Staged:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str,
           staged: Staged) -> Iterator[Fleet]:
-    from sqlalchemy import create_engine, text
-
-    name = f"uploads_{int(time.time())}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = pg_admin_url.rsplit("/", 1)[0] + f"/{name}"
     tmp = tmp_path_factory.mktemp("fleet-uploads")
     agents = [
         AgentSpec("alpha", LOCAL, [{"name": "zen2", "cpu_target": "x86_64/amd/zen2"}],
@@ -69,15 +62,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str,
     # The control plane's own [deploy] points elsewhere: nothing may land there.
     extra = {"deploy": {"staging": "dir", "staging_dir": str(tmp / "control-plane-staging")},
              "reporting": {"check_runs": "final"}}
-    try:
-        with start_fleet(tmp, url, agents, replicas=1, extra=extra) as f:
-            f.fake.set_permission(OWNER, NAME, "maint", "maintain")
-            yield f
-            f.fake.assert_no_violations()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database(pg_admin_url, "uploads") as url, start_fleet(
+            tmp, url, agents, replicas=1, extra=extra) as f:
+        f.fake.set_permission(OWNER, NAME, "maint", "maintain")
+        yield f
+        f.fake.assert_no_violations()
 
 
 def label(fleet: Fleet, number: int, login: str) -> None:
