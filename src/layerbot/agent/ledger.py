@@ -86,6 +86,10 @@ class Ledger(Protocol):
         """Lease up to ``slots`` more jobs (waiting up to ``wait_seconds`` for some)."""
         ...
 
+    def holding(self) -> int:
+        """How many unfinished jobs this agent holds (to know its free slots)."""
+        ...
+
     def queued(self) -> list[JobSpec]:
         """Jobs leased to this agent and not yet submitted (to prepare and submit)."""
         ...

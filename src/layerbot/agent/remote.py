@@ -184,6 +184,9 @@ class RemoteLedger:
 
     # --- what the submitter and reconciler read -----------------------------------------
 
+    def holding(self) -> int:
+        return sum(1 for j in self.journal.all() if not JobState(j.state).terminal)
+
     def queued(self) -> list[JobSpec]:
         return [j.spec.model_copy(update={"job_dir": j.job_dir})
                 for j in self.journal.all()

@@ -116,8 +116,7 @@ class AgentRunner:
         return await self.submitter.submit_queued()
 
     def _free_slots(self) -> int:
-        holding = len(self.ledger.queued()) + len(self.ledger.active())
-        return max(0, self.concurrency - holding)
+        return max(0, self.concurrency - self.ledger.holding())
 
     # --- log tails ----------------------------------------------------------------------
 

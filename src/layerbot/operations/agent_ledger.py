@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from layerbot import __version__, clock
@@ -37,6 +37,7 @@ from layerbot.core.protocol import (
     UploadSpec,
 )
 from layerbot.operations import leases, uploads
+from layerbot.store import jobs as jobstore
 from layerbot.store.db import Store
 from layerbot.store.models import Agent, Job
 
@@ -82,15 +83,19 @@ class StoreLedger:
     def claim(self, slots: int, wait_seconds: float) -> list[JobSpec]:
         now = clock.now()
         with self.store.transaction() as s:
-            jobs = leases.claim(s, self.config, self.name, slots, now)
-            return [leases.spec(s, j) for j in jobs]
+            return leases.specs(s, leases.claim(s, self.config, self.name, slots, now))
+
+    def holding(self) -> int:
+        with self.store.read() as s:
+            return int(s.scalar(select(func.count(Job.id)).where(
+                Job.agent == self.name, Job.state.in_(jobstore.ACTIVE))) or 0)
 
     def queued(self) -> list[JobSpec]:
         with self.store.read() as s:
             jobs = s.scalars(select(Job).where(Job.agent == self.name,
                                                Job.state == JobState.QUEUED.value)
                              .order_by(Job.id)).all()
-            return [leases.spec(s, j) for j in jobs]
+            return leases.specs(s, jobs)
 
     def held(self) -> list[str]:
         with self.store.read() as s:

@@ -150,23 +150,23 @@ def agent_router(config: Config, store: Store, on_written: Callable[[], None]) -
 
     @router.post("/jobs/{job_id}/reports", response_model=ReportResponse)
     async def report(job_id: int, body: Report, me: Me) -> ReportResponse:
-        def work() -> tuple[ReportResponse, bool]:
+        def work() -> leases.Applied | None:
             now = clock.now()
             with store.transaction() as s:
                 row = s.get(Job, job_id)
                 if row is None or row.agent != me:
-                    return ReportResponse(accepted=False), False
+                    return None  # as if it did not exist: another agent's job
                 applied = leases.apply_report(s, me, job_id, body, now)
                 if applied.changed is not None:
                     leases.report_changed(s, config, [applied.changed], now)
-                return applied.response, applied.changed is not None
+                return applied
 
-        answer, changed = await asyncio.to_thread(work)
-        if not answer.accepted and answer.detail == "":
+        applied = await asyncio.to_thread(work)
+        if applied is None:
             raise HTTPException(404, f"job {job_id} is not leased to agent {me}")
-        if changed:
+        if applied.changed is not None:
             on_written()
-        return answer
+        return applied.response
 
     _upload_routes(router, config, store, on_written, current_agent)
     return router
