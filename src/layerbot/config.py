@@ -495,7 +495,8 @@ class AgentConfig(Section):
 
     #: The agent's name (its token is made for it); default: instance.name.
     name: str = ""
-    #: The cluster it builds on, shown with each job; default: the agent's name.
+    #: The cluster it builds on, for the agent inside `serve`; default: the agent's name. A
+    #: cluster's agent is in the cluster `layerbot agents add --cluster` gave it.
     cluster: str = ""
     #: The control plane, e.g. https://bot.example.org (or --server).
     server_url: str = ""

@@ -32,7 +32,7 @@ def config() -> Config:
 def add_agent(store: Store, cfg: Config, name: str, nodes: list[str], *, priority: int = 0,
               concurrency: int = 10, now: datetime | None = None) -> None:
     now = now or clock.now()
-    agentops.add(store, name, "test", now, priority=priority)
+    agentops.add(store, name, "test", now, cluster=f"cluster-{name}", priority=priority)
     caps = Capabilities(backend="local", concurrency=concurrency, node_types=[
         NodeTypeCapability(name=n, cpu_target=f"x86_64/{n}") for n in nodes])
     with store.transaction() as s:
@@ -112,6 +112,20 @@ def test_an_agent_gets_only_its_node_types_and_what_inst_names(store: Store) -> 
     pinned = queue_jobs(store, cfg, 1, agent_filter="cluster-y")
     assert claim(store, cfg, "x") == []
     assert sorted(claim(store, cfg, "y")) == sorted(arm + pinned)
+
+
+def test_an_agent_cannot_move_itself_into_another_cluster(store: Store) -> None:
+    cfg = config()
+    add_agent(store, cfg, "x", ["zen2"])
+    caps = Capabilities(backend="local", concurrency=1, node_types=[])
+    with store.transaction() as s:
+        agent = s.get(Agent, "x")
+        assert agent is not None
+        leases.register(s, cfg, agent, 1, "test", "cluster-of-someone-else", caps,
+                        clock.now())
+    with store.read() as s:
+        found = s.get(Agent, "x")
+        assert found is not None and found.cluster == "cluster-x"
 
 
 def test_concurrent_claims_never_lease_a_job_twice(store: Store) -> None:

@@ -189,7 +189,8 @@ def start_fleet(tmp: Path, store_url: str, agents: list[AgentSpec], *, replicas:
         servers = ",".join(p.url for p in procs)
         store = Store(store_url)
         for spec in agents:
-            token = agentops.add(store, spec.name, "test", clock.now(), priority=spec.priority)
+            token = agentops.add(store, spec.name, "test", clock.now(),
+                                 cluster=f"cluster-{spec.name}", priority=spec.priority)
             config = agent_config(tmp / f"agent-{spec.name}", spec.name, servers, token,
                                   backend=spec.backend, node_types=spec.node_types,
                                   origin_root=tmp / "origin", runs_file=runs,

@@ -88,10 +88,15 @@ def _view(name: str, cluster: str, priority: int, capabilities: Mapping[str, Any
 
 def register(session: Session, config: Config, agent: Agent, protocol: int, version: str,
              cluster: str, capabilities: Capabilities, now: datetime) -> list[HeldJob]:
-    """Record what the agent says it is; returns what the server believes it holds."""
+    """Record what the agent says it is; returns what the server believes it holds.
+
+    The cluster of an agent with a token is the operator's (`layerbot agents add
+    --cluster`): ``inst:`` and the costs name it, so an agent cannot move itself into
+    another cluster by saying so. Only the built-in agent names its own."""
     agent.protocol = protocol
     agent.version = version
-    agent.cluster = cluster
+    if agent.builtin or not agent.cluster:
+        agent.cluster = cluster
     agent.capabilities = capabilities.model_dump(mode="json")
     agent.registered_at = now
     agent.heartbeat_at = now
