@@ -86,8 +86,9 @@ async def run(config: Config, server_url: str, stop: asyncio.Event | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    answer = None
+    answer, asked = None, time.monotonic()
     while answer is None and not stop.is_set():
+        asked = time.monotonic()  # the leases it renews run from before the question
         try:
             answer = await asyncio.to_thread(register, server, config, journal)
         except Refused as exc:
@@ -98,7 +99,7 @@ async def run(config: Config, server_url: str, stop: asyncio.Event | None = None
     if answer is None:
         return
     ledger = RemoteLedger(server, journal, answer.lease_seconds)
-    ledger.renewed(time.monotonic(), answer.lease_seconds)
+    ledger.renewed(asked, answer.lease_seconds)
     backend = make_backend(config)
     mirrors = Mirrors(config.mirrors_dir, attempts=config.build.fetch_attempts)
     uploads = RemoteUploads(server, UploadJournal(config.instance.data_dir / "agent" / "uploads"))
