@@ -18,6 +18,7 @@ real protocol and run nothing.
 
     uv run python benchmarks/bench_fleet.py [--agents 20] [--jobs 2000] [--duration 20]
         [--sqlite] [--replicas 1] [--heartbeat 2 --lease 10 --grace 5] [--slots 10]
+        [--claims-at-once N]
 """
 
 from __future__ import annotations
@@ -347,6 +348,8 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=10, help="jobs asked per claim")
     parser.add_argument("--claim-wait", type=float, default=0.0,
                         help="long poll of each claim at the server")
+    parser.add_argument("--claims-at-once", type=int, default=None,
+                        help="fleet.claims_at_once of the control plane (default: its own)")
     parser.add_argument("--idle", type=float, default=0.25,
                         help="an agent's pause after a claim that got nothing")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -378,7 +381,9 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> None:
     fake.start()
     settings = {"fleet": {"builtin_agent": False, "heartbeat_seconds": args.heartbeat,
                           "lease_seconds": args.lease, "grace_seconds": args.grace,
-                          "claim_wait_seconds": max(args.claim_wait, 0.0)},
+                          "claim_wait_seconds": max(args.claim_wait, 0.0),
+                          **({"claims_at_once": args.claims_at_once}
+                             if args.claims_at_once else {})},
                 "node_types": [], "repo_targets": REPO_TARGETS,
                 "server": {"worker_process": True}}
     bots: list[BotProcess] = []

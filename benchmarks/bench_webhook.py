@@ -1,10 +1,22 @@
-"""Webhook answer latency and event throughput of a real `layerbot serve` (issue 2 figures).
+"""Webhook answer latency, alone and with event handling running, and event throughput
+of a real `layerbot serve` (issue 2 and issue 13 figures).
 
-Sends N signed `issue_comment` deliveries, C at a time, over loopback to a `layerbot serve`
-with the default SQLite store (each delivery durable before its answer), then waits until
-the fake GitHub has received the `eyes` reaction for every one of them.
+Two phases against one bot, each N signed `issue_comment` deliveries sent C at a time over
+loopback (each delivery durable before its answer):
 
-    uv run python benchmarks/bench_webhook.py [--deliveries 2000] [--concurrency 50]
+1. receiver alone: the bot's worker process (all handling) is stopped with SIGSTOP while
+   the deliveries are sent, so only the receiver runs;
+2. with handling: the worker is let go, and once it is replying (the first `eyes`
+   reaction reached the fake GitHub) N more deliveries are sent while it works through
+   the first N (a backlog that lasts far longer than the sending).
+
+Then it waits until the fake GitHub has received the `eyes` reaction for all 2N.
+
+    python benchmarks/bench_webhook.py [--deliveries 1000] [--concurrency 50]
+                                       [--database sqlite|postgres]
+
+``--database postgres`` makes a fresh database on the server of ``LAYERBOT_TEST_PG_URL``
+(see /var/tmp/layerbot-pg/env) and drops it afterwards.
 """
 
 from __future__ import annotations
@@ -12,17 +24,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
+import signal
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.botproc import SECRET, BotProcess, free_port, write_config
+from tests.support.databases import fresh_database
 from tests.support.fakegithub import FakeGitHub, generate_app_key
 from tests.support.webhooks import (
     DEFAULT_APP_ID,
@@ -32,6 +49,8 @@ from tests.support.webhooks import (
     encode,
     issue_comment_created,
 )
+
+from layerbot.store.db import Store
 
 OWNER, NAME = DEFAULT_REPO.split("/")
 PRS = 50
@@ -111,45 +130,146 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+def worker_pid(bot_pid: int, timeout: float = 30) -> int:
+    """The pid of the bot's worker process: its child started by multiprocessing's spawn
+    (not the resource tracker, the other child it may have)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{bot_pid}/task/{bot_pid}/children").read_text().split()
+        for child in children:
+            try:
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return int(child)
+            except FileNotFoundError:
+                continue
+        time.sleep(0.1)
+    raise RuntimeError(f"no worker process under pid {bot_pid}")
+
+
+@contextmanager
+def worker_stopped(store_url: str, pid: int) -> Iterator[None]:
+    """The worker process stopped (SIGSTOP) meanwhile: the receiver alone.
+
+    It is stopped while this process holds a write transaction: on SQLite the worker then
+    holds no write lock that would block the receiver while it sleeps. (On PostgreSQL the
+    receiver's inserts wait for no lock a worker's transaction holds.)"""
+    store = Store(store_url, migrate=False)
+    try:
+        with store.transaction():
+            os.kill(pid, signal.SIGSTOP)
+    finally:
+        store.close()
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def sched_seconds(pid: int) -> tuple[float, float]:
+    """(on a CPU, runnable but waiting for one): seconds so far, over the process's live
+    threads (/proc/PID/task/TID/schedstat)."""
+    ran = waited = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            on_cpu, on_queue, _ = (task / "schedstat").read_text().split()
+        except (FileNotFoundError, ValueError):
+            continue  # a thread that just ended
+        ran, waited = ran + int(on_cpu), waited + int(on_queue)
+    return ran / 1e9, waited / 1e9
+
+
+@contextmanager
+def cpu_used(pids: dict[str, int], into: dict[str, tuple[float, float]]) -> Iterator[None]:
+    """(CPU seconds, seconds waiting for a CPU) of each of ``pids`` meanwhile, by name."""
+    before = {name: sched_seconds(pid) for name, pid in pids.items()}
+    yield
+    for name, pid in pids.items():
+        ran, waited = sched_seconds(pid)
+        into[name] = (ran - before[name][0], waited - before[name][1])
+
+
+def report(name: str, latencies: list[float], seconds: float,
+           cpu: dict[str, tuple[float, float]]) -> None:
+    ms = [x * 1000 for x in latencies]
+    print(f"{name}_cpu_ms_per_delivery=" + " ".join(
+        f"{who}:{used / len(ms) * 1000:.2f}" for who, (used, _) in cpu.items()))
+    print(f"{name}_cpu_wait_ms_per_delivery=" + " ".join(
+        f"{who}:{waited / len(ms) * 1000:.2f}" for who, (_, waited) in cpu.items()))
+    print(f"{name}_p50_ms={statistics.median(ms):.2f}")
+    print(f"{name}_p99_ms={percentile(ms, 99):.2f}")
+    print(f"{name}_max_ms={max(ms):.2f}")
+    print(f"{name}_accept_rate_per_s={len(ms) / seconds:.0f}")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--deliveries", type=int, default=2000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deliveries", type=int, default=1000, help="per phase")
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
+    admin_url = os.environ.get("LAYERBOT_TEST_PG_URL", "")
+    if args.database == "postgres" and not admin_url:
+        parser.error("--database postgres needs LAYERBOT_TEST_PG_URL "
+                     "(source /var/tmp/layerbot-pg/env)")
+    database = (fresh_database(admin_url, prefix="bench") if args.database == "postgres"
+                else nullcontext(None))
     private, _ = generate_app_key()
-    with tempfile.TemporaryDirectory() as tmp, FakeGitHub(DEFAULT_APP_ID, private) as fake:
+    with (tempfile.TemporaryDirectory() as tmp, database as pg_url,
+          FakeGitHub(DEFAULT_APP_ID, private) as fake):
         fake.add_installation(DEFAULT_INSTALLATION_ID, OWNER)
-        items = prepare(fake, args.deliveries)
+        alone_items = prepare(fake, args.deliveries)
+        busy_items = prepare(fake, args.deliveries)
         port = free_port()
+        store_url = pg_url or f"sqlite:///{Path(tmp) / 'layerbot.db'}"
         config = write_config(Path(tmp), api_url=fake.url, app_id=DEFAULT_APP_ID,
-                              private_key_pem=private, port=port,
+                              private_key_pem=private, port=port, store_url=store_url,
                               extra={"logging": {"level": "warning"}})
         with BotProcess(config, port) as bot:
+            assert bot.proc is not None
             # warm-up: one delivery end to end (token, permission cache, connections)
             warm = prepare(fake, 1)
             asyncio.run(send_all(bot.url, warm, 1))
             fake.wait_for(lambda: fake.reactions(warm[0][2]) == ["eyes"], timeout=30)
-            started = time.perf_counter()
+            reactions = "reactions/create-for-issue-comment"
+            pids = {"web": bot.proc.pid, "worker": worker_pid(bot.proc.pid)}
+            alone_cpu: dict[str, tuple[float, float]] = {}
+            busy_cpu: dict[str, tuple[float, float]] = {}
+            with (worker_stopped(store_url, pids["worker"]),
+                  cpu_used(pids, alone_cpu)):
+                started = time.perf_counter()
+                alone = send_from_another_process(bot.url, alone_items, args.concurrency)
+                alone_seconds = time.perf_counter() - started
+            handling_from = time.perf_counter()
             cpu_before, requests_before = time.process_time(), len(fake.requests)
-            latencies = send_from_another_process(bot.url, items, args.concurrency)
-            sent = time.perf_counter()
+            # the worker is replying: the first N are the backlog it works through meanwhile
+            fake.wait_for(lambda: fake.count(reactions) >= 2, timeout=60)
+            with cpu_used({**pids, "bench": os.getpid()}, busy_cpu):
+                started = time.perf_counter()
+                busy = send_from_another_process(bot.url, busy_items, args.concurrency)
+                busy_seconds = time.perf_counter() - started
+            handled_meanwhile = fake.count(reactions) - 1
             # a cheap check, rarely: the polling must not take the CPU it measures
-            target = len(items) + 1
-            fake.wait_for(lambda: fake.count("reactions/create-for-issue-comment") >= target,
-                          timeout=600, interval=0.25)
-            assert all(fake.reactions(c) == ["eyes"] for _, _, c in items)
+            target = 2 * args.deliveries + 1
+            fake.wait_for(lambda: fake.count(reactions) >= target, timeout=1200,
+                          interval=0.25)
+            # nothing lost, nothing done twice
+            assert all(fake.reactions(c) == ["eyes"] for _, _, c in alone_items + busy_items)
             done = time.perf_counter()
             fake_cpu = time.process_time() - cpu_before
             fake_requests = len(fake.requests) - requests_before
         fake.assert_no_violations()
-    ms = [x * 1000 for x in latencies]
-    print(f"deliveries={len(items)} concurrency={args.concurrency}")
-    print(f"webhook_answer_p50_ms={statistics.median(ms):.2f}")
-    print(f"webhook_answer_p99_ms={percentile(ms, 99):.2f}")
-    print(f"webhook_answer_max_ms={max(ms):.2f}")
-    print(f"accept_rate_per_s={len(items) / (sent - started):.0f}")
-    print(f"events_handled_per_s={len(items) / (done - started):.1f} "
-          f"(delivery to eyes reaction received, {done - started:.1f} s for all)")
+    print(f"database={args.database} deliveries_per_phase={args.deliveries} "
+          f"concurrency={args.concurrency}")
+    # CPU per delivery sent in the phase: the web process's own, and what ran beside it
+    # (the worker; the bench process, that is the fake GitHub answering the worker).
+    report("receiver_alone", alone, alone_seconds, alone_cpu)
+    report("with_handling", busy, busy_seconds, busy_cpu)
+    if handled_meanwhile >= 2 * args.deliveries:
+        print("WARNING: the backlog was handled before the second phase ended")
+    events = 2 * args.deliveries
+    print(f"events_handled_per_s={events / (done - handling_from):.1f} "
+          f"({events} events, worker let go to last eyes reaction: "
+          f"{done - handling_from:.1f} s)")
     # The fake GitHub runs in this process and checks every request against the OpenAPI
     # description: its CPU per request bounds the rate above on this 2-core machine.
     print(f"fake_github_requests={fake_requests} "

@@ -37,6 +37,9 @@ start() {
     as_pg psql -h "$BASE" -p "$PORT" -U postgres -qc "CREATE ROLE layerbot LOGIN PASSWORD 'layerbot' CREATEDB"
     as_pg psql -h "$BASE" -p "$PORT" -U postgres -qc "CREATE DATABASE layerbot OWNER layerbot"
   fi
+  # Dropping a test database WITH (FORCE) must also end an autovacuum worker that happens
+  # to be on it; without this role that drop fails now and then.
+  as_pg psql -h "$BASE" -p "$PORT" -U postgres -qc "GRANT pg_signal_backend TO layerbot" 2>/dev/null
   echo "export LAYERBOT_TEST_PG_URL='$URL'" > "$BASE/env"
   echo "PostgreSQL running on 127.0.0.1:$PORT; env in $BASE/env"
 }

@@ -233,6 +233,9 @@ JobCompLoc=$LOG/jobcomp.log
 NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE CPUs=$cpus Sockets=1 CoresPerSocket=$cpus ThreadsPerCore=1 RealMemory=$mem Feature=zen2,x86_64 State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=60 State=UP
 PartitionName=build Nodes=$NODE Default=NO MaxTime=INFINITE State=UP
+# Up to 4 jobs per core: for pipelines of steps that mostly wait (benchmarks/bench_pipeline.py)
+# on a machine with few cores.
+PartitionName=shared Nodes=$NODE Default=NO MaxTime=60 OverSubscribe=FORCE:4 State=UP
 EOF
 }
 

@@ -27,6 +27,7 @@ from pydantic import (
 
 from layerbot.config_file import DEFAULT_DATA_DIR, find_config_file, resolve_store_url
 from layerbot.config_file import resolve_relative_paths as _resolve_relative_paths
+from layerbot.core.pipeline import PlanLimits
 from layerbot.core.slurm_options import option_problems
 
 PRIVATE_KEY_ENV = "LAYERBOT_GITHUB_PRIVATE_KEY"
@@ -51,6 +52,8 @@ class GitHubConfig(Section):
     private_key_file: Path | None = None
     webhook_secret_file: Path | None = None
     api_url: str = "https://api.github.com"
+    #: How long a request to GitHub may take before it counts as unanswered.
+    timeout_seconds: float = Field(default=30.0, gt=0)
     #: The allow-list of repositories whose events the bot acts on: ``owner/name``,
     #: ``owner/*`` or ``*`` (any repository the App is installed on, said explicitly).
     #: Events of other repositories (other installations) are ignored, logged and counted
@@ -149,6 +152,9 @@ class OutboxConfig(Section):
     max_attempts: int = Field(default=8, ge=1)
     backoff_seconds: float = Field(default=1.0, ge=0)
     backoff_max_seconds: float = Field(default=600.0, ge=0)
+    #: A comment whose create timed out may still be applied by GitHub afterwards: it is
+    #: looked for (by its marker) and created only this long after the timeout.
+    in_flight_seconds: float = Field(default=60.0, ge=0)
 
 
 class DeliveriesConfig(Section):
@@ -481,6 +487,11 @@ class FleetConfig(Section):
     grace_seconds: float = Field(default=60.0, ge=0)
     #: How long a claim waits for work before answering with none (long poll).
     claim_wait_seconds: float = Field(default=20.0, ge=0, le=60)
+    #: How many claims one control-plane process works on at once; the others wait their
+    #: turn (a few milliseconds each). Claims that arrive together look at the same queued
+    #: jobs: run all at once, each skips what the others locked and they share the CPU,
+    #: and the last of a burst of twenty answered later than in turn.
+    claims_at_once: int = Field(default=2, ge=1, le=64)
 
     @model_validator(mode="after")
     def _beats_within_lease(self) -> FleetConfig:
@@ -488,6 +499,34 @@ class FleetConfig(Section):
             raise ValueError("fleet.lease_seconds must be at least twice "
                              "fleet.heartbeat_seconds, or one late beat loses every lease")
         return self
+
+
+class PipelinesConfig(Section):
+    """A target's build split into dependent steps by a plan script (docs/pipelines.md)."""
+
+    #: The plan script: relative, in the PR's checkout (a repository without it builds
+    #: each target as one job); absolute, a site script every target runs.
+    plan_script: str = "bot/plan.sh"
+    max_steps: int = Field(default=50, ge=1, le=1000)
+    max_plan_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: What one step may ask for (None: no limit beyond the batch system's).
+    max_cpus: int | None = Field(default=None, ge=1)
+    max_memory_mb: int | None = Field(default=None, ge=1)
+    #: Where an agent keeps the artifacts of finished steps, read-only to jobs; default
+    #: <jobs_dir>/.step-artifacts.
+    artifacts_dir: Path | None = None
+    #: An agent with a [deploy] section stages the artifacts of steps with a cache key, so
+    #: that other agents reuse them (false: they stay in its own store).
+    stage_cached_steps: bool = True
+    #: ssh allowed_signers of the agents whose staged step artifacts this agent uses: with
+    #: it, one without a good signature (namespace: the control plane's instance) is refused.
+    allowed_signers_file: Path | None = None
+    #: Jobs (steps included) of one PR, and of one target, leased at a time (0: no limit):
+    #: a big PR cannot hold every slot while another waits.
+    max_active_per_pr: int = Field(default=0, ge=0)
+    max_active_per_target: int = Field(default=0, ge=0)
+    #: A PR with this label when a build is asked for has its jobs claimed first.
+    priority_label: str = "bot:priority"
 
 
 class AgentConfig(Section):
@@ -538,6 +577,7 @@ class Config(Section):
     web: WebConfig = WebConfig()
     fleet: FleetConfig = FleetConfig()
     agent: AgentConfig = AgentConfig()
+    pipelines: PipelinesConfig = PipelinesConfig()
     #: The file it was read from, if any (relative paths inside are relative to it).
     source: Path | None = Field(default=None, exclude=True)
 
@@ -570,6 +610,19 @@ class Config(Section):
     @property
     def jobs_dir(self) -> Path:
         return self.build.jobs_dir or self.instance.data_dir / "jobs"
+
+    @property
+    def plan_limits(self) -> PlanLimits:
+        """What this site allows a plan (agents check it, the control plane again)."""
+        p = self.pipelines
+        return PlanLimits(max_steps=p.max_steps, max_bytes=p.max_plan_bytes,
+                          max_time_minutes=self.build.time_limit_minutes,
+                          max_cpus=p.max_cpus, max_memory_mb=p.max_memory_mb,
+                          overridable=tuple(self.backend.slurm.overridable))
+
+    @property
+    def step_artifacts_dir(self) -> Path:
+        return self.pipelines.artifacts_dir or self.jobs_dir / ".step-artifacts"
 
     @property
     def staging_dir(self) -> Path:

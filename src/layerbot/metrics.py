@@ -12,6 +12,9 @@ EVENTS = Counter("layerbot_events_total", "Inbox events handled, by outcome",
 EVENTS_NOT_ALLOWED = Counter("layerbot_events_not_allowed_total",
                              "Events ignored because their repository is not allowed",
                              ["event"], registry=REGISTRY)
+EVENTS_MALFORMED = Counter("layerbot_events_malformed_total",
+                           "Signed events ignored because their body lacks what the "
+                           "handlers read", ["event"], registry=REGISTRY)
 INBOX_LAG = Gauge("layerbot_inbox_lag_seconds", "Age of the oldest unfinished event",
                   registry=REGISTRY)
 OUTBOX_BACKLOG = Gauge("layerbot_outbox_backlog", "GitHub writes waiting to be sent",

@@ -15,10 +15,17 @@ from fastapi import FastAPI
 
 from layerbot import clock
 from layerbot.agent.client import ControlPlane
+from layerbot.agent.ledger import Accounting, Outcome
+from layerbot.agent.log_tails import LogTailSender
 from layerbot.agent.remote import Journal, RemoteLedger
 from layerbot.config import Config, load
 from layerbot.core.jobs import JobState
-from layerbot.core.protocol import Capabilities, NodeTypeCapability, RegisterRequest
+from layerbot.core.protocol import (
+    Capabilities,
+    JobSpec,
+    NodeTypeCapability,
+    RegisterRequest,
+)
 from layerbot.jobs.planner import BuildRequest, PlannedTarget, record_build
 from layerbot.operations import agents as agentops
 from layerbot.store.db import Store
@@ -87,6 +94,14 @@ def queue_job(config: Config, store: Store) -> int:
         return job.id
 
 
+def submit_one(ledger: RemoteLedger, job_dir: Path) -> JobSpec:
+    """Claim the one queued job and tell the server it was submitted as backend job 42."""
+    (job,) = ledger.claim(slots=2, wait_seconds=0)
+    assert ledger.record_job_dir(job, job_dir)
+    assert ledger.submitted(job, "42", None, job_dir, job.facts)
+    return job
+
+
 def state(store: Store, job_id: int) -> str:
     with store.read() as s:
         job = s.get(Job, job_id)
@@ -99,9 +114,7 @@ def test_the_journal_keeps_what_was_submitted_across_a_restart(
     config, store, server, token = setup
     job_id = queue_job(config, store)
     ledger = ledger_for(server, token, tmp_path / "journal")
-    (job,) = ledger.claim(slots=2, wait_seconds=0)
-    assert ledger.record_job_dir(job, tmp_path / "jobdir")
-    assert ledger.submitted(job, "42", None, tmp_path / "jobdir", job.facts)
+    submit_one(ledger, tmp_path / "jobdir")
     assert state(store, job_id) == JobState.SUBMITTED.value
     again = RemoteLedger(ledger.server, Journal(tmp_path / "journal"), lease_seconds=8)
     (active,) = again.active()
@@ -144,3 +157,29 @@ def test_an_agent_whose_lease_lapsed_prepares_nothing(
     with store.read() as s:
         found = s.get(Job, job_id)
         assert found is not None and found.job_dir is None
+
+
+def test_a_log_tail_held_back_is_sent_once_it_can_be(
+        setup: tuple[Config, Store, ControlPlaneServer, str], tmp_path: Path) -> None:
+    config, store, server, token = setup
+    job_id = queue_job(config, store)
+    ledger = ledger_for(server, token, tmp_path / "journal")
+    job_dir = tmp_path / "jobdir"
+    job_dir.mkdir()
+    (job_dir / "slurm-42.out").write_text("building on a\n")  # printed once, then quiet
+    submit_one(ledger, job_dir)
+    server.stop()
+    ledger.apply({job_id: (Accounting(), Outcome(JobState.RUNNING, None, None))})
+    server.start()
+    tails = LogTailSender(ledger, lines=5)
+    # The state change has not reached the server: the tail must wait behind it.
+    assert tails.send_changed() == set()
+    ledger.flush()
+    assert state(store, job_id) == JobState.RUNNING.value
+    # The output has not changed since, and still its tail is sent.
+    assert tails.send_changed() == {job_id}
+    with store.read() as s:
+        found = s.get(Job, job_id)
+        assert found is not None and found.result is not None
+        assert found.result["log_tail"] == "building on a"
+    assert tails.send_changed() == set()  # delivered and unchanged: nothing more to send

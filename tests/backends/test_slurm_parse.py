@@ -432,3 +432,34 @@ def test_a_state_this_version_does_not_know_is_no_news() -> None:
                       None, None, None, None, None, None)
     result = sp.job_status("1/1", sp.Observed(queued=job), LATER)
     assert result is not None and result.state is BackendState.PENDING
+
+
+# --- dependencies (after_ok) ---------------------------------------------------------------
+
+
+def test_dependency_options_and_squeue_dependency_text() -> None:
+    assert sp.dependency_args([]) == []
+    assert sp.dependency_args(["73/1", "74;c/2"]) == [
+        "--dependency=afterok:73:74", "--kill-on-invalid-dep=yes"]
+    # Measured (22.05): satisfied ones are dropped, the failed one stays.
+    assert sp.failed_dependencies("afterok:1152(failed)") == ["1152"]
+    assert sp.failed_dependencies("afterok:1(unfulfilled),afterok:2_3+5(failed)") == ["2"]
+    assert sp.failed_dependencies(None) == []
+
+
+def test_dependency_states_name_the_job_that_did_not_succeed() -> None:
+    jobs = queue()
+    held = jobs["76"]  # layerbot job 4, waiting for layerbot job 1 (Slurm 73, FAILED)
+    released = dataclasses.replace(held, reason=None, dependency="afterok:73(unfulfilled)")
+    waiting = sp.job_status("76/4", sp.Observed(queued=released, acct_answered=False), LATER)
+    assert waiting is not None
+    assert waiting.state is BackendState.PENDING and waiting.reason == "Dependency"
+    killed = dataclasses.replace(held, state="CANCELLED", reason="DependencyNeverSatisfied",
+                                 dependency="afterok:73(failed)", end=int(LATER) - 100)
+    seen = sp.Observed(queued=killed, acct_answered=False, needed=(jobs["73"],))
+    cancelled = sp.job_status("76/4", seen, LATER)
+    assert cancelled is not None and cancelled.state is BackendState.CANCELLED
+    assert cancelled.reason == "not started: job 73/1 it needs did not succeed (FAILED)"
+    unnamed = sp.job_status("76/4", dataclasses.replace(seen, needed=()), LATER)
+    assert unnamed is not None
+    assert unnamed.reason == "not started: job 73 it needs did not succeed (Slurm: failed)"

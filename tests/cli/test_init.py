@@ -151,12 +151,14 @@ def test_init_asks_the_local_slurm_and_doctor_accepts_the_result(tmp_path: Path)
     out = tmp_path / "site.toml"
     first = layerbot("init", "--output", str(out), "--instance", "site-a", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "2 node type(s) over 2 partition(s)" in first.stdout
+    # debug, build and shared (4 jobs per core) of scripts/slurm.sh
+    assert "3 node type(s) over 3 partition(s)" in first.stdout
     cfg = config_mod.load(out)
     assert cfg.instance.name == "site-a" and cfg.backend.kind == "slurm"
     by_name = {n.name: n for n in cfg.node_types}
     assert by_name["debug-zen2"].options["time"] == "01:00:00"
     assert by_name["build-zen2"].options == {"partition": "build", "constraint": "zen2"}
+    assert by_name["shared-zen2"].options["partition"] == "shared"
     again = layerbot("init", "--output", str(out), cwd=tmp_path)
     assert again.returncode == 1 and "--force" in again.stderr
     assert layerbot("init", "--output", str(out), "--force", cwd=tmp_path).returncode == 0

@@ -195,6 +195,9 @@ def test_cancel_ends_running_jobs(env: Env) -> None:
     env.comment(10, "bot: cancel")
     reply = env.build_reply(10)
     assert "cancelled" in reply.body and "alice" in reply.body
+    # The command itself is answered too, not only the build's reply far up the PR.
+    [answer] = [c for c in env.replies(10) if c.body.startswith("> bot: cancel")]
+    assert "cancelling 1 job(s)" in answer.body
 
 
 def test_new_commits_cancel_waiting_jobs_of_older_ones(env: Env) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -114,6 +115,24 @@ def test_a_worker_whose_claim_ran_out_applies_nothing(store_url: str, tmp_path: 
         assert session.get(Repository, "o/late") is None  # the late outcome was dropped
 
 
+def one_attempt(store: Store, tmp_path: Path, router: Router,
+                done: Callable[[], bool]) -> Inbox:
+    """One delivery handled by a worker allowed a single attempt, until ``done``."""
+    inbox = Inbox(store, "a")
+    inbox.accept(deliveries(1, keys=1), clock.now())
+    worker = processor(config(tmp_path, "host:8081", max_attempts=1), store, router)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await until(done, 10)
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+    return inbox
+
+
 def test_a_commit_that_fails_is_a_failed_attempt(store_url: str, tmp_path: Path) -> None:
     router = Router()
 
@@ -126,17 +145,34 @@ def test_a_commit_that_fails_is_a_failed_attempt(store_url: str, tmp_path: Path)
         return "ok"
 
     store = Store(store_url)
-    inbox = Inbox(store, "a")
-    inbox.accept(deliveries(1, keys=1), clock.now())
-    worker = processor(config(tmp_path, "host:8081", max_attempts=1), store, router)
-
-    async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        await until(lambda: statuses(store) == ["failed"], 10)
-        stop.set()
-        await task
-
-    asyncio.run(scenario())
+    inbox = one_attempt(store, tmp_path, router, lambda: statuses(store) == ["failed"])
     event = inbox.get("d-0")
     assert event is not None and "the write cannot be applied" in (event.error or "")
+
+
+def test_an_event_out_of_github_requests_waits_for_the_reset(store_url: str,
+                                                            tmp_path: Path) -> None:
+    """GitHub's primary rate limit is waited out, not counted as failed attempts (found by
+    the hour-long soak: past 5,000 requests every event failed for good)."""
+    import httpx
+
+    from layerbot.github.client import GitHubError
+
+    reset = clock.now() + timedelta(minutes=20)
+    router = Router()
+
+    @router.on("ping", "created")
+    async def handler(event: Event, ctx: Context) -> str:
+        raise GitHubError("GET", "/repos/o/r/collaborators/alice/permission", 403,
+                          "API rate limit exceeded", httpx.Headers({
+                              "x-ratelimit-remaining": "0",
+                              "x-ratelimit-reset": str(int(reset.timestamp()))}))
+
+    store = Store(store_url)
+    inbox = Inbox(store, "a")
+    one_attempt(store, tmp_path, router,
+                lambda: (e := inbox.get("d-0")) is not None and bool(e.error))
+    with store.read() as session:
+        row = session.scalars(select(InboxEvent)).one()
+        assert row.status == "pending", row.error
+        assert abs((row.next_attempt_at - reset).total_seconds()) < 1.5

@@ -26,11 +26,25 @@ OWNER, NAME = DEFAULT_REPO.split("/")
 CONFIG = OutboxConfig(backoff_seconds=0.05, backoff_max_seconds=0.2, max_attempts=5)
 
 
-def app_for(fake: FakeGitHub, key: str) -> GitHubApp:
+def app_for(fake: FakeGitHub, key: str, timeout_seconds: float = 30.0) -> GitHubApp:
     from pydantic import SecretStr
 
     return GitHubApp(GitHubConfig(app_id=DEFAULT_APP_ID, api_url=fake.url,
-                                  private_key=SecretStr(key)))
+                                  private_key=SecretStr(key), timeout_seconds=timeout_seconds))
+
+
+#: Creates answered after 1 s time out (0.5 s); a retry waits 1.5 s for them to land.
+LATE_CREATE = OutboxConfig(backoff_seconds=0.05, backoff_max_seconds=0.2, max_attempts=5,
+                           in_flight_seconds=1.5)
+
+
+def replies_once_landed(fake: FakeGitHub, issue: int) -> list[str]:
+    """The bot's comments on ``issue`` once the delayed create has landed (and whatever
+    else was on its way)."""
+    fake.wait_for(lambda: fake.count("issues/create-comment") >= 1, timeout=5,
+                  message="the delayed create never landed")
+    time.sleep(0.5)
+    return [c.body for c in fake.comments(OWNER, NAME, issue) if c.user == "layerbot[bot]"]
 
 
 @pytest.fixture
@@ -170,3 +184,46 @@ def test_to_redeliver_picks_the_newest_attempt_once() -> None:
         {"id": 7, "guid": "p", "status_code": 500, "event": "ping"},
     ]
     assert [d["id"] for d in to_redeliver(deliveries, set())] == [9]
+
+
+def test_a_create_that_timed_out_and_landed_late_is_not_made_twice(
+        fake_github: FakeGitHub, github_app_key: tuple[str, str], outbox: Outbox) -> None:
+    """GitHub may apply a write whose answer never came, even after the bot gave up on it
+    (found by the soak: a build reply made twice). The retry waits for it to land, finds it
+    by its marker and edits it."""
+    fake_github.add_pull(OWNER, NAME, 5, head_sha="c" * 40)
+
+    async def scenario() -> None:
+        app = app_for(fake_github, github_app_key[0], timeout_seconds=0.5)
+        sender = Sender(outbox, Performer(app, outbox.object_id), LATE_CREATE)
+        fake_github.delay("POST", r"/issues/5/comments$", 1.0, times=1)
+        enqueue(outbox, enqueue_comment, issue_number=5, key="k5", body="queued")
+        await drain(sender, seconds=15)
+        await app.close()
+
+    asyncio.run(scenario())
+    replies = replies_once_landed(fake_github, 5)
+    assert len(replies) == 1, replies
+    assert fake_github.count("issues/create-comment") == 1  # the one that landed late
+
+
+def test_an_edit_made_while_a_create_timed_out_waits_for_it_too(
+        fake_github: FakeGitHub, github_app_key: tuple[str, str], outbox: Outbox) -> None:
+    """The reply is edited while its create is unanswered; the edit takes the create's place
+    and must wait as it would have (found by the soak: a build reply made twice so)."""
+    fake_github.add_pull(OWNER, NAME, 6, head_sha="d" * 40)
+
+    async def scenario() -> None:
+        app = app_for(fake_github, github_app_key[0], timeout_seconds=0.5)
+        sender = Sender(outbox, Performer(app, outbox.object_id), LATE_CREATE)
+        fake_github.delay("POST", r"/issues/6/comments$", 1.0, times=1)
+        enqueue(outbox, enqueue_comment, issue_number=6, key="k6", body="queued")
+        first = asyncio.create_task(sender.send_due())
+        await asyncio.sleep(0.2)
+        enqueue(outbox, enqueue_comment, issue_number=6, key="k6", body="running")
+        await first
+        await drain(sender, seconds=15)
+        await app.close()
+
+    asyncio.run(scenario())
+    assert [body.split("\n")[0] for body in replies_once_landed(fake_github, 6)] == ["running"]

@@ -17,8 +17,9 @@ from layerbot.core.protocol import Capabilities, NodeTypeCapability, Report
 from layerbot.jobs.planner import BuildRequest, PlannedTarget, record_build
 from layerbot.operations import agents as agentops
 from layerbot.operations import leases
+from layerbot.operations.agent_ledger import register_builtin
 from layerbot.store.db import Store
-from layerbot.store.models import Agent, Job, JobTransition
+from layerbot.store.models import Agent, Instance, Job, JobTransition
 
 
 def config() -> Config:
@@ -104,6 +105,55 @@ def test_paused_draining_and_revoked_agents_get_nothing(store: Store) -> None:
         assert claim(store, cfg, name) == [], name
 
 
+def test_a_claim_gives_each_job_a_lease_of_its_own_and_its_whole_spec(store: Store) -> None:
+    cfg = config()
+    add_agent(store, cfg, "a", ["zen2"])
+    ids = queue_jobs(store, cfg, 3)
+    with store.transaction() as s:
+        specs = leases.claim(s, cfg, "a", 3, clock.now())
+    assert [j.id for j in specs] == ids
+    assert len({j.lease_id for j in specs}) == 3  # one claim, three leases
+    for spec in specs:
+        row = job(store, spec.id)
+        assert (row.agent, row.lease_id, row.report_seq, row.job_dir) == \
+            ("a", spec.lease_id, 0, None)
+        assert len(spec.lease_id) <= 40  # the column's width (PostgreSQL enforces it)
+        assert (spec.clone_url, spec.node_type, spec.repo, spec.state) == \
+            ("-", "zen2", "o/r", "queued")
+    # Leased again (the reaper gave it back): a new lease id, never the old one.
+    with store.transaction() as s:
+        again = s.get(Job, ids[0])
+        assert again is not None
+        again.agent = again.lease_id = None
+    with store.transaction() as s:
+        (relet,) = leases.claim(s, cfg, "a", 1, clock.now())
+    assert relet.id == ids[0] and relet.lease_id not in {j.lease_id for j in specs}
+
+
+def test_a_claim_by_token_authenticates_in_its_transaction(store: Store) -> None:
+    cfg = config()
+    add_agent(store, cfg, "a", ["zen2"])
+    token = agentops.add(store, "b", "test", clock.now())
+    with store.read() as s:
+        assert agentops.claimant(s, cfg, agentops.hash_token("lba_unknown")) is None
+        me = agentops.claimant(s, cfg, agentops.hash_token(token))
+        assert me is not None and me.name == "b" and not me.instance_paused
+    agentops.revoke(store, "b", clock.now())
+    with store.read() as s:
+        assert agentops.claimant(s, cfg, agentops.hash_token(token)) is None
+
+
+def test_a_paused_instance_leases_nothing(store: Store) -> None:
+    cfg = config()
+    add_agent(store, cfg, "a", ["zen2"])
+    queue_jobs(store, cfg, 1)
+    now = clock.now()
+    with store.transaction() as s:
+        s.add(Instance(name=cfg.instance.name, version="t", backend="local", started_at=now,
+                       heartbeat_at=now, paused=True))
+    assert claim(store, cfg, "a") == []
+
+
 def test_an_agent_gets_only_its_node_types_and_what_inst_names(store: Store) -> None:
     cfg = config()
     add_agent(store, cfg, "x", ["zen2"])
@@ -158,7 +208,7 @@ def test_concurrent_claims_never_lease_a_job_twice(store: Store) -> None:
 
 def report(store: Store, agent: str, job_id: int, **fields: Any) -> Any:
     with store.transaction() as s:
-        return leases.apply_report(s, agent, job_id, Report(**fields), clock.now())
+        return leases.apply_report(s, config(), agent, job_id, Report(**fields), clock.now())
 
 
 def test_a_report_is_applied_once_and_only_under_its_own_lease(store: Store) -> None:
@@ -230,3 +280,94 @@ def test_a_heartbeat_renews_held_leases_and_says_what_is_gone(store: Store) -> N
     assert answer.gone == [second, 999]
     assert job(store, first).lease_until == later + timedelta(seconds=10)
     assert job(store, second).lease_until == now + timedelta(seconds=10)
+
+
+def test_a_beat_by_token_authenticates_renews_and_keeps_the_load(store: Store) -> None:
+    cfg = config()
+    now = clock.now()
+    token = agentops.add(store, "a", "test", now)
+    with store.transaction() as s:
+        agent = s.get(Agent, "a")
+        assert agent is not None
+        leases.register(s, cfg, agent, 1, "test", "a", Capabilities(
+            backend="local", concurrency=4, resources={"idle_cpus": 8},
+            node_types=[NodeTypeCapability(name="zen2", cpu_target="x86_64/zen2")]), now)
+    first, second = queue_jobs(store, cfg, 2)
+    claim(store, cfg, "a", now=now)
+    lease = job(store, first).lease_id
+    assert lease is not None
+    digest, later = agentops.hash_token(token), now + timedelta(seconds=8)
+
+    def beat(free: int, at: datetime, key: str = digest) -> leases.Beat | None:
+        with store.transaction() as s:
+            return agentops.beat(s, cfg, key, {first: lease, 999: "x"}, free, None, at)
+
+    done = beat(2, later)
+    assert done is not None and done.agent == "a"
+    assert done.response.gone == [999] and not done.response.paused
+    assert job(store, first).lease_until == later + timedelta(seconds=10)
+    assert job(store, second).lease_until == now + timedelta(seconds=10)  # not held: kept
+    with store.read() as s:
+        row = s.get(Agent, "a")
+        assert row is not None and row.heartbeat_at == later
+        # A beat without resources keeps the last ones the agent sent.
+        assert row.load == {"free_slots": 2, "resources": {"idle_cpus": 8}}
+    assert beat(2, later + timedelta(seconds=1)) is not None  # the same load again
+    with store.read() as s:
+        row = s.get(Agent, "a")
+        assert row is not None and row.load == {"free_slots": 2, "resources": {"idle_cpus": 8}}
+    with store.transaction() as s:
+        inst = s.get(Instance, cfg.instance.name)
+        if inst is None:
+            s.add(Instance(name=cfg.instance.name, version="x", backend="local",
+                           started_at=now, heartbeat_at=now, paused=True))
+        else:
+            inst.paused = True
+    paused = beat(2, later)
+    assert paused is not None and paused.response.paused
+    assert beat(2, later, agentops.hash_token("lba_unknown")) is None
+    agentops.revoke(store, "a", clock.now())
+    assert beat(2, later) is None
+
+
+def test_warming_the_statements_changes_nothing(store: Store) -> None:
+    cfg = config()
+    add_agent(store, cfg, "a", ["zen2"])
+    (queued,) = queue_jobs(store, cfg, 1)
+    with store.read() as s:
+        before = s.get(Agent, "a")
+        assert before is not None
+    with store.transaction() as s:
+        leases.warm(s, cfg)
+    with store.read() as s:
+        after = s.get(Agent, "a")
+        assert after is not None
+        assert (after.heartbeat_at, after.load) == (before.heartbeat_at, before.load)
+    assert job(store, queued).agent is None
+    assert claim(store, cfg, "a") == [queued]
+
+
+def test_replicas_starting_at_once_register_one_builtin_agent(store: Store) -> None:
+    """Every ``serve`` replica registers its built-in agent as it starts; replicas started
+    together against one PostgreSQL raced on the insert (seen in CI as a duplicate key)."""
+    cfg = load(None, overrides={"agent": {"name": "replica-agent"}})
+    replicas = [Store(store.url) for _ in range(6)]
+    start = threading.Barrier(len(replicas))
+    errors: list[BaseException] = []
+
+    def start_replica(replica: Store) -> None:
+        start.wait()
+        try:
+            register_builtin(replica, cfg, clock.now())
+        except BaseException as e:  # the assertion below names it
+            errors.append(e)
+
+    threads = [threading.Thread(target=start_replica, args=(r,)) for r in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with store.read() as s:
+        agents = s.query(Agent).all()
+    assert [(a.name, a.builtin) for a in agents] == [("replica-agent", True)]

@@ -10,6 +10,7 @@ from sqlalchemy import inspect
 from layerbot import clock
 from layerbot.store.db import Store
 from layerbot.store.inbox import Delivery, Inbox, Stored
+from layerbot.store.models import Base
 from layerbot.store.outbox import Outbox, enqueue
 from layerbot.store.pushes import latest_push, record_push
 
@@ -238,3 +239,16 @@ def test_the_latest_push_never_moves_back(store_url: str) -> None:
     with store.read() as s:
         assert latest_push(s, "a", "o/r", 1) == ("b" * 40, now)
         assert latest_push(s, "b", "o/r", 1) is None
+
+
+def test_the_migrated_schema_is_the_models_schema(store_url: str) -> None:
+    """What the migrations build is what the models describe: a migration that forgot an
+    index (or a model that forgot one a migration made) shows here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    store = Store(store_url)
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    store.close()
+    assert diff == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,4 +30,5 @@ def fresh_database(admin_url: str, prefix: str = "t") -> Iterator[str]:
             except DBAPIError:
                 if attempt == 4:
                     raise
+                time.sleep(0.2 * (attempt + 1))
         admin.dispose()

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from layerbot import clock
 from layerbot import config as config_mod
 from layerbot.app import Bot
 from layerbot.config import Config
+from layerbot.handlers import comments
+from layerbot.handlers.base import Context, Event
 from layerbot.store.db import Store
+from layerbot.store.models import OutboxMessage
 from layerbot.web.auth import Auth
 from tests.support.fakegithub import FakeGitHub
-from tests.support.webhooks import DEFAULT_APP_ID, DEFAULT_REPO
+from tests.support.webhooks import DEFAULT_APP_ID, DEFAULT_REPO, encode, issue_comment_created
 
 INSTANCE = "test-a"
 NODE_TYPES = [{"name": "zen2", "cpu_target": "x86_64/amd/zen2"},
@@ -101,3 +107,20 @@ def web_factory(tmp_path: Path) -> Iterator[Any]:
 
 
 REPO = DEFAULT_REPO
+
+
+def handle_comment(web: Web, body: str, pr: int = 3) -> tuple[str | None, list[tuple[str, str]]]:
+    """One PR comment by alice handled as the inbox workers would: the outcome, and what
+    the bot would send to GitHub (kind, comment body or reaction)."""
+    payload = issue_comment_created(body, "alice", repo=REPO, pr_number=pr, comment_id=77)
+    event = Event(id=1, delivery_id="d-1", name="issue_comment", action="created",
+                  raw=encode(payload).decode(), installation_id=1, attempt=1)
+    ctx = Context(web.config, clock.now(), event, web.bot.services)
+    outcome = asyncio.run(comments.on_comment(event, ctx, web.bot.commands))
+    with web.store.transaction() as s:
+        for write in ctx.writes:
+            write(s)
+    with web.store.read() as s:
+        sent = [(m.kind, str(m.payload.get("body") or m.payload.get("content")))
+                for m in s.scalars(select(OutboxMessage))]
+    return outcome, sent

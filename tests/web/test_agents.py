@@ -145,6 +145,12 @@ def test_a_revoked_agents_token_is_refused_from_its_next_request(fleet: Fleet) -
     assert revoked.status_code == 200 and "token revoked" in revoked.json()["message"]
     assert client.post("/agent/v1/heartbeat", json={"free_slots": 1},
                        headers=beat).status_code == 401
+    # The claim authenticates in its own transaction: refused all the same, and a wrong
+    # protocol is still told before the token.
+    claim = client.post("/agent/v1/claim", json={"slots": 1}, headers=beat)
+    assert claim.status_code == 401 and claim.headers["www-authenticate"] == "Bearer"
+    assert client.post("/agent/v1/claim", json={"slots": 1},
+                       headers={**beat, "Layerbot-Agent-Protocol": "0"}).status_code == 426
     [c1] = [a for a in client.get("/api/agents").json() if a["name"] == "hpc-c1"]
     assert c1["state"] == "revoked"
     again = _post(fleet, "/api/agents/hpc-c1/revoke", login="mona")
@@ -253,3 +259,74 @@ def test_a_revoked_agent_cannot_be_resumed(fleet: Fleet) -> None:
     agents.revoke(fleet.web.store, "hpc-b1", clock.now())
     answer = _post(fleet, "/api/agents/hpc-b1/resume", login="mona")
     assert answer.status_code == 409 and "revoked" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/agent/v1/register", {"protocol": True, "version": "1", "cluster": "c",
+                            "capabilities": {"backend": "local", "concurrency": 1}}),
+    ("/agent/v1/register", {"protocol": 1, "version": "1", "cluster": "c",
+                            "capabilities": {"backend": "local", "concurrency": True}}),
+    ("/agent/v1/heartbeat", {"free_slots": True}),
+    ("/agent/v1/claim", {"slots": True}),
+    ("/agent/v1/claim", {"slots": 1, "wait_seconds": False}),
+    ("/agent/v1/uploads/claim", {"slots": True}),
+    ("/agent/v1/uploads/claim", {"holding": [True]}),
+])
+def test_a_boolean_where_the_protocol_wants_a_number_is_refused(
+        fleet: Fleet, path: str, body: dict[str, Any]) -> None:
+    """Found by fuzzing: ``"protocol": true`` registered an agent of protocol 1."""
+    from layerbot.operations import agents as agentops
+
+    secret = agentops.add(fleet.web.store, "hpc-d1", "operator", clock.now())
+    client, _ = fleet.web.client()
+    answer = client.post(path, json=body, headers={"Authorization": f"Bearer {secret}",
+                                                   "Layerbot-Agent-Protocol": "1"})
+    assert answer.status_code == 422, answer.text
+    assert "not true or false" in answer.text
+
+
+def test_a_whole_number_written_with_a_fraction_is_still_a_number(fleet: Fleet) -> None:
+    """JSON Schema calls 2.0 an integer: refusing it would refuse a valid request (the
+    fuzzing found that of pydantic's strict mode, tried first against booleans)."""
+    from layerbot.operations import agents as agentops
+
+    secret = agentops.add(fleet.web.store, "hpc-d1", "operator", clock.now())
+    client, _ = fleet.web.client()
+    answer = client.post("/agent/v1/register", json={
+        "protocol": 1.0, "version": "1", "cluster": "c",
+        "capabilities": {"backend": "local", "concurrency": 2.0}},
+        headers={"Authorization": f"Bearer {secret}", "Layerbot-Agent-Protocol": "1"})
+    assert answer.status_code == 200, answer.text
+
+
+def test_a_claim_waiting_for_work_does_not_hold_a_turn(web_factory: Any) -> None:
+    """With one claim at a time (``fleet.claims_at_once``), a claim that long-polls for
+    work waits outside its turn: another agent's claim is answered at once, not after it."""
+    import threading
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from layerbot.operations import agents as agentops
+
+    web: Web = web_factory(fleet={"claims_at_once": 1, "claim_wait_seconds": 3})
+    headers = {}
+    for name in ("waits", "asks"):
+        secret = agentops.add(web.store, name, "operator", clock.now())
+        headers[name] = {"Authorization": f"Bearer {secret}", "Layerbot-Agent-Protocol": "1"}
+    answered: dict[str, float] = {}
+    with TestClient(web.app, base_url="http://testserver") as client:  # one event loop
+        def claim(name: str, wait: float) -> None:
+            started = time.monotonic()
+            answer = client.post("/agent/v1/claim", json={"slots": 1, "wait_seconds": wait},
+                                 headers=headers[name])
+            assert answer.status_code == 200 and answer.json() == {"jobs": []}
+            answered[name] = time.monotonic() - started
+
+        waiting = threading.Thread(target=claim, args=("waits", 3.0))
+        waiting.start()
+        time.sleep(0.5)  # "waits" is polling now
+        claim("asks", 0.0)
+        assert "waits" not in answered
+        waiting.join()
+    assert answered["asks"] < 1.0 and answered["waits"] >= 2.5

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from layerbot.agent.step_cache import CacheSpec
 from layerbot.backends.base import JobStatus
 from layerbot.build import results
 from layerbot.core.jobs import JobState
@@ -56,6 +57,10 @@ class ActiveJob:
     job_dir: str | None
     state: JobState
     cancel_requested: bool
+    #: What it runs (JobFacts.role): decides how its end is read (a plan, a step's output).
+    role: str = "build"
+    #: A step with a cache key: what its staged artifact is filed under (agent/step_cache).
+    cache: CacheSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -126,9 +131,9 @@ class Ledger(Protocol):
         """Record new states (with results and artifacts); returns how many changed."""
         ...
 
-    def log_tails(self, tails: Mapping[int, str]) -> None:
-        """The last lines of running jobs' output, best effort (a lost one is replaced by
-        the next)."""
+    def log_tails(self, tails: Mapping[int, str]) -> set[int]:
+        """The last lines of running jobs' output, best effort; returns the jobs whose tail
+        was delivered (the others are offered again, changed or not)."""
         ...
 
     def heartbeat(self, free_slots: int, resources: Mapping[str, object] | None

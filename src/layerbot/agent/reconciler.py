@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 from layerbot import log, metrics
 from layerbot.agent.ledger import Accounting, ActiveJob, Ledger, Outcome
+from layerbot.agent.step_cache import CacheSpec, StepCache
 from layerbot.backends.base import Backend, BackendState, BackendUnavailable, JobStatus
 from layerbot.build import results
+from layerbot.build import steps as step_files
 from layerbot.config import Config
 from layerbot.core.jobs import JobState
+from layerbot.core.pipeline import PlanError, PlanLimits
 
 _log = log.get("jobs")
 
@@ -36,12 +40,28 @@ FINAL: dict[BackendState, tuple[JobState, str | None]] = {
 }
 
 
+@dataclass(frozen=True)
+class StepReading:
+    """How the end of a pipeline's jobs is read: the limits of a plan, where a step's
+    artifact is kept (build/steps.py), and where a cached one is shared (agent/step_cache)."""
+
+    limits: PlanLimits
+    store: Path
+    cache: StepCache | None = None
+
+
 def decide(status: JobStatus, job_dir: Path | None, tail_lines: int,
-           job_id: int | None = None) -> Outcome | None:
+           job_id: int | None = None, role: str = "build",
+           steps: StepReading | None = None, cache: CacheSpec | None = None
+           ) -> Outcome | None:
     """The job's next state from the backend's status (None: nothing new to record).
 
     ``job_id`` (layerbot's) is another name of the job's files (the local executor's
-    ``SLURM_JOB_ID``)."""
+    ``SLURM_JOB_ID``). A plan or step job that ended well is read by ``steps``: its plan,
+    or its output copied into the artifact store (and, with a cache key, staged: ``cache``)."""
+    if role != "build" and steps is not None and status.state is BackendState.COMPLETED \
+            and job_dir is not None and job_id is not None:
+        return _pipeline_outcome(status, job_dir, tail_lines, job_id, role, steps, cache)
     if status.state is BackendState.PENDING:
         return None
     if status.state is BackendState.RUNNING:
@@ -69,6 +89,33 @@ def decide(status: JobStatus, job_dir: Path | None, tail_lines: int,
                    res.artifacts)
 
 
+def _pipeline_outcome(status: JobStatus, job_dir: Path, tail_lines: int, job_id: int,
+                      role: str, steps: StepReading, cache: CacheSpec | None = None
+                      ) -> Outcome:
+    res = _read(job_dir, status, tail_lines, job_id)
+    result: dict[str, object] = _result_json(res) if res else {}
+    try:
+        if role == "plan":
+            plan = step_files.read_plan(job_dir, steps.limits)
+            result.update(status="success", plan=plan.model_dump(mode="json"),
+                          summary=f"a plan of {len(plan.steps)} steps")
+        else:
+            kept = step_files.collect_output(job_dir, steps.store, job_id)
+            result.update(status="success", artifact=str(kept.path),
+                          summary=f"{kept.files} files ({kept.bytes:,} bytes) in its artifact")
+            # Shared with the other agents before the success is reported, so that the
+            # control plane knows it is staged when it knows the step succeeded.
+            if cache is not None and steps.cache is not None and \
+                    (staged := steps.cache.stage(cache, kept.path, job_id)) is not None:
+                result["staged"] = staged
+    except (PlanError, step_files.OutputRefused) as exc:
+        return Outcome(JobState.FAILED, str(exc), {**result, "status": "failure"}, [])
+    except OSError as exc:
+        return Outcome(JobState.FAILED, f"reading its {role} failed: {exc}",
+                       {**result, "status": "failure"}, [])
+    return Outcome(JobState.SUCCEEDED, None, result, res.artifacts if res else [])
+
+
 def _read(job_dir: Path | None, status: JobStatus, tail_lines: int,
           job_id: int | None) -> results.JobResult | None:
     if job_dir is None or not job_dir.is_dir():
@@ -88,7 +135,8 @@ def _result_json(res: results.JobResult) -> dict[str, object]:
 
 
 class Reconciler:
-    def __init__(self, config: Config, ledger: Ledger, backend: Backend) -> None:
+    def __init__(self, config: Config, ledger: Ledger, backend: Backend, *,
+                 step_cache: StepCache | None = None) -> None:
         self.config = config
         self.ledger = ledger
         self.backend = backend
@@ -99,6 +147,8 @@ class Reconciler:
         #: Reads of job directories still going on, by job id (see _decide_all).
         self._reads: dict[int, tuple[JobStatus, Future[Outcome | None]]] = {}
         self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="reconciler-read")
+        self.steps = StepReading(config.plan_limits, config.step_artifacts_dir,
+                                 step_cache or StepCache.of(config))
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -156,7 +206,8 @@ class Reconciler:
             if status is None or job.id in self._reads:
                 continue
             job_dir = Path(job.job_dir) if job.job_dir else None
-            future = self._readers.submit(decide, status, job_dir, tail, job.id)
+            future = self._readers.submit(decide, status, job_dir, tail, job.id, job.role,
+                                          self.steps, job.cache)
             self._reads[job.id] = (status, future)
         wait([f for _, f in self._reads.values()], timeout=READ_BUDGET_SECONDS)
         states = {job.id: job.state for job in active}

@@ -27,6 +27,7 @@ from typing import Any
 from layerbot import log
 from layerbot.agent.client import ControlPlane, NotYours, Refused, ServerUnreachable
 from layerbot.agent.ledger import Accounting, ActiveJob, Outcome, outcome_report
+from layerbot.agent.step_cache import cache_spec
 from layerbot.core.jobs import JobState
 from layerbot.core.protocol import (
     ClaimRequest,
@@ -206,7 +207,8 @@ class RemoteLedger:
 
     def active(self) -> list[ActiveJob]:
         return [ActiveJob(j.spec.id, j.backend_id, j.job_dir, JobState(j.state),
-                          j.cancel or j.gone)
+                          j.cancel or j.gone, str(j.spec.facts.get("role") or "build"),
+                          cache_spec(j.spec.facts))
                 for j in self.journal.all()
                 if j.backend_id and j.state in (JobState.SUBMITTED.value,
                                                 JobState.RUNNING.value)]
@@ -233,6 +235,7 @@ class RemoteLedger:
         # On disk first: after a crash the agent knows what it submitted, and where.
         held.state, held.backend_id, held.job_dir = (JobState.SUBMITTED.value, backend_id,
                                                      str(job_dir))
+        held.spec = held.spec.model_copy(update={"facts": dict(facts)})  # its role, too
         self.journal.save(held)
         answered = self._say(held, "submitted", deadline=SUBMIT_ANSWER_SECONDS,
                              backend_id=backend_id, base_sha=base_sha, job_dir=str(job_dir),
@@ -273,7 +276,8 @@ class RemoteLedger:
         self.flush()
         return changed
 
-    def log_tails(self, tails: Mapping[int, str]) -> None:
+    def log_tails(self, tails: Mapping[int, str]) -> set[int]:
+        delivered: set[int] = set()
         for job_id, text in tails.items():
             held = self.journal.jobs.get(job_id)
             if held is None or held.gone or held.pending:
@@ -286,6 +290,9 @@ class RemoteLedger:
                 self.server.report(job_id, report)
             except (ServerUnreachable, NotYours) as exc:
                 _log.debug("log tail not delivered", job_id=job_id, error=str(exc))
+            else:
+                delivered.add(job_id)
+        return delivered
 
     def _queue(self, held: HeldJob, kind: ReportKind, **fields: object) -> Report:
         report = Report(seq=held.next_seq, lease_id=held.spec.lease_id, kind=kind,

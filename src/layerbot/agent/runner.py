@@ -12,19 +12,18 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from pathlib import Path
 from typing import Any
 
 from layerbot import log
 from layerbot.agent.ledger import Ledger, UploadLedger
+from layerbot.agent.log_tails import LogTailSender
 from layerbot.agent.reconciler import Reconciler
+from layerbot.agent.step_cache import StepCache
 from layerbot.agent.submitter import Submitter
 from layerbot.agent.uploads import UploadLoop
 from layerbot.backends.base import Backend
-from layerbot.build import results
 from layerbot.build.workspace import Mirrors
 from layerbot.config import Config
-from layerbot.core.jobs import JobState
 from layerbot.core.protocol import Capabilities, HeartbeatResponse, NodeTypeCapability
 from layerbot.deploy.upload import Stager
 from layerbot.loops import pause
@@ -55,11 +54,13 @@ class AgentRunner:
         self.concurrency = config.agent.concurrency
         self.claim_wait_seconds = claim_wait_seconds
         self.heartbeat_seconds = heartbeat_seconds or config.fleet.heartbeat_seconds
+        step_cache = StepCache.of(config)
         self.submitter = Submitter(config, ledger, backend, mirrors, config.agent_name,
-                                   lease_valid=lease_valid)
-        self.reconciler = Reconciler(config, ledger, backend)
+                                   lease_valid=lease_valid, step_cache=step_cache)
+        self.reconciler = Reconciler(config, ledger, backend, step_cache=step_cache)
         self.uploader = (UploadLoop(uploads, stager or Stager(config), upload_poll_seconds)
                          if uploads is not None else None)
+        self.log_tails = LogTailSender(ledger, config.reporting.log_tail_lines)
         self.wakeup = asyncio.Event()
         self.paused = False
         self.draining = False
@@ -122,27 +123,12 @@ class AgentRunner:
 
     async def log_loop(self, stop: asyncio.Event) -> None:
         """The last lines of each running job's output, sent when they changed."""
-        sent: dict[int, str] = {}
         while not stop.is_set():
             await pause(stop, self.config.agent.log_tail_seconds)
             try:
-                tails = await asyncio.to_thread(self._changed_tails, sent)
-                if tails:
-                    await asyncio.to_thread(self.ledger.log_tails, tails)
-                    sent.update(tails)
+                await asyncio.to_thread(self.log_tails.send_changed)
             except Exception as exc:
                 _log.warning("sending log tails failed", error=f"{type(exc).__name__}: {exc}")
-
-    def _changed_tails(self, sent: dict[int, str]) -> dict[int, str]:
-        lines = self.config.reporting.log_tail_lines
-        running = [j for j in self.ledger.active()
-                   if j.state is JobState.RUNNING and j.job_dir]
-        for gone in set(sent) - {j.id for j in running}:
-            del sent[gone]
-        # Read as the reconciler reads: no link followed, bounded (the directory is the
-        # job's, hostile).
-        tails = {j.id: results.job_log_tail(Path(j.job_dir or ""), lines) for j in running}
-        return {i: t for i, t in tails.items() if t and sent.get(i) != t}
 
     # --- heartbeat ----------------------------------------------------------------------
 

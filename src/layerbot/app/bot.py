@@ -32,6 +32,7 @@ from layerbot.github.sender import Sender
 from layerbot.github.writes import Performer
 from layerbot.handlers.base import Services
 from layerbot.handlers.registry import CommandBinding, CommandRegistry
+from layerbot.operations import leases
 from layerbot.store.db import Store
 from layerbot.store.inbox import Inbox
 from layerbot.store.locks import SingletonLocks, holder_prefix, new_holder
@@ -126,6 +127,15 @@ class Bot:
         if self.github:
             await self.github.close()
 
+    def _warm(self) -> None:
+        """The agent protocol's statements compiled before the first agent asks
+        (``leases.warm``); a failure only leaves them to be compiled on first use."""
+        try:
+            with self.store.transaction() as s:
+                leases.warm(s, self.config)
+        except Exception as exc:  # an optimisation must not stop the start
+            _log.warning("agent statements not warmed", error=str(exc))
+
     def app(self, run_loops: bool = True,
             side: Callable[[], AbstractAsyncContextManager[object]] | None = None) -> FastAPI:
         """The HTTP app; with ``run_loops`` the loops run in its event loop too.
@@ -139,6 +149,7 @@ class Bot:
         @asynccontextmanager
         async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
             self.writer.start()
+            await asyncio.to_thread(self._warm)
             loops = asyncio.create_task(self.run_loops(stop)) if run_loops else None
             async with side() if side else nullcontext():
                 try:

@@ -52,6 +52,18 @@ class SubmitRequest:
     #: Where stdout+stderr go (default job_dir/job.log); JOB_ID_PLACEHOLDER in it stands
     #: for the backend's job id, as in sbatch's --output (see OUTPUT_PATTERN).
     log_file: Path | None = None
+    #: Backend ids of jobs that must end successfully (exit code 0) before this one may
+    #: start (a pipeline's earlier steps). If one of them ends otherwise (failed,
+    #: cancelled, timed out, lost, unknown), this job never starts and ends CANCELLED with
+    #: a reason naming it (:func:`dependency_failed_reason`). Not an option: a command's
+    #: batch options can never set or override it.
+    after_ok: tuple[str, ...] = ()
+
+
+def dependency_failed_reason(backend_id: str, state: BackendState | str) -> str:
+    """The reason of a job that never started because a job it needs did not succeed;
+    both backends word it so."""
+    return f"not started: job {backend_id} it needs did not succeed ({state})"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,19 @@ lives in files, none in memory:
 
 The backend id is the job directory's absolute path, so a new :class:`LocalBackend` over the
 same directories (after a restart) finds every job again.
+
+Dependencies (``SubmitRequest.after_ok``) are recorded in the dependent's state file and
+resolved by the scheduling pass from the state files of the jobs it needs (found by their
+backend ids, so also long after they left the queue, or under another backend object):
+while one has not ended the job waits without taking a slot; once all succeeded it is
+eligible like any pending job; once one ended otherwise, the pass gives it a "cancelled"
+outcome and it is never launched.
+
+Jobs start at a scheduling pass (submit, poll). So that a dependent (or a job waiting for
+a slot) does not wait for the next poll, this object also runs a pass when a launcher it
+started exits cleanly (:meth:`LocalBackend._watch`); launchers started by an earlier bot
+process are noticed at the next poll, so there the reconcile interval
+(``backend.poll_seconds``) bounds the delay.
 """
 
 from __future__ import annotations
@@ -29,10 +42,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from layerbot import log
 from layerbot.backends import local_launcher
 from layerbot.backends.base import (
     JOB_ID_PLACEHOLDER,
@@ -43,6 +58,7 @@ from layerbot.backends.base import (
     Resources,
     SubmitError,
     SubmitRequest,
+    dependency_failed_reason,
 )
 from layerbot.backends.local_launcher import (
     LAUNCHER_LOG_NAME,
@@ -71,6 +87,8 @@ LAUNCHER_PATH = Path(local_launcher.__file__).resolve()
 LOST_REASON = "the job's process ended without a result (killed from outside?)"
 DEFAULT_LOG_NAME = "job.log"
 
+_log = log.get("local")
+
 
 @dataclass(frozen=True)
 class _Seen:
@@ -78,6 +96,17 @@ class _Seen:
 
     state: State | None
     error: str | None = None
+    #: A pending job that waits for this job it needs (backend id) to end.
+    waiting_for: str | None = None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A pending job as the pass found it."""
+
+    entry: Path  # its queue entry
+    state_file: Path
+    state: State
 
 
 class LocalBackend:
@@ -230,6 +259,7 @@ class LocalBackend:
             "grace_seconds": self.kill_grace_seconds,
             "log_file": str(log_file),
             "cpus": _cpus(request.options),
+            "after_ok": _dependencies(request.after_ok, job_dir),
             "submitted_at": now_iso(),
             "queue_entry": f"{time.time_ns():020d}-{request.job_id}",
             "launched_at": None,
@@ -250,7 +280,7 @@ class LocalBackend:
         self._ensure_dirs()
         seen: dict[str, _Seen] = {}
         running = 0
-        pending: list[Path] = []
+        pending: list[_Pending] = []
         with locked(self._lock_file):
             for entry in sorted(self._queue_dir.iterdir()):
                 if entry.name.startswith("."):
@@ -270,13 +300,91 @@ class LocalBackend:
                 elif state.get("launched_at"):
                     running += 1
                 else:
-                    pending.append(state_file)
+                    pending.append(_Pending(entry, state_file, state))
             if start:
-                for state_file in pending[: max(0, self.config.max_concurrent - running)]:
+                eligible = self._resolve_dependencies(pending, seen)
+                for state_file in eligible[: max(0, self.config.max_concurrent - running)]:
                     launched = self._launch(state_file)
                     seen[str(state_file.parent.parent)] = _Seen(launched)
         self._reap_launchers()
         return seen
+
+    # --- dependencies ----------------------------------------------------------------------
+
+    def _resolve_dependencies(self, pending: list[_Pending], seen: dict[str, _Seen]) -> list[Path]:
+        """The pending jobs that may start now, in submission order.
+
+        A job waiting for a job it needs is left out (it takes no slot) and noted in
+        ``seen`` for its status; one whose dependency did not succeed is given a cancelled
+        outcome here, under the pass's lock, so it can never be launched afterwards.
+        """
+        eligible: list[Path] = []
+        for job in pending:
+            backend_id = str(job.state_file.parent.parent)
+            waiting_for, failed = self._dependency_verdict(job.state, seen)
+            if failed is not None:
+                state = update_state(job.state_file, partial(_cancel_unmet, reason=failed))
+                seen[backend_id] = _Seen(state)
+                if state is None or state.get("outcome") is not None:
+                    job.entry.unlink(missing_ok=True)
+            elif waiting_for is not None:
+                seen[backend_id] = _Seen(job.state, waiting_for=waiting_for)
+            else:
+                eligible.append(job.state_file)
+        return eligible
+
+    def _dependency_verdict(
+        self, state: State, seen: Mapping[str, _Seen]
+    ) -> tuple[str | None, str | None]:
+        """(a job it still waits for, why it can never start); (None, None): it may start.
+
+        A job that did not succeed decides at once, even while others still run: the
+        dependent cannot start anyway, and is told so as early as possible.
+        """
+        waiting_for = None
+        for dependency in state.get("after_ok") or []:
+            try:
+                found = seen.get(dependency) or self._read_unqueued(dependency)
+            except OSError:  # unreadable: as good as missing
+                found = _Seen(None)
+            dep_state = found.state
+            outcome = dep_state.get("outcome") if dep_state is not None else None
+            if dep_state is None:
+                return None, dependency_failed_reason(dependency, BackendState.UNKNOWN)
+            if outcome is None:
+                waiting_for = waiting_for or dependency
+                continue
+            ended, _ = _ended_state(outcome, dep_state.get("time_limit_seconds"))
+            if ended is not BackendState.COMPLETED:
+                return None, dependency_failed_reason(dependency, ended)
+        return waiting_for, None
+
+    # --- waking up when a job ends ---------------------------------------------------------
+
+    def _watch(self, backend_id: str, proc: subprocess.Popen[bytes]) -> None:
+        """Reap a launcher this object started, and run a scheduling pass when it exits
+        cleanly, so dependents and queued jobs start at once instead of at the next poll.
+
+        Only after a clean exit (the launcher wrote the outcome): a launcher that was killed
+        leaves a lost job, which the next poll reports and deals with. A daemon thread per
+        running job (at most max_concurrent of them); the pass is the same one as submit's
+        and poll's, under the same flock, so running it from here changes nothing but when.
+        """
+
+        def wait_and_schedule() -> None:
+            returncode = proc.wait()
+            with self._launchers_lock:
+                if self._launchers.get(backend_id) is proc:
+                    del self._launchers[backend_id]
+            if returncode != 0 or not self.state_dir.is_dir():
+                return
+            try:
+                self._schedule()
+            except Exception as exc:  # the next poll runs the pass anyway
+                _log.warning("scheduling pass after a job ended failed", error=str(exc))
+
+        threading.Thread(target=wait_and_schedule, name=f"local-watch-{proc.pid}",
+                         daemon=True).start()
 
     def _examine(self, entry: Path, state_file: Path, seen: Mapping[str, _Seen]) -> _Seen | None:
         """The state behind a queue entry (None: a stale entry, now removed)."""
@@ -345,9 +453,12 @@ class LocalBackend:
         except OSError as exc:
             error = f"cannot start the local launcher: {exc.strerror or exc}"
             return update_state(state_file, lambda s: _set_outcome(s, error=error))
+        backend_id = str(state_file.parent.parent)
         with self._launchers_lock:
-            self._launchers[str(state_file.parent.parent)] = proc
-        return update_state(state_file, lambda s: _record_launcher(s, proc.pid))
+            self._launchers[backend_id] = proc
+        state = update_state(state_file, lambda s: _record_launcher(s, proc.pid))
+        self._watch(backend_id, proc)
+        return state
 
     def _spawn_launcher(self, state_file: Path) -> subprocess.Popen[bytes]:
         log = state_file.with_name(LAUNCHER_LOG_NAME)
@@ -383,7 +494,8 @@ class LocalBackend:
         statuses: dict[str, JobStatus] = {}
         for backend_id in backend_ids:
             found = seen.get(backend_id) or self._read_unqueued(backend_id)
-            statuses[backend_id] = job_status(backend_id, found.state, found.error, self.config)
+            statuses[backend_id] = job_status(backend_id, found.state, found.error, self.config,
+                                              waiting_for=found.waiting_for)
         return statuses
 
     def _read_unqueued(self, backend_id: str) -> _Seen:
@@ -511,9 +623,15 @@ def launcher_env() -> dict[str, str]:
 
 
 def job_status(
-    backend_id: str, state: State | None, error: str | None, config: LocalBackendConfig
+    backend_id: str,
+    state: State | None,
+    error: str | None,
+    config: LocalBackendConfig,
+    *,
+    waiting_for: str | None = None,
 ) -> JobStatus:
-    """What a job's state file says, as a :class:`JobStatus`."""
+    """What a job's state file says, as a :class:`JobStatus`; ``waiting_for``: the job it
+    needs that the pass found has not ended yet."""
     if state is None:
         reason = error or f"no local job state ({state_file_for(Path(backend_id))} is gone)"
         return JobStatus(backend_id, BackendState.UNKNOWN, reason=reason)
@@ -528,7 +646,8 @@ def job_status(
     if outcome is not None:
         return _ended_status(backend_id, outcome, state.get("time_limit_seconds"), common)
     if not state.get("launched_at"):
-        reason = f"waiting for a free slot (max_concurrent = {config.max_concurrent})"
+        reason = (f"Dependency: waiting for job {waiting_for} it needs" if waiting_for
+                  else f"waiting for a free slot (max_concurrent = {config.max_concurrent})")
         return JobStatus(backend_id, BackendState.PENDING, reason=reason, **common)
     if not job:
         return JobStatus(backend_id, BackendState.PENDING, reason="starting", **common)
@@ -559,7 +678,7 @@ def _ended_status(
 
 def _ended_state(outcome: State, limit: float | None) -> tuple[BackendState, str | None]:
     if outcome.get("cancelled"):
-        return BackendState.CANCELLED, "cancelled"
+        return BackendState.CANCELLED, str(outcome.get("reason") or "cancelled")
     if outcome.get("timed_out"):
         return BackendState.TIMEOUT, f"time limit of {limit:g} s reached"
     if outcome.get("error"):
@@ -572,8 +691,12 @@ def _ended_state(outcome: State, limit: float | None) -> tuple[BackendState, str
     return BackendState.FAILED, f"exit code {code}"
 
 
-def _outcome(*, cancelled: bool = False, error: str | None = None, lost: bool = False) -> State:
-    """An outcome written by the bot (the launcher never ran, or died)."""
+def _outcome(
+    *, cancelled: bool = False, error: str | None = None, lost: bool = False,
+    reason: str | None = None,
+) -> State:
+    """An outcome written by the bot (the launcher never ran, or died); ``reason``: why a
+    cancelled job was cancelled, if not by a cancel request."""
     return {
         "ended_at": now_iso(),
         "exit_code": None,
@@ -585,6 +708,7 @@ def _outcome(*, cancelled: bool = False, error: str | None = None, lost: bool = 
         "lost": lost,
         "max_rss_bytes": None,
         "elapsed_seconds": None,
+        **({"reason": reason} if reason else {}),
     }
 
 
@@ -592,6 +716,14 @@ def _set_outcome(state: State, *, cancelled: bool = False, error: str | None = N
     if state.get("outcome") is not None:
         return False
     state["outcome"] = _outcome(cancelled=cancelled, error=error)
+    return True
+
+
+def _cancel_unmet(state: State, reason: str) -> bool:
+    """A pending job whose dependency did not succeed: cancelled, never launched."""
+    if state.get("outcome") is not None or state.get("launched_at"):
+        return False
+    state["outcome"] = _outcome(cancelled=True, reason=reason)
     return True
 
 
@@ -660,6 +792,14 @@ def _expand_job_id(log_file: Path | None, job_id: int) -> Path:
 def _inside(job_dir: Path, path: Path) -> Path:
     """An absolute path: relative ones are relative to the job directory."""
     return Path(os.path.abspath(job_dir / path))
+
+
+def _dependencies(after_ok: Sequence[str], job_dir: Path) -> list[str]:
+    """The backend ids (job directories) a job needs, as absolute paths, as poll gets them."""
+    needed = [os.path.abspath(b) for b in after_ok]
+    if str(job_dir) in needed:
+        raise SubmitError("a job cannot depend on itself")
+    return list(dict.fromkeys(needed))
 
 
 def _cpus(options: Mapping[str, str]) -> int:

@@ -18,6 +18,11 @@ Robustness, in short (docs/slurm.md has the measurements behind each point):
 - The job gets exactly ``request.env`` (plus Slurm's SLURM_* variables): ``--export=NIL``
   keeps the bot's own environment (its secrets) on the bot's host, and the batch script,
   given on stdin, runs the job script under ``env -i``.
+- Dependencies (``request.after_ok``) are Slurm's: ``--dependency=afterok:<id>:<id>
+  --kill-on-invalid-dep=yes``, together with the hold (a released job still waits for
+  them). Slurm ignores ids it no longer knows (measured, 22.05: ``afterok:<unknown id>``
+  runs at once), so a job it needs that already left slurmctld is checked in accounting
+  at submit: one that did not succeed refuses the submission (:meth:`_check_needed`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from layerbot.backends.base import (
     Resources,
     SubmitError,
     SubmitRequest,
+    dependency_failed_reason,
 )
 from layerbot.build import hostile
 from layerbot.build.handover import HandOverFailed, hand_over
@@ -252,6 +258,9 @@ class SlurmBackend:
             raise SubmitError(str(exc)) from None
         if not request.job_dir.is_dir():
             raise SubmitError(f"the job directory {request.job_dir} does not exist")
+        if request.after_ok:
+            await self._patiently(f"checking what job {request.job_id} needs",
+                                  lambda: self._check_needed(request.after_ok))
         if self.job_user is not None:
             try:
                 await asyncio.to_thread(hand_over, request.job_dir, self.job_user)
@@ -306,9 +315,29 @@ class SlurmBackend:
             f"--output={_output_option(log_file)}",
             "--export=NIL",
             *handover,
+            *sp.dependency_args(request.after_ok),
             *sp.option_args(options),
         ]
         return args, sp.batch_script(os.path.abspath(script), request.env, tag)
+
+    async def _check_needed(self, after_ok: Sequence[str]) -> None:
+        """Refuse a job when Slurm could not enforce its dependencies: one it needs is gone
+        from slurmctld (purged after MinJobAge, or lost) and accounting does not say it
+        completed. Slurm would take its id as satisfied and run the job. Jobs still in the
+        queue are Slurm's to judge: it cancels the dependent if one of them fails."""
+        queue = await self._queue.get()
+        sids = [sp.parse_backend_id(b) for b in after_ok]
+        gone = [s for s in sids if s is not None and sp.pick_queued(queue, s) is None]
+        if not gone:
+            return
+        acct, answered, disabled = await self._sacct(sorted({s.job for s in gone}))
+        if not answered and not disabled:
+            raise BackendUnavailable("sacct did not answer about the jobs it needs")
+        for sid in gone:
+            found = sp.pick_acct(acct, sid)
+            state = (sp.map_state(found.state) if found else None) or BackendState.UNKNOWN
+            if state is not BackendState.COMPLETED:
+                raise SubmitError(dependency_failed_reason(str(sid), state))
 
     # --- release ---------------------------------------------------------------------------
 
@@ -433,7 +462,8 @@ class SlurmBackend:
             seen = sp.Observed(queued=queued.get(backend_id),
                                acct=sp.pick_acct(acct, sid) if sid else None,
                                acct_answered=answered, accounting_disabled=disabled,
-                               user_name=_user_name)
+                               user_name=_user_name,
+                               needed=_needed(queue, queued.get(backend_id)))
             status = await self._status(backend_id, seen, now)
             if status is not None:
                 statuses[backend_id] = status
@@ -589,6 +619,14 @@ def _output_option(log_file: Path) -> str:
 def _command_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items()
             if not k.startswith(_DROPPED_ENV_PREFIXES) or k in _KEPT_SLURM_ENV}
+
+
+def _needed(queue: Sequence[sp.QueueJob], job: sp.QueueJob | None) -> tuple[sp.QueueJob, ...]:
+    """The queue's entries of the jobs ``job`` needs that did not succeed (to name them)."""
+    failed = set(sp.failed_dependencies(job.dependency if job else None))
+    if not failed or job is None:
+        return ()
+    return tuple(q for q in queue if q.job_id in failed and q.cluster == job.cluster)
 
 
 def _final(job: sp.QueueJob | None) -> bool:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from layerbot.backends.base import BackendState, JobStatus, Partition
+from layerbot.backends.base import BackendState, JobStatus, Partition, dependency_failed_reason
 from layerbot.core.slurm_options import RESERVED, normalize_key
 
 # --- names and tags ------------------------------------------------------------------------
@@ -134,6 +134,33 @@ def option_args(options: Mapping[str, str]) -> list[str]:
             continue
         args.append(f"--{name}" if value in ("", "true") else f"--{name}={value}")
     return args
+
+
+def dependency_args(after_ok: Sequence[str]) -> list[str]:
+    """sbatch's options for ``SubmitRequest.after_ok``: ``--dependency=afterok:<id>:<id>``
+    and ``--kill-on-invalid-dep=yes``, so Slurm cancels the job (reason
+    DependencyNeverSatisfied) instead of keeping it pending forever when one of them
+    does not succeed. Empty without dependencies."""
+    if not after_ok:
+        return []
+    ids: list[str] = []
+    for backend_id in after_ok:
+        sid = parse_backend_id(backend_id)
+        if sid is None:
+            raise OptionError(f"the job it needs, {backend_id!r}, is not a Slurm job")
+        if sid.job not in ids:
+            ids.append(sid.job)
+    return [f"--dependency=afterok:{':'.join(ids)}", "--kill-on-invalid-dep=yes"]
+
+
+#: squeue's dependency text, one ``afterok:<id>[_<task>][+<delay>](<status>)`` per job.
+_DEPENDENCY = re.compile(r"afterok:(\d+)[^(,?:]*\((\w+)\)")
+
+
+def failed_dependencies(text: str | None) -> list[str]:
+    """Slurm ids of the jobs an ``afterok`` dependency waits for that did not succeed
+    (squeue shows ``afterok:1132(failed)``)."""
+    return [job for job, status in _DEPENDENCY.findall(text or "") if status == "failed"]
 
 
 def time_minutes(seconds: int) -> str:
@@ -362,6 +389,8 @@ class QueueJob:
     time_limit_minutes: int | None
     stdout: str | None
     memory_bytes: int | None
+    #: What the job waits for, as squeue shows it (``afterok:1132(unfulfilled)``).
+    dependency: str | None = None
 
 
 def parse_squeue_json(text: str) -> list[QueueJob]:
@@ -418,6 +447,7 @@ def _queue_job(j: Mapping[str, Any]) -> QueueJob:
         time_limit_minutes=_positive(j.get("time_limit")),
         stdout=stdout.replace("%%", "%") if stdout else None,
         memory_bytes=_tres_mem(str(j.get("tres_req_str") or "")),
+        dependency=str(j.get("dependency") or "") or None,
     )
 
 
@@ -627,6 +657,8 @@ class Observed:
     accounting_disabled: bool = False
     log_says_oom: bool = False
     user_name: Callable[[int], str | None] = field(default=lambda uid: None)
+    #: The queue's entries for the jobs this one depends on (to name the one that failed).
+    needed: tuple[QueueJob, ...] = ()
 
 
 def pick_queued(candidates: Iterable[QueueJob], sid: SlurmId) -> QueueJob | None:
@@ -683,8 +715,13 @@ def job_status(backend_id: str, seen: Observed, now: float) -> JobStatus | None:
 def _active_status(backend_id: str, state: BackendState, q: QueueJob, now: float) -> JobStatus:
     running = state is BackendState.RUNNING
     elapsed = max(0.0, now - q.start) if running and q.start else None
+    reason = None if running else q.reason
+    if reason is None and not running and "(unfulfilled)" in (q.dependency or ""):
+        # Just released: the scheduler has not looked at it yet (reason None; measured),
+        # but it can only wait for the jobs it needs.
+        reason = WAITING_FOR_DEPENDENCY
     return JobStatus(
-        backend_id, state, reason=q.reason if not running else None,
+        backend_id, state, reason=reason,
         started_at=_time(q.start) if running else None, elapsed_seconds=elapsed,
         cpus=q.cpus if running else None, node=q.node if running else None,
     )
@@ -706,7 +743,7 @@ def _final_status(backend_id: str, seen: Observed) -> JobStatus:
     return JobStatus(
         backend_id, state,
         exit_code=(128 + sig) if sig else code,
-        reason=_final_reason(state, word, code, sig, q, a, limit, seen),
+        reason=_final_reason(backend_id, state, word, code, sig, q, a, limit, seen),
         started_at=_time(start), ended_at=_time(end), elapsed_seconds=elapsed,
         cpus=(a.cpus if a and a.cpus else None) or (q.cpus if q else None),
         max_rss_bytes=a.max_rss_bytes if a else None,
@@ -735,7 +772,7 @@ def _out_of_memory(sig: int, q: QueueJob | None, a: AcctJob | None, log_says: bo
     return bool(limit and rss and rss >= 0.9 * limit)
 
 
-def _final_reason(state: BackendState, word: str, code: int | None, sig: int,
+def _final_reason(backend_id: str, state: BackendState, word: str, code: int | None, sig: int,
                   q: QueueJob | None, a: AcctJob | None, limit: int | None,
                   seen: Observed) -> str | None:
     """Slurm's side of the story. For the states the reconciler words itself ("hit its
@@ -748,6 +785,8 @@ def _final_reason(state: BackendState, word: str, code: int | None, sig: int,
     if state is BackendState.TIMEOUT:
         return f"{_minutes_text(limit)}, Slurm: {word.split()[0]}"
     if state is BackendState.CANCELLED:
+        if slurm_reason == NEVER_SATISFIED:
+            return _dependency_reason(backend_id, q, seen.needed)
         return _cancel_reason(word, slurm_reason, seen)
     if state is BackendState.FAILED:
         what = f"killed by signal {sig} ({_signal_name(sig)})" if sig else f"exit code {code}"
@@ -761,6 +800,40 @@ def _oom_reason(q: QueueJob | None, a: AcctJob | None) -> str:
     if rss and limit:
         return f"MaxRSS {_mib(rss)} over the {_mib(limit)} memory limit"
     return "Slurm: OUT_OF_MEMORY" if a and a.state.startswith("OUT_OF") else OOM_LOG_LINE
+
+
+#: Slurm's reason for a pending job that waits for the jobs it needs.
+WAITING_FOR_DEPENDENCY = "Dependency"
+#: Slurm's reason for a job it cancelled because a dependency can no longer be satisfied
+#: (with --kill-on-invalid-dep=yes): state CANCELLED, not "by <uid>".
+NEVER_SATISFIED = "DependencyNeverSatisfied"
+
+
+def _dependency_reason(backend_id: str, q: QueueJob | None, needed: Sequence[QueueJob]) -> str:
+    """Which job it needed did not succeed, named by its backend id when the queue still
+    knows it as one of ours (on the dependent's cluster: Slurm dependencies do not cross
+    clusters), with its final state."""
+    failed = failed_dependencies(q.dependency if q else None)
+    if not failed:
+        return f"not started: a job it needs did not succeed (Slurm: {NEVER_SATISFIED})"
+    job = failed[0]
+    entry = next((n for n in needed if n.job_id == job), None)
+    if entry is None:
+        return dependency_failed_reason(job, "Slurm: failed")
+    own = _tagged_job(entry)
+    sid = parse_backend_id(backend_id)
+    needed_id = str(SlurmId(job, sid.cluster if sid else None, own))
+    return dependency_failed_reason(needed_id, map_state(entry.state) or entry.state)
+
+
+def _tagged_job(job: QueueJob) -> int | None:
+    """The layerbot job id in a Slurm job's tag (comment, else name), if it has one."""
+    for text, sep in ((job.comment, ":"), (job.name, "-")):
+        if text.startswith(TAG_PREFIX + sep):
+            tail = text.rsplit(sep, 1)[-1]
+            if tail.isdigit():
+                return int(tail)
+    return None
 
 
 def _cancel_reason(word: str, slurm_reason: str | None, seen: Observed) -> str:

@@ -206,7 +206,7 @@ def _final(dir_fd: int, name: str, rel: str) -> int:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise Refused(f"{rel} is {_kind(mode)}, not a regular file: ignored")
+        raise Refused(f"{rel} is {kind(mode)}, not a regular file: ignored")
     return fd
 
 
@@ -217,14 +217,15 @@ def _why(dir_fd: int, name: str, shown: str, exc: OSError, where: str) -> str:
             mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
         except OSError:
             mode = 0
-        kind = _kind(mode) if mode else "not a directory"
-        return f"{shown} is {kind}{suffix}: ignored"
+        what = kind(mode) if mode else "not a directory"
+        return f"{shown} is {what}{suffix}: ignored"
     if exc.errno == errno.ENOENT:
         return f"{shown} does not exist{suffix}"
     return f"cannot read {shown}{suffix}: {exc.strerror}"
 
 
-def _kind(mode: int) -> str:
+def kind(mode: int) -> str:
+    """What a non-regular file is, for a report line (``a symlink``, ``a FIFO``, ...)."""
     if stat.S_ISLNK(mode):
         return "a symlink"
     if stat.S_ISFIFO(mode):

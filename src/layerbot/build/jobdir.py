@@ -55,6 +55,7 @@ from typing import Any
 
 from layerbot.build import hostile
 from layerbot.build.workspace import Prepared, remove_tree
+from layerbot.core import pipeline
 from layerbot.core.facts import JobFacts
 
 CFG_DIR = "cfg"
@@ -577,3 +578,51 @@ def _archive_path(job_dir: Path, archive_root: Path) -> Path:
     parts = [p if _NAME.match(p) and p not in (".", "..") else "unknown" for p in (owner, name)]
     group = job_dir.parent.name if _NAME.match(job_dir.parent.name) else "unknown"
     return archive_root.joinpath(*parts, group, f"{job_dir.name}.tar.gz")
+
+
+# --- pipelines ---------------------------------------------------------------------------
+
+#: The script a step job runs (written by the bot, like cfg/job.cfg): the plan's command
+#: for this step, in the step's checkout, with an empty output directory to fill.
+STEP_SCRIPT = "cfg/step.sh"
+_STEP_RUNNER = b"""#!/bin/bash
+# layerbot: runs this step's command from the target's plan (see docs/pipelines.md).
+cd "$LAYERBOT_JOB_DIR" || exit 1
+mkdir -p "$LAYERBOT_STEP_OUTPUT" || exit 1
+exec /bin/bash -c "$LAYERBOT_STEP_COMMAND"
+"""
+
+
+def write_plan_files(job_dir: Path) -> dict[str, str]:
+    """A plan job's extra environment; a plan file the PR brought along is removed first,
+    so only what the plan script writes is read."""
+    job_dir = Path(job_dir).absolute()
+    plan = job_dir / pipeline.PLAN_FILE
+    if plan.is_symlink() or plan.exists():
+        remove_tree(plan)
+    return {"LAYERBOT_JOB_DIR": str(job_dir), "LAYERBOT_PLAN_FILE": str(plan)}
+
+
+def write_step_files(job_dir: Path, step: Mapping[str, Any],
+                     needs: Mapping[str, Path]) -> dict[str, str]:
+    """cfg/needs.json and cfg/step.sh of a step job; returns its extra environment.
+
+    ``needs``: each needed step's artifact directory, by step id. A ``step-output`` the
+    PR's content brought along is removed: the step's artifact is only what it writes.
+    """
+    job_dir = Path(job_dir).absolute()
+    needs_json = json.dumps({k: str(v) for k, v in needs.items()}, indent=2, sort_keys=True)
+    _install(job_dir / pipeline.NEEDS_FILE, needs_json.encode() + b"\n", job_dir, None)
+    _install(job_dir / STEP_SCRIPT, _STEP_RUNNER, job_dir, None)
+    os.chmod(job_dir / STEP_SCRIPT, 0o755)  # noqa: S103 (run by the job user)
+    output = job_dir / pipeline.STEP_OUTPUT
+    if output.is_symlink() or output.exists():
+        remove_tree(output)
+    output.mkdir()
+    env = {"LAYERBOT_JOB_DIR": str(job_dir), "LAYERBOT_STEP_ID": str(step["id"]),
+           "LAYERBOT_STEP_NAME": str(step.get("name") or step["id"]),
+           "LAYERBOT_STEP_COMMAND": str(step["command"]),
+           "LAYERBOT_STEP_OUTPUT": str(output),
+           "LAYERBOT_NEEDS_FILE": str(job_dir / pipeline.NEEDS_FILE)}
+    env.update({pipeline.need_variable(k): str(v) for k, v in needs.items()})
+    return env

@@ -25,9 +25,10 @@ from layerbot.control.queries import agent as agent_summary
 from layerbot.core.deploy_plan import plan_deploy
 from layerbot.core.fleet import AgentState
 from layerbot.core.jobs import JobState
+from layerbot.events.reporting import report_build
 from layerbot.jobs.planner import BuildRequest
 from layerbot.operations import agents as agentops
-from layerbot.operations import builds
+from layerbot.operations import builds, pipelines
 from layerbot.operations import fleet as fleetops
 from layerbot.operations.cancelling import cancel_jobs
 from layerbot.operations.pulls import GitHubReader, PullHead, PullUnavailable, fetch_pull
@@ -110,6 +111,8 @@ def redo(store: Store, config: Config, job_id: int, by: str, now: datetime,
             raise ControlError(404, f"the build of job {job_id} is gone")
         if JobState(job.state).active:
             raise ControlError(409, f"job {job_id} is still {job.state}; cancel it first")
+        if job.step_id is not None:  # a step: its own pipeline's way (same commit, agent)
+            return _redo_step(s, config, job, build, now)
         nodes = fleetops.snapshot_in(s, config, now).node_types(config)
         targets, redo_of = builds.redo_targets(config, [job], nodes)
         if not targets:
@@ -128,6 +131,17 @@ def redo(store: Store, config: Config, job_id: int, by: str, now: datetime,
         new_ids = [j.id for j in jobs]
     return ActionResult(message=f"job {job_id} redone as job {new_ids[0]} at {where[:12]}",
                         jobs=new_ids, build_id=new_build.id)
+
+
+def _redo_step(session: Session, config: Config, job: Job, build: Build, now: datetime
+               ) -> ActionResult:
+    try:
+        again = pipelines.redo_step(session, config, job, now)
+    except ValueError as exc:
+        raise ControlError(409, str(exc)) from None
+    report_build(session, config, build, now, changed=[again])
+    return ActionResult(message=f"step {job.step_id} (job {job.id}) redone as job {again.id} "
+                                f"at {job.head_sha[:12]}", jobs=[again.id], build_id=build.id)
 
 
 def pull_of_job(store: Store, job_id: int) -> tuple[str, int, int]:

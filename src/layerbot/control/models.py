@@ -80,6 +80,48 @@ class JobDetail(Model):
     log_tail: str
 
 
+class StepOut(Model):
+    """A step of a pipeline, by its latest attempt (a rebuilt step has several jobs)."""
+
+    step_id: str
+    name: str
+    #: The latest attempt's job, its state, and the step's status as the PR shows it
+    #: (done, reused, running, waiting, failed, cancelled).
+    job_id: int
+    state: str
+    status: str
+    #: The ids of the steps it needs, and its column in the graph (1: needs nothing).
+    needs: list[str]
+    depth: int
+    #: How long it ran (so far, while it runs); None: it has not started.
+    seconds: float | None
+    agent: str | None
+    cluster: str | None
+    #: Of the latest attempt; a reused step ran nowhere (None).
+    core_hours: float | None
+    reused_from: int | None
+    attempts: int
+    reason: str | None
+
+
+class PipelineOut(Model):
+    """A target's pipeline: its plan job, its steps, their progress and cost."""
+
+    plan_job_id: int
+    target: str
+    repo_target: str
+    head_sha: str
+    #: The target's state from its steps: running, succeeded, failed or cancelled.
+    state: str
+    #: E.g. "3/5 done (1 reused), 1 running, 1 waiting".
+    progress: str
+    critical_path: list[str]
+    critical_seconds: float
+    #: The plan job and every attempt of every step (reused steps cost nothing).
+    core_hours: float
+    steps: list[StepOut]
+
+
 class BuildOut(Model):
     id: int
     instance: str

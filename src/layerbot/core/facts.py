@@ -40,6 +40,11 @@ class JobFacts:
     build_id: int | None = None
     #: Batch-system options a command set (allowed by backend.slurm.overridable).
     batch_options: dict[str, str] = field(default_factory=dict)
+    #: What the job runs: "build" (the job script), "plan" (the plan script: its job writes
+    #: the target's plan) or "step" (one step of a target's plan, described by ``step``).
+    role: str = "build"
+    #: A step's id, name, command, needs ({step id: job id}), resources and cache key.
+    step: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

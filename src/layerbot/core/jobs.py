@@ -35,7 +35,10 @@ TERMINAL = frozenset(
 _ENDS = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT, JobState.LOST}
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.SUBMITTED, JobState.FAILED, JobState.CANCELLED}),
+    # A pipeline step reused from another job's artifact ends without running: it succeeds
+    # or fails as that job did (operations/pipelines.py).
+    JobState.QUEUED: frozenset({JobState.SUBMITTED, JobState.SUCCEEDED, JobState.FAILED,
+                                JobState.CANCELLED}),
     JobState.SUBMITTED: frozenset({JobState.RUNNING, *_ENDS}),
     JobState.RUNNING: frozenset(_ENDS),
     JobState.SUCCEEDED: frozenset(),

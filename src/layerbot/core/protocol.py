@@ -14,9 +14,9 @@ gets a new number, and the server refuses the old one with a message that says w
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 #: The protocol this release speaks.
 PROTOCOL_VERSION = 1
@@ -39,6 +39,19 @@ def refusal(version: int | None) -> str | None:
             f"(the agent sends header {PROTOCOL_HEADER})")
 
 
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a number is wanted here, not true or false")
+    return value
+
+
+#: The numbers an agent sends. Pydantic reads ``true`` as 1, and a protocol version, a slot
+#: count or a report's sequence number of ``true`` is a client's bug to refuse, not guess.
+#: Not ``strict``: that refuses 67.0 for an integer, which JSON Schema calls one.
+Int = Annotated[int, BeforeValidator(_not_a_boolean)]
+Number = Annotated[float, BeforeValidator(_not_a_boolean)]
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,13 +71,13 @@ class Capabilities(Message):
     backend: str = Field(max_length=20)
     node_types: list[NodeTypeCapability] = Field(default=[], max_length=200)
     #: How many jobs the agent holds at most (queued in its backend included).
-    concurrency: int = Field(ge=1, le=100_000)
+    concurrency: Int = Field(ge=1, le=100_000)
     #: Resources as the backend reports them (partitions, idle CPUs), when known.
     resources: dict[str, Any] | None = None
 
 
 class RegisterRequest(Message):
-    protocol: int
+    protocol: Int
     version: str = Field(max_length=40)
     cluster: str = Field(min_length=1, max_length=100)
     capabilities: Capabilities
@@ -88,10 +101,18 @@ class RegisterResponse(Message):
     jobs: list[HeldJob] = []
 
 
+#: The largest id of a row (a job, a deployment): what an INTEGER column holds everywhere
+#: (PostgreSQL's is 32-bit). Larger ones in a request are a 422, not a database error.
+MAX_ID = 2**31 - 1
+
+
 class HeartbeatRequest(Message):
-    #: The jobs the agent holds, with the lease each was given.
-    holding: dict[int, str] = Field(default={}, max_length=100_000)
-    free_slots: int = Field(ge=0)
+    #: The jobs the agent holds, with the lease each was given. JSON keys are strings:
+    #: the description says they are job ids (the fuzzing sent any string, a 422).
+    holding: dict[Annotated[int, Field(ge=1, le=MAX_ID)], str] = Field(
+        default={}, max_length=100_000,
+        json_schema_extra={"propertyNames": {"pattern": "^[1-9][0-9]{0,8}$"}})
+    free_slots: Int = Field(ge=0)
     resources: dict[str, Any] | None = None
 
 
@@ -107,9 +128,9 @@ class HeartbeatResponse(Message):
 
 
 class ClaimRequest(Message):
-    slots: int = Field(ge=1, le=1000)
+    slots: Int = Field(ge=1, le=1000)
     #: Long poll: how long the server may wait for work before answering with none.
-    wait_seconds: float = Field(default=20.0, ge=0, le=60)
+    wait_seconds: Number = Field(default=20.0, ge=0, le=60)
 
 
 class JobSpec(Message):
@@ -141,7 +162,7 @@ class ClaimResponse(Message):
 class ArtifactInfo(Message):
     name: str = Field(max_length=500)
     path: str
-    size: int = Field(ge=0)
+    size: Int = Field(ge=0)
     sha256: str = Field(pattern="^[0-9a-f]{64}$")
 
 
@@ -151,7 +172,7 @@ ReportKind = Literal["job_dir", "submitted", "failed", "outcome", "log"]
 class Report(Message):
     """One step of a job, sent until acknowledged; ``seq`` makes a retry harmless."""
 
-    seq: int = Field(ge=1)
+    seq: Int = Field(ge=1)
     lease_id: str
     kind: ReportKind
     job_dir: str | None = None
@@ -165,10 +186,10 @@ class Report(Message):
     #: For "log": the last lines of a running job's output (the control center shows them).
     log_tail: str | None = Field(default=None, max_length=64_000)
     artifacts: list[ArtifactInfo] = Field(default=[], max_length=10_000)
-    exit_code: int | None = None
-    elapsed_seconds: float | None = None
-    cpus: int | None = None
-    max_rss_bytes: int | None = None
+    exit_code: Int | None = None
+    elapsed_seconds: Number | None = None
+    cpus: Int | None = None
+    max_rss_bytes: Int | None = None
     node: str | None = Field(default=None, max_length=200)
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -218,9 +239,11 @@ class UploadSpec(Message):
 
 
 class UploadClaimRequest(Message):
-    slots: int = Field(default=1, ge=1, le=100)
+    slots: Int = Field(default=1, ge=1, le=100)
     #: Deployments the agent is staging already (in its journal): not offered again.
-    holding: list[int] = Field(default=[], max_length=10_000)
+    #: (The bounds before the validator: after it, pydantic left them out of the schema.)
+    holding: list[Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_not_a_boolean)]] = \
+        Field(default=[], max_length=10_000)
 
 
 class UploadClaimResponse(Message):
@@ -234,7 +257,7 @@ UploadOutcomeKind = Literal["uploaded", "skipped", "failed"]
 class UploadReport(Message):
     """How staging one deployment went; sent until acknowledged, applied once."""
 
-    attempt: int = Field(ge=0)
+    attempt: Int = Field(ge=0)
     outcome: UploadOutcomeKind
     #: For "uploaded"/"skipped": where the artifact is.
     key: str | None = Field(default=None, max_length=2000)

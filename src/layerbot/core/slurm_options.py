@@ -30,6 +30,8 @@ _ENV = ("the job's environment is exactly build.env plus the variables named in 
 _HANDOVER = ("layerbot holds each job until it is recorded; choose how with "
              "backend.slurm.handover (hold_release or delayed_begin) instead")
 _INTERNAL = "layerbot needs it to submit and track jobs; remove it"
+_DEPENDENCY = ("layerbot sets it from the job's dependencies (the earlier steps of a "
+               "pipeline), which only layerbot decides; remove it")
 
 #: Option (long name, without dashes) -> why layerbot sets it and what to do instead.
 RESERVED: dict[str, str] = {
@@ -48,6 +50,8 @@ RESERVED: dict[str, str] = {
     "test-only": _INTERNAL,
     "wrap": "the job runs build.job_script; set that instead",
     "array": "layerbot submits one Slurm job per layerbot job; remove it",
+    "dependency": _DEPENDENCY,
+    "kill-on-invalid-dep": _DEPENDENCY,
     "chdir": ("every job runs in its own job directory under build.jobs_dir; set that "
               "instead"),
 }

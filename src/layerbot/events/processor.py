@@ -17,6 +17,8 @@ from datetime import timedelta
 
 from layerbot import clock, log, metrics
 from layerbot.config import Config
+from layerbot.github.client import GitHubError
+from layerbot.github.sender import rate_limited_until
 from layerbot.handlers import gate
 from layerbot.handlers.base import Context, Event, Router, Services
 from layerbot.loops import pause
@@ -151,9 +153,13 @@ class Processor:
     async def _failed(self, event: Event, exc: Exception) -> None:
         cfg = self.config.inbox
         error = f"{type(exc).__name__}: {exc}"
-        retry = event.attempt < cfg.max_attempts
-        at = clock.now() + backoff(event.attempt, cfg.backoff_seconds,
-                                   cfg.backoff_max_seconds) if retry else None
+        now = clock.now()
+        # GitHub's rate limit is waited out, whatever the attempt: the event is fine, the
+        # installation is out of requests until the reset (the soak's hour ran into it).
+        limited = rate_limited_until(exc, now) if isinstance(exc, GitHubError) else None
+        retry = limited is not None or event.attempt < cfg.max_attempts
+        at = limited or (now + backoff(event.attempt, cfg.backoff_seconds,
+                                       cfg.backoff_max_seconds) if retry else None)
         _log.error("handler failed", error=error, attempt=event.attempt,
                    retry_at=at.isoformat() if at else None, exc_info=not retry)
         metrics.EVENTS.labels(event=event.name, outcome="retry" if retry else "failed").inc()

@@ -21,31 +21,31 @@ from layerbot.store.models import Build, Job
 
 def report_build(session: Session, config: Config, build: Build, now: datetime,
                  changed: Iterable[Job] = (), note: str | None = None) -> None:
-    """Edit the build's reply (per chat level) and the check runs of the changed jobs."""
+    """Edit the build's reply (per chat level) and the check runs of the changed jobs'
+    targets: one per target, a pipeline's steps moving its plan job's run."""
     if build.pr is None or build.installation_id is None:
         return  # `layerbot run`: nobody on GitHub to tell
     serialize_reports(session, build.repo, build.pr)  # before reading what it renders
     all_jobs = jobstore.jobs_of_build(session, build.id)
     rows = jobstore.rows_for_jobs(session, all_jobs)
     level = config.reporting.chatlevel
-    finished = all(r.state.terminal for r in rows)
+    finished = all(r.state.terminal for r in rows)  # steps too: nothing left to move
     if level != "quiet" or finished:
         header = report.BuildHeader(config.instance.name, build.requested_by, build.command,
                                     build.head_sha, build.base_ref, note or build.note)
         writes.enqueue_comment(session, instance=build.instance, repo=build.repo,
                                installation_id=build.installation_id, issue_number=build.pr,
-                               key=build.report_key, body=report.build_comment(header, rows),
+                               key=build.report_key, body=report.build_comment(header, rows, now),
                                now=now)
     mode = config.reporting.check_runs
     if mode == "off":
         return
-    changed_ids = {j.id for j in changed}
-    for row in rows:
-        if row.id in changed_ids and (mode == "live" or row.state.terminal):
+    base_url = config.web.base_url
+    for target in report.check_runs_changed(rows, {j.id for j in changed}):
+        if mode == "live" or target.state.terminal:
             writes.enqueue_check_run(
                 session, instance=build.instance, repo=build.repo,
-                installation_id=build.installation_id, key=f"job:{row.id}",
-                fields=report.check_run_fields(config.instance.name, row,
-                                               config.reporting.log_tail_lines),
+                installation_id=build.installation_id, key=report.check_run_key(target),
+                fields=report.check_run_fields(config.instance.name, target,
+                                               config.reporting.log_tail_lines, base_url, now),
                 now=now)
-

@@ -138,7 +138,8 @@ class GitHubApp:
         return self._app
 
     def _client(self, auth: Any) -> GitHub[Any]:
-        return GitHub(auth, base_url=self.config.api_url, auto_retry=False, timeout=30.0,
+        return GitHub(auth, base_url=self.config.api_url, auto_retry=False,
+                      timeout=self.config.timeout_seconds,
                       http_cache=False, async_transport=self._transport)
 
     def _client_for(self, token: str) -> GitHub[Any]:

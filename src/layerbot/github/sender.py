@@ -3,11 +3,17 @@
 5xx answers and network errors back off exponentially; 403/429 rate-limit answers wait
 for ``retry-after`` or ``x-ratelimit-reset`` as GitHub's documentation asks; other 4xx
 answers are final and kept as failed with GitHub's message.
+
+A comment whose create got no answer (a timeout) or a 5xx may have been made all the same.
+Its next attempt looks for it by its marker before creating it; after a timeout only once
+``in_flight_seconds`` have passed, as the create may still land after the answer we gave
+up on (the soak made one reply twice so).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta
 
 from layerbot import clock, log, metrics
@@ -25,22 +31,34 @@ SECONDARY_LIMIT_WAIT = timedelta(seconds=60)
 
 def retry_at(error: GitHubError, attempts: int, config: OutboxConfig,
              now: datetime) -> datetime | None:
-    """When to try again after ``error`` on attempt ``attempts``; None when never."""
-    if attempts >= config.max_attempts:
-        return None
+    """When to try again after ``error`` on attempt ``attempts``; None when never.
+    A rate limit is waited out whatever the attempt: it says nothing of the write."""
     backoff = timedelta(seconds=min(config.backoff_seconds * 2 ** (attempts - 1),
                                     config.backoff_max_seconds))
-    status, headers = error.status, error.headers
-    if status in (403, 429) and _is_rate_limited(error):
-        if "retry-after" in headers:
-            return now + timedelta(seconds=_number(headers["retry-after"], 60))
-        if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
-            reset = datetime.fromtimestamp(_number(headers["x-ratelimit-reset"], 0), now.tzinfo)
-            return max(reset, now + timedelta(seconds=1))
-        return now + max(SECONDARY_LIMIT_WAIT, backoff)
+    limited = rate_limited_until(error, now, max(SECONDARY_LIMIT_WAIT, backoff))
+    if limited is not None:
+        return limited
+    if attempts >= config.max_attempts:
+        return None
+    status = error.status
     if status == 0 or status >= 500 or status == 401:
         return now + backoff
     return None  # any other 4xx: the request itself is wrong; retrying will not help
+
+
+def rate_limited_until(error: GitHubError, now: datetime,
+                       unsaid: timedelta = SECONDARY_LIMIT_WAIT) -> datetime | None:
+    """When GitHub says a rate-limited request may be made again (``unsaid`` from now when
+    it names no time); None if ``error`` is no rate limit."""
+    headers = error.headers
+    if error.status not in (403, 429) or not _is_rate_limited(error):
+        return None
+    if "retry-after" in headers:
+        return now + timedelta(seconds=_number(headers["retry-after"], 60))
+    if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
+        reset = datetime.fromtimestamp(_number(headers["x-ratelimit-reset"], 0), now.tzinfo)
+        return max(reset, now + timedelta(seconds=1))
+    return now + unsaid  # a secondary limit that names no time
 
 
 def _is_rate_limited(error: GitHubError) -> bool:
@@ -56,12 +74,20 @@ def _number(value: str, default: float) -> float:
         return default
 
 
+#: How often, at most, the sender stores GitHub's rate-limit headers while it sends.
+RATE_LIMITS_EVERY_SECONDS = 1.0
+
+
 class Sender:
     def __init__(self, outbox: Outbox, performer: Performer, config: OutboxConfig) -> None:
         self.outbox = outbox
         self.performer = performer
         self.config = config
         self.wakeup = asyncio.Event()
+        #: When GitHub's rate-limit headers were last stored (monotonic), and whether
+        #: newer ones are waiting to be.
+        self._limits_stored_at = -RATE_LIMITS_EVERY_SECONDS
+        self._limits_unstored = False
 
     async def run(self, stop: asyncio.Event) -> None:
         recovered = await asyncio.to_thread(self.outbox.recover)
@@ -76,6 +102,15 @@ class Sender:
         messages = await asyncio.to_thread(self.outbox.claim, clock.now(), self.config.senders)
         if messages:
             await asyncio.gather(*(self._send(m) for m in messages))
+            self._limits_unstored = True
+        # At most once a second while sending, and at once when it stops: a write
+        # transaction per batch sent was a quarter of the worker's writes in a burst, and
+        # on SQLite each one holds up the webhook's inserts.
+        if self._limits_unstored and (
+                not messages
+                or time.monotonic() - self._limits_stored_at >= RATE_LIMITS_EVERY_SECONDS):
+            self._limits_unstored = False
+            self._limits_stored_at = time.monotonic()
             await asyncio.to_thread(self._store_rate_limits)
         metrics.OUTBOX_BACKLOG.set(await asyncio.to_thread(self.outbox.backlog))
         return len(messages)
@@ -95,13 +130,20 @@ class Sender:
                 if _already_done(message, exc):
                     await asyncio.to_thread(self.outbox.sent, message.id, clock.now())
                     return
-                at = retry_at(exc, message.attempts, self.config, clock.now())
+                now = clock.now()
+                at = retry_at(exc, message.attempts, self.config, now)
+                ambiguous = message.kind == "comment" and (exc.status == 0 or exc.status >= 500)
+                if at is not None and ambiguous and exc.status == 0:
+                    # No answer: the create may still be on its way. Looking for it now
+                    # could miss it and make a second one; look once it has landed.
+                    at = max(at, now + timedelta(seconds=self.config.in_flight_seconds))
                 outcome = "retry" if at else "failed"
                 metrics.GITHUB_WRITES.labels(kind=message.kind, outcome=outcome).inc()
                 (_log.warning if at else _log.error)(
                     "GitHub write failed", status=exc.status, error=exc.message,
                     attempt=message.attempts, retry_at=at.isoformat() if at else None)
-                await asyncio.to_thread(self.outbox.retry, message.id, str(exc), at)
+                await asyncio.to_thread(self.outbox.retry, message.id, str(exc), at,
+                                        ambiguous)
                 self.wakeup.set()
                 return
             except Exception as exc:  # a bug or bad payload: keep it for inspection

@@ -41,7 +41,16 @@ class Event:
 
     @cached_property
     def payload(self) -> dict[str, Any]:
+        """The body, parsed; a NUL in any of its strings is replaced by U+FFFD.
+
+        Why: PostgreSQL's text holds no NUL, and handlers put the body's strings (a
+        repository's name, a login, a label) into rows and outcomes; one ``\u0000`` in a
+        signed body made the event's commit fail at every attempt (found by the webhook
+        fuzzing). GitHub's own strings never carry one."""
         data: dict[str, Any] = json.loads(self.raw)
+        if "\\u0000" in self.raw:
+            cleaned: dict[str, Any] = _without_nul(data)
+            return cleaned
         return data
 
     @property
@@ -51,6 +60,16 @@ class Event:
     @property
     def sender_login(self) -> str:
         return str((self.payload.get("sender") or {}).get("login", ""))
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
 
 
 Write = Callable[[Session], object]  # what it returns is ignored

@@ -69,7 +69,8 @@ def build_request(ctx: Context, pull: PullHead, command: str,
         head_sha=pull.sha, base_ref=pull.base_ref, clone_url=pull.clone_url,
         command=command, requested_by=ctx.event.sender_login,
         comment_id=comment.get("id"), delivery_id=ctx.event.delivery_id,
-        exportvariables=exportvariables, batch_options=batch_options)
+        exportvariables=exportvariables, batch_options=batch_options,
+        priority=int(ctx.config.pipelines.priority_label in pull.labels))
 
 
 def record_and_report(ctx: Context, request: BuildRequest, targets: list[PlannedTarget],

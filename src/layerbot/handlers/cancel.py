@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from layerbot.core.jobs import JobState
-from layerbot.handlers.jobs import jobs_of_pr, no_such_job, of_latest_build
+from layerbot.handlers.jobs import jobs_of_pr, no_such_job, nothing_built, of_latest_build
 from layerbot.handlers.registry import CommandBinding, Invocation
 from layerbot.operations.cancelling import cancel_jobs
 
@@ -15,7 +15,7 @@ async def on_cancel(inv: Invocation) -> str | None:
     if cmd.job_id is not None and jobs and not any(j.id == cmd.job_id for j in jobs):
         return no_such_job(ctx, number, cmd)
     if not jobs:
-        return None  # this instance has nothing for this PR: another one will answer
+        return nothing_built(ctx, number, cmd, "cancel")
     unfinished = [j for j in jobs if JobState(j.state).active]
     if cmd.job_id is not None:
         chosen = [j for j in unfinished if j.id == cmd.job_id]
@@ -28,11 +28,18 @@ async def on_cancel(inv: Invocation) -> str | None:
     ids = [j.id for j in chosen]
     reason = f"cancelled by @{ctx.event.sender_login}"
     ctx.write(lambda s: cancel_jobs(s, ctx.config, ids, reason, ctx.now))
-    if not ids:
-        ctx.reply(number, f"cancel:{ctx.event.delivery_id}:{cmd.lineno}",
-                  f"**layerbot `{ctx.instance}`**: no waiting or running job to cancel"
-                  + _earlier(len(unfinished)) + ".")
+    # Answered either way (the soak found a cancel that acted met with silence but for the
+    # build's reply, which may be far up the conversation).
+    ctx.reply(number, f"cancel:{ctx.event.delivery_id}:{cmd.lineno}",
+              f"> {cmd.line.strip()}\n\n**layerbot `{ctx.instance}`**: "
+              + (f"cancelling {_jobs(ids)}; the build's reply shows them end." if ids else
+                 "no waiting or running job to cancel" + _earlier(len(unfinished)) + "."))
     return f"cancel of {len(ids)} job(s)"
+
+
+def _jobs(ids: list[int]) -> str:
+    shown = ", ".join(str(i) for i in ids[:20]) + (", ..." if len(ids) > 20 else "")
+    return f"{len(ids)} job(s) ({shown})"
 
 
 def _earlier(unfinished: int) -> str:

@@ -34,6 +34,7 @@ from layerbot.core.deployments import STAGED, DeploymentState
 from layerbot.core.report import size as human_size
 from layerbot.deploy.service import STATE_ICONS, report_deployments
 from layerbot.handlers.base import Context, Event, Router
+from layerbot.handlers.jobs import nothing_built
 from layerbot.handlers.permissions import allowed
 from layerbot.handlers.registry import CommandBinding, Invocation
 from layerbot.operations.deployments import plan_views, queue_deployments
@@ -106,7 +107,7 @@ async def on_deploy_command(inv: Invocation) -> str | None:
     if cmd.filters.inst is not None and not pattern_matches(cmd.filters.inst, ctx.instance):
         return None  # inst: names another instance: it answers, this one stays silent
     if not await asyncio.to_thread(_has_jobs, ctx, number):
-        return None
+        return nothing_built(ctx, number, cmd, "deploy")
     if not await inv.permitted():
         return "deploy refused"
     if cmd.force and not await allowed(ctx, "force_deploy", number, cmd):

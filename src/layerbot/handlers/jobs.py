@@ -29,3 +29,12 @@ def no_such_job(ctx: Context, number: int, cmd: Command) -> str:
               f"> {cmd.line.strip()}\n\n**layerbot `{ctx.instance}`**: this pull request has "
               f"no job {cmd.job_id} on this instance.")
     return "no such job"
+
+
+def nothing_built(ctx: Context, number: int, cmd: Command, what: str) -> str:
+    """The answer of a job command on a PR with no job here yet: said, never silence (with
+    several independent instances each says it of itself, as each answers a typo)."""
+    ctx.reply(number, f"nojobs:{ctx.event.delivery_id}:{cmd.lineno}",
+              f"> {cmd.line.strip()}\n\n**layerbot `{ctx.instance}`**: nothing has been built "
+              f"for this pull request here yet, so there is nothing to {what}.")
+    return "no jobs"

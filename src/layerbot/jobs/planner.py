@@ -43,6 +43,8 @@ class BuildRequest:
     delivery_id: str | None = None
     exportvariables: tuple[tuple[str, str], ...] = ()
     batch_options: tuple[tuple[str, str], ...] = ()
+    #: Claimed before the jobs of other PRs (the PR has pipelines.priority_label).
+    priority: int = 0
 
 
 def target_label(cpu_target: str, accelerator: str | None) -> str:
@@ -70,6 +72,7 @@ def record_build(session: Session, config: Config, request: BuildRequest,
             backend=config.backend.kind, now=now,
             redo_of=(redo_of or {}).get(index))
         job.agent_filter = t.agent_filter
+        job.priority = request.priority
         job.facts = JobFacts(
             job_id=job.id, instance=config.instance.name, repo=request.repo, pr=request.pr,
             head_sha=request.head_sha, base_ref=request.base_ref, base_sha=None,

@@ -18,11 +18,14 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from layerbot import __version__, clock
 from layerbot.agent.ledger import Accounting, ActiveJob, Outcome, outcome_report
 from layerbot.agent.runner import AgentRunner, capabilities_of
+from layerbot.agent.step_cache import cache_spec
 from layerbot.backends.base import Backend
 from layerbot.build.workspace import Mirrors
 from layerbot.config import Config
@@ -57,15 +60,19 @@ def register_builtin(store: Store, config: Config, now: datetime) -> None:
 
 
 def _builtin_row(s: Session, config: Config, now: datetime) -> Agent:
+    """Inserted by one insert-or-nothing statement: every replica of ``serve`` registers its
+    built-in agent when it starts, and two may start at once against one PostgreSQL."""
     name = config.agent_name
-    agent = s.get(Agent, name)
-    if agent is None:
-        agent = Agent(name=name, builtin=True, created_by="serve", created_at=now,
-                      priority=0, paused=False, draining=False)
-        s.add(agent)
+    cluster = config.agent.cluster or platform.node().split(".")[0] or name
+    insert = sqlite_insert if s.get_bind().dialect.name == "sqlite" else pg_insert
+    s.execute(insert(Agent).values(name=name, cluster=cluster, builtin=True,
+                                   created_by="serve", created_at=now, priority=0,
+                                   paused=False, draining=False)
+              .on_conflict_do_nothing(index_elements=[Agent.name]))
+    agent = s.get(Agent, name, populate_existing=True)
+    assert agent is not None  # inserted above or by another replica
     agent.builtin = True
-    leases.register(s, config, agent, PROTOCOL_VERSION, __version__,
-                    config.agent.cluster or platform.node().split(".")[0] or name,
+    leases.register(s, config, agent, PROTOCOL_VERSION, __version__, cluster,
                     capabilities_of(config), now)
     return agent
 
@@ -83,7 +90,7 @@ class StoreLedger:
     def claim(self, slots: int, wait_seconds: float) -> list[JobSpec]:
         now = clock.now()
         with self.store.transaction() as s:
-            return leases.specs(s, leases.claim(s, self.config, self.name, slots, now))
+            return leases.claim(s, self.config, self.name, slots, now)
 
     def holding(self) -> int:
         with self.store.read() as s:
@@ -125,7 +132,7 @@ class StoreLedger:
         with self.store.transaction() as s:
             row = s.get(Job, job.id)
             seq = (row.report_seq if row is not None else 0) + 1
-            applied = leases.apply_report(s, self.name, job.id, Report(
+            applied = leases.apply_report(s, self.config, self.name, job.id, Report(
                 seq=seq, lease_id=job.lease_id, kind=kind, **fields), now)  # type: ignore[arg-type]
             if applied.changed is not None:
                 leases.report_changed(s, self.config, [applied.changed], now)
@@ -136,12 +143,15 @@ class StoreLedger:
     def active(self) -> list[ActiveJob]:
         with self.store.read() as s:
             rows = s.execute(
-                select(Job.id, Job.backend_id, Job.job_dir, Job.state, Job.cancel_requested)
+                select(Job.id, Job.backend_id, Job.job_dir, Job.state, Job.cancel_requested,
+                       Job.facts)
                 .where(Job.agent == self.name,
                        Job.state.in_([JobState.SUBMITTED.value, JobState.RUNNING.value]),
                        Job.backend_id.is_not(None))).all()
         return [ActiveJob(r.id, r.backend_id, r.job_dir, JobState(r.state),
-                          bool(r.cancel_requested)) for r in rows]
+                          bool(r.cancel_requested), str((r.facts or {}).get("role") or "build"),
+                          cache_spec(r.facts or {}))
+                for r in rows]
 
     def apply(self, outcomes: Mapping[int, tuple[Accounting, Outcome]]) -> int:
         now = clock.now()
@@ -151,9 +161,8 @@ class StoreLedger:
                 row = s.get(Job, job_id)
                 if row is None or row.lease_id is None:
                     continue
-                applied = leases.apply_report(
-                    s, self.name, job_id, outcome_report(row.report_seq + 1, row.lease_id,
-                                                         acct, outcome), now)
+                report = outcome_report(row.report_seq + 1, row.lease_id, acct, outcome)
+                applied = leases.apply_report(s, self.config, self.name, job_id, report, now)
                 if applied.changed is not None:
                     changed.append(applied.changed)
             leases.report_changed(s, self.config, changed, now)
@@ -161,9 +170,10 @@ class StoreLedger:
             self.on_written()
         return len(changed)
 
-    def log_tails(self, tails: Mapping[int, str]) -> None:
+    def log_tails(self, tails: Mapping[int, str]) -> set[int]:
         """Nothing to send: the control center reads the built-in agent's job directories
         on this machine itself."""
+        return set(tails)
 
     def heartbeat(self, free_slots: int, resources: Mapping[str, object] | None
                   ) -> HeartbeatResponse:

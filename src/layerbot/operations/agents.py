@@ -12,10 +12,13 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from layerbot.config import Config
 from layerbot.core import fleet
@@ -65,15 +68,37 @@ def add(store: Store, name: str, by: str, now: datetime, *, cluster: str = "",
     return secret
 
 
-def authenticate(store: Store, secret: str) -> Agent | None:
-    """The agent a token belongs to (None: unknown or revoked)."""
-    digest = hash_token(secret)
+def authenticate_digest(store: Store, digest: str) -> Agent | None:
+    """The agent whose token's sha256 is ``digest`` (None: unknown or revoked)."""
     with store.read() as s:
         agent = s.scalar(select(Agent).where(Agent.token_hash == digest))
     if agent is None or agent.revoked_at is not None or agent.token_hash is None:
         return None
     # The lookup was by an index; compare again in constant time all the same.
     return agent if hmac.compare_digest(agent.token_hash, digest) else None
+
+
+def claimant(session: Session, config: Config, digest: str) -> leases.Claimant | None:
+    """The agent whose token's sha256 is ``digest``, read as its claim needs it, in the
+    claim's own transaction (None: unknown or revoked token). A claim is the agent
+    protocol's busiest request: authenticating it apart would cost it a transaction."""
+    me = leases.claimant(session, config, token_hash=digest)
+    if me is None or me.view.revoked or me.token_hash is None:
+        return None
+    return me if hmac.compare_digest(me.token_hash, digest) else None
+
+
+def beat(session: Session, config: Config, digest: str, holding: Mapping[int, str],
+         free_slots: int, resources: Mapping[str, Any] | None, now: datetime
+         ) -> leases.Beat | None:
+    """The heartbeat of the agent whose token's sha256 is ``digest``, authenticated in the
+    beat's own transaction (None: unknown or revoked token). The beat is written before
+    the token is compared again in constant time: on None, the caller must roll back
+    (raising inside ``store.transaction()`` does)."""
+    done = leases.beat(session, config, digest, holding, free_slots, resources, now)
+    if done is None or not hmac.compare_digest(done.token_hash, digest):
+        return None
+    return done
 
 
 def revoke(store: Store, name: str, now: datetime) -> None:

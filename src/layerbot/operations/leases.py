@@ -12,18 +12,35 @@ from the agent inside an embedded ``serve``): under the lease they were sent wit
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import json
+import secrets
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    Table,
+    Text,
+    Update,
+    bindparam,
+    func,
+    select,
+    update,
+)
+from sqlalchemy import cast as sa_cast
 from sqlalchemy.orm import Session, object_session
 
+from layerbot import clock
 from layerbot.config import Config
 from layerbot.core import fleet
 from layerbot.core.jobs import JobState
+from layerbot.core.pipeline import PlanError
 from layerbot.core.protocol import (
     Capabilities,
     HeartbeatResponse,
@@ -33,12 +50,16 @@ from layerbot.core.protocol import (
     ReportResponse,
 )
 from layerbot.events.reporting import report_build
+from layerbot.operations import fairness, pipelines
 from layerbot.store import jobs as jobstore
-from layerbot.store.models import Agent, Artifact, Build, Instance, Job
+from layerbot.store.models import Agent, Artifact, Build, Instance, Job, UTCDateTime
 
 #: Claims look at this many candidate rows per free slot (jobs other agents should take
 #: are skipped without being locked for long).
 CANDIDATES_PER_SLOT = 8
+#: ...and at least this many, so that a claim for one slot still sees past the queued
+#: jobs of one big PR to the next PR's (round-robin, operations/fairness.py).
+MIN_CANDIDATES = 64
 
 #: How a backend's final word maps to a job state is the agent's; this is what a report
 #: may say a job became.
@@ -58,30 +79,50 @@ def node_kinds(capabilities: Mapping[str, Any] | None) -> tuple[fleet.NodeKind, 
                  for n in capabilities.get("node_types", []))
 
 
+#: The tables of the statements below: Core, not ORM entities, so that a claim's rows come
+#: back as plain rows without the ORM's loading machinery.
+_AGENTS: Table = Agent.__table__  # type: ignore[assignment]
+_JOBS: Table = Job.__table__  # type: ignore[assignment]
+
+
+def _capabilities_text(agents: Table) -> Any:
+    """An agent's capabilities as their JSON text: parsed by :func:`_kinds`, once per text
+    (a claim reads every agent's, and they change only when an agent registers)."""
+    return sa_cast(agents.c.capabilities, Text).label("capabilities")
+
+
+#: Every agent with how many active jobs it holds, in one statement (built once: building
+#: a statement costs a claim more than running it).
+_FLEET = (
+    select(_AGENTS.c.name, _AGENTS.c.cluster, _AGENTS.c.priority, _capabilities_text(_AGENTS),
+           _AGENTS.c.heartbeat_at, _AGENTS.c.paused, _AGENTS.c.draining,
+           _AGENTS.c.revoked_at, func.coalesce(
+               select(func.count()).where(_JOBS.c.agent == _AGENTS.c.name,
+                                          _JOBS.c.state.in_(jobstore.ACTIVE))
+               .scalar_subquery(), 0).label("holding")))
+
+
 def fleet_views(session: Session) -> list[fleet.AgentView]:
     """Every agent as the pure rules see it, with how many active jobs it holds (columns,
-    not rows: every claim asks this, so it is read the cheap way)."""
-    holding = dict(session.execute(
-        select(Job.agent, func.count(Job.id))
-        .where(Job.agent.is_not(None), Job.state.in_(jobstore.ACTIVE))
-        .group_by(Job.agent)).all())
-    rows = session.execute(select(Agent.name, Agent.cluster, Agent.priority,
-                                  Agent.capabilities, Agent.heartbeat_at, Agent.paused,
-                                  Agent.draining, Agent.revoked_at))
-    return [_view(r.name, r.cluster, r.priority, r.capabilities, r.heartbeat_at, r.paused,
-                  r.draining, r.revoked_at is not None, int(holding.get(r.name, 0)))
-            for r in rows]
+    not rows, in one statement: every claim that finds work asks this)."""
+    return [_row_view(r) for r in session.execute(_FLEET)]
 
 
-def _view(name: str, cluster: str, priority: int, capabilities: Mapping[str, Any] | None,
-          heartbeat_at: datetime | None, paused: bool, draining: bool, revoked: bool,
-          holding: int) -> fleet.AgentView:
-    caps = capabilities or {}
+def _row_view(r: Any) -> fleet.AgentView:
+    """An agent's view from a row of :data:`_FLEET`'s columns."""
+    concurrency, kinds = _kinds(r.capabilities)
     return fleet.AgentView(
-        name=name, cluster=cluster, priority=priority,
-        concurrency=int(caps.get("concurrency") or 1), node_types=node_kinds(caps),
-        holding=holding, heartbeat_at=heartbeat_at, paused=paused, draining=draining,
-        revoked=revoked)
+        name=r.name, cluster=r.cluster, priority=r.priority, concurrency=concurrency,
+        node_types=kinds, holding=int(r.holding or 0), heartbeat_at=r.heartbeat_at,
+        paused=bool(r.paused), draining=bool(r.draining), revoked=r.revoked_at is not None)
+
+
+@lru_cache(maxsize=1024)
+def _kinds(capabilities: str | None) -> tuple[int, tuple[fleet.NodeKind, ...]]:
+    """An agent's concurrency and node kinds from its capabilities' JSON text."""
+    caps = json.loads(capabilities) if capabilities else None
+    caps = caps if isinstance(caps, dict) else {}
+    return int(caps.get("concurrency") or 1), node_kinds(caps)
 
 
 # --- registration and heartbeats -----------------------------------------------------------
@@ -116,34 +157,114 @@ def heartbeat(session: Session, config: Config, agent: Agent, holding: Mapping[i
               renew_all: bool = False) -> HeartbeatResponse:
     """Renew the leases of the jobs the agent still holds under their own lease; say which
     to cancel and which are no longer its own. ``renew_all``: every job leased to the agent
-    (the agent inside ``serve`` holds exactly what the store says)."""
+    (the agent inside ``serve`` holds exactly what the store says). For an agent row
+    already loaded (the built-in agent's); the agent API's beats go by :func:`beat`."""
     agent.heartbeat_at = now
+    agent.load = _load(agent.load, free_slots, resources)
+    cancel, gone = _held_jobs(session, config, agent.name, holding, now, renew_all)
+    return HeartbeatResponse(paused=agent.paused or _instance_paused(session, config),
+                             draining=agent.draining,
+                             lease_seconds=config.fleet.lease_seconds,
+                             cancel=cancel, gone=gone)
+
+
+def _load(before: Mapping[str, Any] | None, free_slots: int,
+          resources: Mapping[str, Any] | None) -> dict[str, Any]:
+    """An agent's load after a beat: its free slots, and its resources (the last ones it
+    sent, when this beat sends none)."""
     load: dict[str, Any] = {"free_slots": free_slots}
     if resources is not None:
         load["resources"] = dict(resources)
-    elif agent.load and "resources" in agent.load:
-        load["resources"] = agent.load["resources"]
-    agent.load = load
+    elif before and "resources" in before:
+        load["resources"] = before["resources"]
+    return load
+
+
+def _beat_statement() -> Any:
+    """The beat of the agent whose token's sha256 is ``key``: its ``heartbeat_at`` set to
+    ``now``, returning what the beat needs (parameters ``key``, ``now``, ``instance``)."""
+    paused = (select(Instance.__table__.c.paused)
+              .where(Instance.__table__.c.name == bindparam("instance"))
+              .scalar_subquery())
+    return (update(_AGENTS)
+            .where(_AGENTS.c.token_hash == bindparam("key"), _AGENTS.c.revoked_at.is_(None))
+            .values(heartbeat_at=bindparam("now", type_=UTCDateTime()))
+            .returning(_AGENTS.c.name, _AGENTS.c.token_hash, _AGENTS.c.paused,
+                       _AGENTS.c.draining, _AGENTS.c.load,
+                       paused.label("instance_paused")))
+
+
+_BEAT = _beat_statement()
+_SET_LOAD = (update(_AGENTS).where(_AGENTS.c.name == bindparam("key"))
+             .values(load=bindparam("new_load", type_=_AGENTS.c.load.type)))
+
+
+@dataclass(frozen=True)
+class Beat:
+    """A beat of the agent API, done: who beat (to check its token) and the answer."""
+
+    agent: str
+    token_hash: str
+    response: HeartbeatResponse
+
+
+def beat(session: Session, config: Config, token_hash: str, holding: Mapping[int, str],
+         free_slots: int, resources: Mapping[str, Any] | None, now: datetime
+         ) -> Beat | None:
+    """:func:`heartbeat` for the agent whose token's sha256 is ``token_hash`` (None: no
+    such agent, or revoked), authenticated in the beat's own transaction, as a claim is.
+
+    A fleet beats many times a second and each beat competes with the claims for the same
+    CPU, so it is a few prebuilt statements on columns: the agent's row is updated and
+    read back in one (its load only when it changed: free slots move only as jobs come and
+    go), then its jobs are read and their leases renewed. The caller checks ``token_hash``
+    again in constant time and rolls back on a mismatch."""
+    row = session.execute(_BEAT, {"key": token_hash, "now": now,
+                                  "instance": config.instance.name}).one_or_none()
+    if row is None or row.token_hash is None:
+        return None
+    load = _load(row.load, free_slots, resources)
+    if load != row.load:
+        session.execute(_SET_LOAD, {"key": row.name, "new_load": load})
+    cancel, gone = _held_jobs(session, config, row.name, holding, now)
+    return Beat(row.name, row.token_hash, HeartbeatResponse(
+        paused=bool(row.paused or row.instance_paused), draining=bool(row.draining),
+        lease_seconds=config.fleet.lease_seconds, cancel=cancel, gone=gone))
+
+
+#: The active jobs leased to an agent (``agent``), as columns.
+_HELD_ROWS = (select(_JOBS.c.id, _JOBS.c.lease_id, _JOBS.c.state, _JOBS.c.cancel_requested)
+              .where(_JOBS.c.agent == bindparam("agent", type_=String),
+                     _JOBS.c.state.in_(jobstore.ACTIVE)))
+
+
+def _held_jobs(session: Session, config: Config, agent: str, holding: Mapping[int, str],
+               now: datetime, renew_all: bool = False) -> tuple[list[int], list[int]]:
+    """Renew the leases of the agent's jobs it holds under their own lease (``renew_all``:
+    every one); returns the ids of those to cancel and of those in ``holding`` no longer
+    its own.
+
+    Columns, not jobs: a beat renews what may be thousands of leases, and loading each
+    job (its facts and all) only to set one column cost more than the rest of the beat."""
     until = now + timedelta(seconds=config.fleet.lease_seconds)
-    # Columns, not jobs: a beat renews what may be thousands of leases, and loading each
-    # job (its facts and all) only to set one column cost more than the rest of the beat.
-    rows = session.execute(
-        select(Job.id, Job.lease_id, Job.state, Job.cancel_requested)
-        .where(Job.agent == agent.name, Job.state.in_(jobstore.ACTIVE))).all()
+    rows = session.execute(_HELD_ROWS, {"agent": agent}).all()
     renew = [r for r in rows if renew_all or holding.get(r.id) == r.lease_id]
-    _renew(session, agent.name, [r.id for r in renew], len(renew) == len(rows), until)
+    _renew(session, agent, [r.id for r in renew], len(renew) == len(rows), until)
     cancel = [r.id for r in renew
               if r.cancel_requested and JobState(r.state) is not JobState.QUEUED]
     mine = {r.id: r.lease_id for r in rows}
     gone = sorted(i for i, lease in holding.items() if mine.get(i) != lease)
-    return HeartbeatResponse(paused=agent.paused or _instance_paused(session, config),
-                             draining=agent.draining,
-                             lease_seconds=config.fleet.lease_seconds,
-                             cancel=sorted(cancel), gone=gone)
+    return sorted(cancel), gone
 
 
 #: Leases renewed by one statement when a beat renews only some of an agent's jobs.
 RENEW_CHUNK = 5000
+
+#: (Not ``agent``: an UPDATE keeps a column's own name for the values it sets.)
+_MINE = (_JOBS.c.agent == bindparam("holder", type_=String), _JOBS.c.state.in_(jobstore.ACTIVE))
+_RENEW_ALL = (update(_JOBS).where(*_MINE)
+              .values(lease_until=bindparam("until", type_=UTCDateTime())))
+_RENEW_SOME = _RENEW_ALL.where(_JOBS.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def _renew(session: Session, agent_name: str, ids: Sequence[int], every: bool,
@@ -152,13 +273,12 @@ def _renew(session: Session, agent_name: str, ids: Sequence[int], every: bool,
     them, the usual beat: one statement without the list)."""
     if not ids:
         return
-    mine = (Job.agent == agent_name, Job.state.in_(jobstore.ACTIVE))
+    params: dict[str, Any] = {"holder": agent_name, "until": until}
     if every:
-        session.execute(update(Job).where(*mine).values(lease_until=until))
+        session.execute(_RENEW_ALL, params)
         return
     for i in range(0, len(ids), RENEW_CHUNK):
-        session.execute(update(Job).where(*mine, Job.id.in_(ids[i:i + RENEW_CHUNK]))
-                        .values(lease_until=until))
+        session.execute(_RENEW_SOME, {**params, "ids": list(ids[i:i + RENEW_CHUNK])})
 
 
 def _instance_paused(session: Session, config: Config) -> bool:
@@ -168,65 +288,183 @@ def _instance_paused(session: Session, config: Config) -> bool:
 
 # --- claims --------------------------------------------------------------------------------
 
-def claim(session: Session, config: Config, agent_name: str, slots: int, now: datetime
-          ) -> list[Job]:
-    """Lease up to ``slots`` queued jobs to the agent, those it is the best agent for."""
-    views = fleet_views(session)
-    me = next((v for v in views if v.name == agent_name), None)
+@dataclass(frozen=True)
+class Claimant:
+    """The claiming agent as its claim reads it, in one query: its row, how many active
+    jobs it holds, and whether the instance is paused."""
+
+    view: fleet.AgentView
+    #: To authenticate the claim in its own transaction (``operations/agents.claimant``).
+    token_hash: str | None
+    instance_paused: bool
+
+    @property
+    def name(self) -> str:
+        return self.view.name
+
+
+def _claimant_query(by_token: bool) -> Select[Any]:
+    """One agent's :data:`_FLEET` columns, its token's hash and whether the instance is
+    paused, by name or by token hash (parameters ``key`` and ``instance``)."""
+    key = _AGENTS.c.token_hash if by_token else _AGENTS.c.name
+    paused = (select(Instance.__table__.c.paused)
+              .where(Instance.__table__.c.name == bindparam("instance"))
+              .scalar_subquery())
+    return (_FLEET.add_columns(_AGENTS.c.token_hash, paused.label("instance_paused"))
+            .where(key == bindparam("key")))
+
+
+_CLAIMANT_BY_NAME = _claimant_query(by_token=False)
+_CLAIMANT_BY_TOKEN = _claimant_query(by_token=True)
+
+
+def claimant(session: Session, config: Config, *, name: str | None = None,
+             token_hash: str | None = None) -> Claimant | None:
+    """The agent named ``name``, or whose token's sha256 is ``token_hash``, as a claim needs
+    it (None: there is none). One statement: a claim's every query is a round trip, and it
+    is asked many times a second by a busy fleet."""
+    if (name is None) == (token_hash is None):
+        raise ValueError("give the agent's name or its token's hash, one of them")
+    query = _CLAIMANT_BY_NAME if name is not None else _CLAIMANT_BY_TOKEN
+    row = session.execute(query, {"key": name if name is not None else token_hash,
+                                  "instance": config.instance.name}).one_or_none()
+    if row is None:
+        return None
+    return Claimant(_row_view(row), row.token_hash, bool(row.instance_paused))
+
+
+def claim(session: Session, config: Config, agent: str | Claimant, slots: int,
+          now: datetime) -> list[JobSpec]:
+    """Lease up to ``slots`` queued jobs to the agent (by name, or as :func:`claimant`
+    read it in this transaction), those it is the best agent for; returns their specs.
+
+    At most five statements: the agent (unless given), the candidates (locked), the other
+    agents (only when there are candidates), what the PRs of those this agent should take
+    hold (only when it can change their order: ``fairness.candidates``) and the lease
+    itself, which returns the specs.
+    """
+    me = agent if isinstance(agent, Claimant) else claimant(session, config, name=agent)
+    if me is None or me.instance_paused:
+        return []
     t = timing(config)
     # The claiming agent is alive by definition: count its heartbeat as now.
-    if me is None or _instance_paused(session, config):
+    view = replace(me.view, heartbeat_at=now)
+    if not fleet.takes_work(view, now, t):
         return []
-    me = fleet.AgentView(**{**me.__dict__, "heartbeat_at": now})
-    if not fleet.takes_work(me, now, t):
-        return []
-    wanted = min(slots, me.free_slots)
-    names = [n.name for n in me.node_types]
+    wanted = min(slots, view.free_slots)
+    names = [n.name for n in view.node_types]
     if wanted <= 0 or not names:
         return []
-    # The decision needs four columns: candidates are read (and locked) as such, and only
-    # the jobs taken are loaded whole.
-    query = (select(Job.id, Job.node_type, Job.repo_target, Job.agent_filter)
-             .where(Job.state == JobState.QUEUED.value, Job.agent.is_(None),
-                    Job.node_type.in_(names))
-             .order_by(Job.id).limit(wanted * CANDIDATES_PER_SLOT))
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    taken: list[int] = []
-    # Candidates share a few kinds (node type, repository target, filter): ask once a kind.
-    decided: dict[tuple[str, str, str | None], bool] = {}
-    for job_id, node_type, repo_target, agent_filter in session.execute(query):
-        kind = (node_type, repo_target, agent_filter)
-        if kind not in decided:
-            decided[kind] = fleet.should_take(me, *kind, views, now, t)
-        if decided[kind]:
-            taken.append(job_id)
-            if len(taken) >= wanted:
-                break
+    # The decision needs a few columns: candidates are read (and locked) as such, the
+    # least served PRs first (operations/fairness.py), and only those this agent should
+    # take are kept.
+    acceptable = _acceptable(session, view, now, t)
+    found = fairness.candidates(session, config, me.name, names,
+                                max(wanted * CANDIDATES_PER_SLOT, MIN_CANDIDATES),
+                                acceptable)
+    taken = fairness.pick(found, wanted, config)
     if not taken:
         return []
-    # Locked by this transaction (PostgreSQL), or the database is this writer's (SQLite).
-    leased = list(session.scalars(select(Job).where(Job.id.in_(taken)).order_by(Job.id)))
-    for job in leased:
-        lease(job, agent_name, now, config)
-    return leased
+    return _lease(session, config, me.name, taken, now)
 
 
-def work_waiting(session: Session, agent_name: str) -> bool:
-    """Whether any unleased queued job has one of the agent's node types (a cheap read)."""
-    caps = session.scalar(select(Agent.capabilities).where(Agent.name == agent_name))
-    names = [n.name for n in node_kinds(caps)]
-    return bool(names) and session.scalar(
-        select(Job.id).where(Job.state == JobState.QUEUED.value, Job.agent.is_(None),
-                             Job.node_type.in_(names)).limit(1)) is not None
+def _acceptable(session: Session, me: fleet.AgentView, now: datetime, t: fleet.Timing
+                ) -> Callable[[fairness.Candidate], bool]:
+    """Whether the claiming agent ``me`` should take a candidate (``fleet.should_take``).
+
+    The other agents are read at the first candidate, so a claim that finds none (the usual
+    answer of an idle fleet) does not read them; candidates share a few kinds (node type,
+    repository target, filter), so each kind is decided once."""
+    views: list[fleet.AgentView] | None = None
+    decided: dict[tuple[str, str, str | None], bool] = {}
+
+    def acceptable(c: fairness.Candidate) -> bool:
+        nonlocal views
+        # A pipeline's step is pinned to the agent that ran its plan: it is this one's.
+        if c.pinned_agent == me.name:
+            return True
+        kind = (c.node_type, c.repo_target, c.agent_filter)
+        if kind not in decided:
+            if views is None:
+                views = fleet_views(session)
+            decided[kind] = fleet.should_take(me, *kind, views, now, t)
+        return decided[kind]
+
+    return acceptable
 
 
-def lease(job: Job, agent: str, now: datetime, config: Config) -> None:
-    job.agent = agent
-    job.lease_id = uuid.uuid4().hex
-    job.lease_until = now + timedelta(seconds=config.fleet.lease_seconds)
-    job.report_seq = 0
-    job.job_dir = None  # a directory of an earlier agent is not this one's
+#: Unleased queued jobs of some node types (``names``), oldest first, ``limit`` of them.
+_CANDIDATES = (select(_JOBS.c.id, _JOBS.c.node_type, _JOBS.c.repo_target,
+                      _JOBS.c.agent_filter)
+               .where(_JOBS.c.state == JobState.QUEUED.value, _JOBS.c.agent.is_(None),
+                      _JOBS.c.reused_from.is_(None),  # a step waiting for another's artifact
+                      _JOBS.c.node_type.in_(bindparam("names", expanding=True)))
+               .order_by(_JOBS.c.id).limit(bindparam("limit", type_=Integer)))
+
+def _lease_statement(guarded: bool) -> Update:
+    """Lease the jobs ``ids`` to ``agent`` until ``until``, returning their specs' columns.
+
+    ``guarded`` adds "still queued and unleased" to the ids. On PostgreSQL the candidates
+    statement locked these rows for this transaction after checking just that, so the
+    lease goes by primary key alone: with the guard, a planner whose statistics predate a
+    burst of queued jobs (autoanalyze runs a minute later at best) chose to scan every
+    queued job for the ten ids, and a claim took twice as long."""
+    where: list[ColumnElement[bool]] = [_JOBS.c.id.in_(bindparam("ids", expanding=True))]
+    if guarded:
+        where += [_JOBS.c.agent.is_(None), _JOBS.c.state == JobState.QUEUED.value]
+    return (
+        update(_JOBS)
+        .where(*where)
+        .values(agent=bindparam("agent", type_=String),
+                lease_id=bindparam("prefix", type_=String) + sa_cast(_JOBS.c.id, String),
+                lease_until=bindparam("until", type_=UTCDateTime()), report_seq=0,
+                job_dir=None)  # a directory of an earlier agent is not this one's
+        .returning(_JOBS.c.id, _JOBS.c.lease_id, _JOBS.c.build_id, _JOBS.c.repo, _JOBS.c.pr,
+                   select(Build.__table__.c.clone_url)
+                   .where(Build.__table__.c.id == _JOBS.c.build_id)
+                   .scalar_subquery().label("clone_url"),
+                   _JOBS.c.head_sha, _JOBS.c.base_ref, _JOBS.c.node_type, _JOBS.c.target,
+                   _JOBS.c.repo_target, _JOBS.c.facts, _JOBS.c.state, _JOBS.c.backend_id))
+
+
+_LEASE_GUARDED = _lease_statement(guarded=True)
+_LEASE_LOCKED = _lease_statement(guarded=False)
+
+
+def _lease(session: Session, config: Config, agent: str, ids: Sequence[int], now: datetime
+           ) -> list[JobSpec]:
+    """Lease the jobs ``ids`` to ``agent`` in one statement that returns their specs.
+
+    Each job gets a lease id of its own: a prefix drawn once per claim (so a job leased
+    again never gets its old lease id back) and the job's id (so the jobs of one claim do
+    not share one). The rows are locked by this transaction (PostgreSQL: see
+    :func:`_lease_statement`) or the database is this writer's (SQLite, where the guard
+    stays: its planner looks the ids up by rowid whatever else the statement says).
+    """
+    locked = session.get_bind().dialect.name == "postgresql"
+    rows = session.execute(_LEASE_LOCKED if locked else _LEASE_GUARDED, {
+        "ids": list(ids), "agent": agent, "prefix": secrets.token_hex(LEASE_PREFIX_BYTES) + "-",
+        "until": now + timedelta(seconds=config.fleet.lease_seconds)}).all()
+    return sorted((_leased_spec(r) for r in rows), key=lambda j: j.id)
+
+
+#: Random bytes of a claim's lease-id prefix (hex: twice as many characters; with ``-``
+#: and a job id it stays within the column's 40).
+LEASE_PREFIX_BYTES = 12
+
+
+def _leased_spec(row: Any) -> JobSpec:
+    return JobSpec(id=row.id, lease_id=row.lease_id, build_id=row.build_id, repo=row.repo,
+                   pr=row.pr, clone_url=row.clone_url, head_sha=row.head_sha,
+                   base_ref=row.base_ref, node_type=row.node_type, target=row.target,
+                   repo_target=row.repo_target, facts=dict(row.facts or {}), job_dir=None,
+                   state=row.state, backend_id=row.backend_id)
+
+
+def work_waiting(session: Session, node_types: Collection[str]) -> bool:
+    """Whether any unleased queued job has one of ``node_types`` (a cheap read)."""
+    return bool(node_types) and session.execute(
+        _CANDIDATES, {"names": list(node_types), "limit": 1}).first() is not None
 
 
 def specs(session: Session, jobs: Sequence[Job]) -> list[JobSpec]:
@@ -248,6 +486,26 @@ def spec(session: Session, job: Job, build: Build | None = None) -> JobSpec:
                    job_dir=job.job_dir, state=job.state, backend_id=job.backend_id)
 
 
+def warm(session: Session, config: Config) -> None:
+    """Run the claim's and the beat's statements once, matching nothing, and roll back.
+
+    SQLAlchemy compiles a statement at its first run (a millisecond or more each), and
+    every thread that runs it before that compile is cached compiles it too: the first
+    claims of a fleet come together (agents start, or the control plane restarts under
+    them), so without this each of them paid every compile at once."""
+    now = clock.now()
+    claimant(session, config, token_hash="")
+    fairness.warm(session, config)
+    fleet_views(session)
+    _lease(session, config, "", [], now)
+    beat(session, config, "", {}, 0, None, now)
+    session.execute(_SET_LOAD, {"key": "", "new_load": None})
+    session.execute(_HELD_ROWS, {"agent": ""}).all()
+    session.execute(_RENEW_ALL, {"holder": "", "until": now})
+    session.execute(_RENEW_SOME, {"holder": "", "until": now, "ids": [0]})
+    session.rollback()
+
+
 # --- reports -------------------------------------------------------------------------------
 
 @dataclass
@@ -257,9 +515,10 @@ class Applied:
     changed: Job | None = None
 
 
-def apply_report(session: Session, agent: str, job_id: int, report: Report, now: datetime
-                 ) -> Applied:
-    """Apply one report of ``agent`` about one job, once, under the lease it names."""
+def apply_report(session: Session, config: Config, agent: str, job_id: int, report: Report,
+                 now: datetime) -> Applied:
+    """Apply one report of ``agent`` about one job, once, under the lease it names; the
+    end of a plan or a step moves its pipeline in the same transaction."""
     job = session.get(Job, job_id)
     if job is None or job.agent != agent:
         return Applied(ReportResponse(accepted=False, cancel=True,
@@ -275,10 +534,14 @@ def apply_report(session: Session, agent: str, job_id: int, report: Report, now:
         job.report_seq = report.seq
         return Applied(ReportResponse(accepted=False, cancel=True,
                                       detail=f"job {job_id} has ended ({state.value})"))
-    changed = _apply(job, state, report, now)
+    changed = _apply(config, job, state, report, now)
     job.report_seq = report.seq
     if isinstance(changed, str):
         return Applied(ReportResponse(accepted=False, cancel=True, detail=changed))
+    if changed:
+        moved = [j for j in pipelines.after_end(session, config, job, now)
+                 if j.build_id != job.build_id]
+        report_changed(session, config, moved, now)
     return Applied(ReportResponse(accepted=True, cancel=_stop(job)),
                    job if changed else None)
 
@@ -287,7 +550,8 @@ def _stop(job: Job) -> bool:
     return bool(job.cancel_requested) or JobState(job.state).terminal
 
 
-def _apply(job: Job, state: JobState, report: Report, now: datetime) -> bool | str:
+def _apply(config: Config, job: Job, state: JobState, report: Report, now: datetime
+           ) -> bool | str:
     """True: the state changed; False: recorded without a change; a string: refused."""
     session = object_session(job)
     assert session is not None
@@ -308,11 +572,11 @@ def _apply(job: Job, state: JobState, report: Report, now: datetime) -> bool | s
         # The tail of a running job's output: kept with its result until the job ends.
         job.result = {**(job.result or {}), "log_tail": report.log_tail or ""}
         return False
-    return _outcome(session, job, state, report, now)
+    return _outcome(config, session, job, state, report, now)
 
 
-def _outcome(session: Session, job: Job, state: JobState, report: Report, now: datetime
-             ) -> bool | str:
+def _outcome(config: Config, session: Session, job: Job, state: JobState, report: Report,
+             now: datetime) -> bool | str:
     try:
         new = JobState(report.state or "")
     except ValueError:
@@ -323,6 +587,12 @@ def _outcome(session: Session, job: Job, state: JobState, report: Report, now: d
         return f"job {job.id} was never reported submitted"
     if new is state:
         return False
+    reason = report.reason
+    if new is JobState.SUCCEEDED and pipelines.role(job) == pipelines.ROLE_PLAN:
+        try:
+            pipelines.checked_plan(config, report.result)
+        except PlanError as exc:  # the agent's check is not this control plane's
+            new, reason = JobState.FAILED, str(exc)
     if new.terminal and state is JobState.SUBMITTED:
         jobstore.transition(session, job, JobState.RUNNING, report.started_at or now)
     fields: dict[str, object] = {}
@@ -334,7 +604,6 @@ def _outcome(session: Session, job: Job, state: JobState, report: Report, now: d
         fields["core_hours"] = round(report.elapsed_seconds * report.cpus / 3600, 6)
     if report.result is not None:
         fields["result"] = report.result
-    reason = report.reason
     if new is JobState.CANCELLED and job.cancel_requested and job.reason:
         reason = job.reason  # who cancelled it, rather than the backend's word
     jobstore.transition(session, job, new, now, reason=reason, **fields)
@@ -397,5 +666,6 @@ def reap(session: Session, config: Config, now: datetime) -> Reaped:
             jobstore.transition(session, job, JobState.LOST, now,
                                 reason=LOST_REASON.format(agent=job.agent, until=until))
             lost.append(job)
-    report_changed(session, config, lost, now)
+    moved = [m for job in lost for m in pipelines.after_end(session, config, job, now)]
+    report_changed(session, config, lost + moved, now)
     return Reaped(requeued, [j.id for j in lost])

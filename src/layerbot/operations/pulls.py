@@ -26,6 +26,7 @@ class PullHead:
     base_ref: str
     clone_url: str
     state: str
+    labels: tuple[str, ...] = ()
 
 
 def parse_pull(config: Config, repo: str, number: int, data: dict[str, Any]) -> PullHead:
@@ -36,7 +37,9 @@ def parse_pull(config: Config, repo: str, number: int, data: dict[str, Any]) -> 
         clone_url = config.build.clone_url.format(repo=repo)
     return PullHead(number=number, sha=str(data["head"]["sha"]),
                     base_ref=str(data["base"]["ref"]), clone_url=clone_url,
-                    state=str(data["state"]))
+                    state=str(data["state"]),
+                    labels=tuple(str(label.get("name", "")) for label in data.get("labels") or ()
+                                 if isinstance(label, dict)))
 
 
 async def fetch_pull(github: GitHubReader | None, config: Config, repo: str, number: int,

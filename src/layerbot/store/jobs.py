@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from layerbot import metrics
 from layerbot.core.jobs import JobState, check_transition
-from layerbot.core.report import JobRow
+from layerbot.core.rows import JobRow, StepInfo
 from layerbot.store.models import Agent, Artifact, Build, Deployment, Job, JobTransition
 
 ACTIVE = [s.value for s in JobState if s.active]
@@ -75,7 +75,22 @@ def job_row(job: Job, artifacts: Sequence[Artifact] = (),
         summary=result.get("summary"), artifacts=[(a.name, a.size) for a in artifacts],
         started_at=job.started_at, ended_at=job.ended_at, log_tail=result.get("log_tail"),
         deploy_states=tuple(deployments), agent=job.agent, cluster=cluster,
+        step=step_info(job), core_hours=job.core_hours, redo_of=job.redo_of,
     )
+
+
+def step_info(job: Job) -> StepInfo | None:
+    """What the reports need of a pipeline's step: its place in the plan, from the job's
+    columns and the facts recorded when it was created (``operations.pipelines``)."""
+    if job.pipeline_id is None or job.step_id is None:
+        return None
+    step = (job.facts or {}).get("step") or {}
+    depth = step.get("depth")
+    return StepInfo(pipeline_id=job.pipeline_id, step_id=job.step_id,
+                    name=str(step.get("name") or job.step_id),
+                    needs=tuple(str(n) for n in (job.needs or {})),
+                    depth=depth if isinstance(depth, int) else 1,
+                    reused_from=job.reused_from)
 
 
 def clusters_of(session: Session, jobs: Sequence[Job]) -> dict[str, str]:

@@ -178,6 +178,8 @@ class Job(Base):
         Index("ix_jobs_pr", "repo", "pr"),
         Index("ix_jobs_build", "build_id"),
         Index("ix_jobs_created", "created_at"),
+        Index("ix_jobs_pipeline", "pipeline_id"),
+        Index("ix_jobs_cache", "cache_key"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -223,6 +225,19 @@ class Job(Base):
     report_seq: Mapped[int] = mapped_column(Integer, default=0)
     #: The command's ``inst:`` pattern: only agents whose name or cluster match build it.
     agent_filter: Mapped[str | None] = mapped_column(String(200))
+    #: Pipelines (docs/pipelines.md). A step is a job of its own: its target's plan job
+    #: (``pipeline_id``), its id in the plan, the jobs it needs ({step id: job id}) and its
+    #: cache key. Every step runs on the agent that ran the plan (``pinned_agent``), where
+    #: the artifacts of the steps it needs are. A step reused from another job's artifact
+    #: (``reused_from``) never runs: it ends as that job ends.
+    pipeline_id: Mapped[int | None] = mapped_column(Integer)
+    step_id: Mapped[str | None] = mapped_column(String(64))
+    needs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    cache_key: Mapped[str | None] = mapped_column(String(200))
+    reused_from: Mapped[int | None] = mapped_column(Integer)
+    pinned_agent: Mapped[str | None] = mapped_column(String(100))
+    #: Claimed before others (the PR had `pipelines.priority_label` when it was asked for).
+    priority: Mapped[int] = mapped_column(Integer, default=0)
     #: The cluster of the job's agent (None: no agent yet, or a job from before the fleet):
     #: read, never written. Deferred: loaded only when selected or touched.
     cluster: Mapped[str | None] = column_property(

@@ -149,13 +149,18 @@ class Outbox:
                 if obj is not None:
                     obj.updated_at = now
 
-    def retry(self, message_id: int, error: str, at: datetime | None) -> None:
-        """Back to pending until ``at``; or failed for good when ``at`` is None."""
+    def retry(self, message_id: int, error: str, at: datetime | None,
+              maybe_sent: bool = False) -> None:
+        """Back to pending until ``at``; or failed for good when ``at`` is None.
+        ``maybe_sent``: GitHub may have applied it (no answer, or a 5xx), so the next
+        attempt looks for what it created before creating it again."""
         with self.store.transaction() as session:
             row = session.get(OutboxMessage, message_id)
             if row is None:
                 return
             row.error = error
+            if maybe_sent:
+                row.payload = {**row.payload, "_maybe_sent": True}
             if at is None:
                 row.status = "failed"
             else:
@@ -170,6 +175,9 @@ class Outbox:
                 ).first()
                 if newer is not None:
                     newer.payload = {**row.payload, **newer.payload}
+                    # ...but not sooner than this one could go: after a timeout, its create
+                    # may still land, and the newer one must find it (see sender.py).
+                    newer.next_attempt_at = max(newer.next_attempt_at, row.next_attempt_at)
                     row.status = "sent"
                     row.error = f"superseded by message {newer.id}"
 

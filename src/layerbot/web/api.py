@@ -168,6 +168,19 @@ def api_router(controller: Controller, auth: Auth, inbox: Inbox, outbox: Outbox)
         state, text = await asyncio.to_thread(control.job_log, store, job_id, lines, visible)
         return JobLog(job_id=job_id, state=state, log=text)
 
+    @router.get("/jobs/{job_id}/pipeline", response_model=control.PipelineOut,
+                responses=_errors(401, 404), openapi_extra=public)
+    async def job_pipeline(visible: Sees, job_id: JobId) -> control.PipelineOut:
+        """The pipeline the job belongs to (as its plan job or one of its steps): each
+        step's latest attempt with its state, duration, needs, agent and core-hours; the
+        progress, the critical path and what the target cost. 404 for a job of no
+        pipeline."""
+        found = await asyncio.to_thread(control.pipeline_of, store, job_id, clock.now(),
+                                        visible)
+        if found is None:
+            raise control.ControlError(404, f"job {job_id} is not part of a pipeline")
+        return found
+
     @router.get("/pulls", response_model=control.PullPage, responses=READ,
                 openapi_extra=public)
     async def pulls(visible: Sees, repo: Filter = None, limit: Limit = 50,

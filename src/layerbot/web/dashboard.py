@@ -25,6 +25,7 @@ from layerbot import clock, control
 from layerbot.control import ControlError, Controller
 from layerbot.core.jobs import JobState
 from layerbot.web.auth import CSRF_FIELD, Auth, AuthError, Principal
+from layerbot.web.pipeline_graph import layout
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -178,7 +179,11 @@ def dashboard_router(controller: Controller, auth: Auth,
     async def job(request: Request, job_id: int) -> Response:
         who, visible = await seen(request)
         data = await asyncio.to_thread(control.job_detail, store, _id(job_id), 200, visible)
-        return render(request, "job.html", who, data=data)
+        # A plan job's page shows its pipeline; a step's page links to it.
+        pipeline = await asyncio.to_thread(control.pipeline_of, store, job_id, clock.now(),
+                                           visible)
+        graph = layout(pipeline) if pipeline and pipeline.plan_job_id == job_id else None
+        return render(request, "job.html", who, data=data, pipeline=pipeline, graph=graph)
 
     @router.get("/jobs/{job_id}/live", response_class=HTMLResponse)
     async def job_live(request: Request, job_id: int) -> Response:

@@ -36,23 +36,67 @@ def verify_signature(body: bytes, secret: bytes, header: str | None) -> bool:
     return hmac.compare_digest(signature_of(body, secret), header)
 
 
+def installation_id_of(payload: dict[str, Any]) -> int | None:
+    """``installation.id`` when it is one: an integer a 64-bit column holds.
+
+    Anything else (a string, a float, ``true``, 2**64 - 1) is None: stored as it was, it
+    failed the whole batch's INSERT (every delivery written with it answered 503) or
+    stored a string where the workers expect an id (found by the webhook fuzzing)."""
+    installation = payload.get("installation")
+    value = installation.get("id") if isinstance(installation, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+        return value
+    return None
+
+
+def _at(payload: dict[str, Any], *path: str | int) -> object:
+    """The value at ``path``, or None where a step is missing or of another type."""
+    node: object = payload
+    for key in path:
+        if isinstance(key, int):
+            node = node[key] if isinstance(node, list) and len(node) > key else None
+        else:
+            node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+#: What the inbox's columns hold (``store/models.InboxEvent``): longer values failed the
+#: whole batch's INSERT on PostgreSQL (503 for every delivery written with them).
+MAX_EVENT, MAX_ACTION, MAX_DELIVERY, MAX_HOOK, MAX_KEY = 60, 60, 80, 40, 300
+
+
 def ordering_key(event: str, payload: dict[str, Any], delivery_id: str) -> str:
-    """Events of one pull request share a key; anything else is alone in its line."""
-    repo = (payload.get("repository") or {}).get("full_name")
+    """Events of one pull request share a key; anything else is alone in its line.
+
+    Read defensively (a signed body may have any shape: a ``repository`` that is a string
+    crashed the receiver with a 500); a key longer than its column is hashed."""
+    repo = _at(payload, "repository", "full_name")
     number = None
     if isinstance(payload.get("issue"), dict):
-        number = payload["issue"].get("number")
+        number = _at(payload, "issue", "number")
     elif isinstance(payload.get("pull_request"), dict):
-        number = payload["pull_request"].get("number")
+        number = _at(payload, "pull_request", "number")
     elif event in ("check_run", "check_suite"):
-        item = payload.get(event) or {}
-        prs = item.get("pull_requests") or []
-        number = prs[0].get("number") if prs else None
-        if number is None and item.get("head_sha"):
-            return f"{repo}@{item['head_sha']}"
+        number = _at(payload, event, "pull_requests", 0, "number")
+        head = _at(payload, event, "head_sha")
+        if number is None and head:
+            return _fitted(f"{repo}@{head}")
     if repo and number is not None:
-        return f"{repo}#{number}"
-    return f"delivery:{delivery_id}"
+        return _fitted(f"{repo}#{number}")
+    return _fitted(f"delivery:{delivery_id}")
+
+
+def _storable(value: str, limit: int) -> bool:
+    """Whether a text column takes ``value``: PostgreSQL refuses NUL in text, and longer
+    than its column (both failed the batch's INSERT: 503; found by the webhook fuzzing)."""
+    return len(value) <= limit and "\x00" not in value
+
+
+def _fitted(key: str) -> str:
+    """The key as it fits its column (a hash of it when it does not)."""
+    if _storable(key, MAX_KEY):
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class InboxWriter:
@@ -167,9 +211,15 @@ class WebhookReceiver:
         if not verify_signature(body, self.secret, headers.get("x-hub-signature-256")):
             return _refuse(401, "signature", "missing or wrong X-Hub-Signature-256", delivery_id)
         event = headers.get("x-github-event")
+        hook_id = headers.get("x-github-hook-id", "")
         if not event or not delivery_id:
             return _refuse(400, "headers", "X-GitHub-Event and X-GitHub-Delivery are required",
                            delivery_id)
+        if not (_storable(event, MAX_EVENT) and _storable(delivery_id, MAX_DELIVERY)
+                and _storable(hook_id, MAX_HOOK)):
+            return _refuse(400, "headers", "X-GitHub-Event, X-GitHub-Delivery or "
+                           "X-GitHub-Hook-ID is longer than GitHub's or has a NUL",
+                           delivery_id[:MAX_DELIVERY].replace("\x00", ""))
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -179,16 +229,17 @@ class WebhookReceiver:
         if event == "ping":
             metrics.DELIVERIES.labels(outcome="ping").inc()
             return 200, b'{"message": "pong"}'
-        installation = payload.get("installation") or {}
         action = payload.get("action")
         action = action if isinstance(action, str) else None
+        if action is not None and not _storable(action, MAX_ACTION):
+            return _refuse(400, "malformed", f"the action is over {MAX_ACTION} characters "
+                           "or has a NUL", delivery_id)
         try:
             stored = await self.writer.write(Delivery(
-                hook_id=headers.get("x-github-hook-id", ""), delivery_id=delivery_id,
+                hook_id=hook_id, delivery_id=delivery_id,
                 event=event, action=action,
                 ordering_key=ordering_key(event, payload, delivery_id),
-                installation_id=(installation.get("id") if isinstance(installation, dict)
-                                 else None),
+                installation_id=installation_id_of(payload),
                 payload=body.decode("utf-8"),
                 identity=event_identity(event, action, payload),
             ))

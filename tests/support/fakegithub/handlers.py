@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -289,6 +290,8 @@ class Handlers:
         if original is None:
             raise not_found()
         self.fake.redeliveries.append(delivery_id)
+        if self.fake.on_redeliver is not None:
+            threading.Thread(target=self.fake.on_redeliver, args=(original,), daemon=True).start()
         outcome = self.fake.redelivery_outcome
         if outcome is not None:
             # GitHub logs the attempt as a new delivery of the same event (same guid).

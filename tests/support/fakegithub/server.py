@@ -42,7 +42,7 @@ from tests.support.fakegithub.auth import (
 from tests.support.fakegithub.handlers import Call, Handlers, Reply
 from tests.support.fakegithub.objects import AppInfo, Renderer
 from tests.support.fakegithub.spec import RouteMatch, load_spec
-from tests.support.fakegithub.state import IssuedToken, utcnow
+from tests.support.fakegithub.state import Delivery, IssuedToken, utcnow
 from tests.support.fakegithub.store import ApiError, Store
 
 if TYPE_CHECKING:
@@ -181,6 +181,9 @@ class FakeGitHub(Store):
         self.tokens_issued = 0
         #: ``(status_code, status)`` logged for each redelivery; ``None`` logs nothing.
         self.redelivery_outcome: tuple[int, str] | None = (200, "OK")
+        #: Called (in a thread of its own) with each delivery the App asks to redeliver:
+        #: a harness that keeps the bodies sends it again, as GitHub would.
+        self.on_redeliver: Callable[[Delivery], None] | None = None
         #: Primary rate limit per installation (and for the app JWT).
         self.rate_limit_limit = 5000
         #: Check the fake's own responses against the response schemas.

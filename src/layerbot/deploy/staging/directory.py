@@ -116,7 +116,7 @@ class DirStaging:
         except FileNotFoundError:
             raise ObjectNotFound(f"{key} is not in {self.location}") from None
 
-    def download(self, key: str, dest: Path) -> str:
+    def download(self, key: str, dest: Path, max_bytes: int | None = None) -> str:
         src = self._path(key)
         if not src.is_file():
             raise ObjectNotFound(f"{key} is not in {self.location}")
@@ -126,7 +126,7 @@ class DirStaging:
                 while chunk := fh.read(_CHUNK):
                     yield chunk
 
-        return _sha256_stream(chunks(), dest)
+        return _sha256_stream(chunks(), dest, max_bytes)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

@@ -87,8 +87,9 @@ class Staging(Protocol):
 
     def get_bytes(self, key: str) -> bytes: ...
 
-    def download(self, key: str, dest: Path) -> str:
-        """Write the object to ``dest``; returns the sha256 of what was written."""
+    def download(self, key: str, dest: Path, max_bytes: int | None = None) -> str:
+        """Write the object to ``dest``; returns the sha256 of what was written. An object
+        larger than ``max_bytes`` is refused (StagingError) before more is written."""
         ...
 
     def delete(self, key: str) -> None: ...

@@ -226,10 +226,10 @@ class S3Staging:
         except ObjectNotFound:
             return None
 
-    def download(self, key: str, dest: Path) -> str:
+    def download(self, key: str, dest: Path, max_bytes: int | None = None) -> str:
         def fetch() -> str:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-            return _sha256_stream(iter(lambda: body.read(_CHUNK), b""), dest)
+            return _sha256_stream(iter(lambda: body.read(_CHUNK), b""), dest, max_bytes)
 
         return self._call(f"download {key}", fetch)
 
