@@ -489,9 +489,11 @@ class FleetConfig(Section):
     claim_wait_seconds: float = Field(default=20.0, ge=0, le=60)
     #: How many claims one control-plane process works on at once; the others wait their
     #: turn (a few milliseconds each). Claims that arrive together look at the same queued
-    #: jobs: run all at once, each skips what the others locked and they share the CPU,
-    #: and the last of a burst of twenty answered later than in turn.
-    claims_at_once: int = Field(default=2, ge=1, le=64)
+    #: jobs: run all at once, each skips what the others locked and they share the CPU;
+    #: one at a time, each waits for the others' round trips to the database. With 20
+    #: agents on 2 CPUs (benchmarks/bench_fleet.py) the claim p99 was, median of 3-5
+    #: runs: 1: 215 ms, 2: 132 ms, 4: 95 ms, 6 (the thread pool's size): 135 ms.
+    claims_at_once: int = Field(default=4, ge=1, le=64)
 
     @model_validator(mode="after")
     def _beats_within_lease(self) -> FleetConfig:
