@@ -122,7 +122,8 @@ class AgentRunner:
     # --- log tails ----------------------------------------------------------------------
 
     async def log_loop(self, stop: asyncio.Event) -> None:
-        """The last lines of each running job's output, sent when they changed."""
+        """The last lines of each running job's output, sent when they changed (and again
+        until delivered: ``agent/log_tails.py``)."""
         while not stop.is_set():
             await pause(stop, self.config.agent.log_tail_seconds)
             try:
