@@ -119,3 +119,10 @@ def test_jobs_wait_queued_while_the_backend_is_down(tmp_path: Path) -> None:
     asyncio.run(submitter.submit_ready())
     assert state() == JobState.SUBMITTED.value
     assert [r.job_id for r in backend.submitted] == [job_id]
+
+
+def test_the_builtin_agent_reads_no_log_tails_the_control_plane_reads_itself(
+        tmp_path: Path) -> None:
+    store, _ = queued_job(tmp_path)
+    runner = submitter_for(tmp_path, store, DownThenUpBackend(down=0))
+    assert runner.log_tails is None and runner.log_loop not in runner.loops

@@ -43,11 +43,13 @@ class AgentRunner:
                  lease_valid: Callable[[], bool] = lambda: True,
                  heartbeat_seconds: float | None = None,
                  uploads: UploadLedger | None = None, stager: Stager | None = None,
-                 upload_poll_seconds: float = 5.0) -> None:
+                 upload_poll_seconds: float = 5.0, send_log_tails: bool = True) -> None:
         """``claim_wait_seconds``: how long a claim may wait for work at the server (long
         poll; 0 for the store's ledger, which is woken when jobs are recorded).
         ``uploads``: where the deployments of this agent's jobs come from (None: it stages
-        nothing); ``stager`` stages them (default: with this configuration's ``[deploy]``)."""
+        nothing); ``stager`` stages them (default: with this configuration's ``[deploy]``).
+        ``send_log_tails``: False where the control plane reads the job directories itself
+        (the built-in agent), so running jobs' output is not read for nothing."""
         self.config = config
         self.ledger = ledger
         self.backend = backend
@@ -60,7 +62,8 @@ class AgentRunner:
         self.reconciler = Reconciler(config, ledger, backend, step_cache=step_cache)
         self.uploader = (UploadLoop(uploads, stager or Stager(config), upload_poll_seconds)
                          if uploads is not None else None)
-        self.log_tails = LogTailSender(ledger, config.reporting.log_tail_lines)
+        self.log_tails = (LogTailSender(ledger, config.reporting.log_tail_lines)
+                          if send_log_tails and config.agent.log_tail_seconds > 0 else None)
         self.wakeup = asyncio.Event()
         self.paused = False
         self.draining = False
@@ -71,7 +74,7 @@ class AgentRunner:
     def loops(self) -> list[Loop]:
         loops: list[Loop] = [self.submitter.run, self.reconciler.run, self.claim_loop,
                               self.heartbeat_loop]
-        if self.config.agent.log_tail_seconds > 0:
+        if self.log_tails is not None:
             loops.append(self.log_loop)
         return loops + ([self.uploader.run] if self.uploader else [])
 
@@ -127,7 +130,8 @@ class AgentRunner:
         while not stop.is_set():
             await pause(stop, self.config.agent.log_tail_seconds)
             try:
-                await asyncio.to_thread(self.log_tails.send_changed)
+                if self.log_tails is not None:
+                    await asyncio.to_thread(self.log_tails.send_changed)
             except Exception as exc:
                 _log.warning("sending log tails failed", error=f"{type(exc).__name__}: {exc}")
 

@@ -50,7 +50,8 @@ def builtin_agent(config: Config, store: Store, backend: Backend, mirrors: Mirro
     """The agent of an embedded ``serve`` (or ``layerbot run``), registered and ready."""
     register_builtin(store, config, clock.now())
     return AgentRunner(config, StoreLedger(config, store, on_written=on_written), backend,
-                       mirrors, uploads=StoreUploads(config, store, on_written=on_written))
+                       mirrors, uploads=StoreUploads(config, store, on_written=on_written),
+                       send_log_tails=False)
 
 
 def register_builtin(store: Store, config: Config, now: datetime) -> None:
