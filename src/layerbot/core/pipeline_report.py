@@ -97,10 +97,9 @@ class PipelineRow:
         first: dict[str, int] = {}
         latest: dict[str, JobRow] = {}
         for row in sorted(self.attempts, key=lambda r: r.id):
-            assert row.step is not None
-            first.setdefault(row.step.step_id, row.id)
-            latest[row.step.step_id] = row
-        return sorted(latest.values(), key=lambda r: first[r.step.step_id])  # type: ignore[union-attr]
+            first.setdefault(_sid(row), row.id)
+            latest[_sid(row)] = row
+        return sorted(latest.values(), key=lambda r: first[_sid(r)])
 
     def statuses(self) -> dict[str, StepStatus]:
         return {_sid(r): step_status(r) for r in self.steps()}
