@@ -19,6 +19,7 @@ import gc
 import multiprocessing
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 from typing import Any
@@ -59,6 +60,11 @@ def worker_main(config: Config, nudges: Connection, parent_pid: int | None = Non
     # Handling is throughput work; answering GitHub is latency work: on a busy machine the
     # web process goes first.
     os.nice(WORKER_NICENESS)
+    # A thread in a transaction holds SQLite's write lock, which the web process's inbox
+    # writer waits for; with the default 5 ms switch interval it waited for the
+    # interpreter lock while the loop ran handlers, and held the database 30 ms at a time
+    # (bench_webhook). The web process does the same (`serve`).
+    sys.setswitchinterval(0.0005)
     log.configure(config.logging.format, config.logging.level, config.logging.levels)
     from layerbot.app import Bot
     from layerbot.store.db import Store
