@@ -3,6 +3,7 @@ its own ``[deploy]``, into a real directory staging area, signed with a real key
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from layerbot.core.protocol import ArtifactInfo, UploadSpec
 from layerbot.deploy.metadata import file_sha256, parse_metadata
 from layerbot.deploy.signing import Verifier
 from layerbot.deploy.staging import DirStaging, StagingError
-from layerbot.deploy.upload import Stager, unconfigured
+from layerbot.deploy.upload import Stager, Stagings, unconfigured
 
 from .conftest import INSTANCE, Keys, good_tarball
 
@@ -138,3 +139,33 @@ def _stages(config_text: str, tmp_path: Path) -> bool:
 def test_the_agent_stages_only_with_a_deploy_section_of_its_own(tmp_path: Path) -> None:
     assert not _stages('[instance]\nname = "a"\n', tmp_path)
     assert _stages('[instance]\nname = "a"\n[deploy]\nstaging = "dir"\n', tmp_path)
+
+
+def s3_config(tmp_path: Path, endpoint: str, buckets: dict[str, str]) -> Config:
+    return load(None, overrides={
+        "instance": {"name": "cluster-a-agent", "data_dir": str(tmp_path / "data")},
+        "deploy": {"staging": "s3", "s3": {
+            "endpoint_url": endpoint, "region": "us-east-1", "access_key_id": "k",
+            "secret_access_key": "s", "buckets": buckets}}})
+
+
+def test_repository_targets_of_one_bucket_share_one_staging_area(tmp_path: Path) -> None:
+    """Each S3 staging holds a client that loads S3's description anew (13 MB): one per
+    bucket, not per repository target and user, or an agent's memory grows per target."""
+    stagings = Stagings(s3_config(tmp_path, "http://127.0.0.1:9",
+                                  {"*": "shared", "eessi-2025.06": "own"}))
+    assert stagings("eessi-2023.06") is stagings("software.eessi.io")
+    assert stagings("eessi-2025.06") is not stagings("eessi-2023.06")
+    assert stagings("eessi-2025.06") is stagings("eessi-2025.06")
+
+
+def test_an_agents_staging_area_is_made_at_start_so_a_bad_one_shows_there(
+        tmp_path: Path) -> None:
+    from layerbot.agent.main import AgentError, prepared_stagings
+
+    bad = s3_config(tmp_path, "not a url", {"*": "shared"})
+    with pytest.raises(AgentError, match=r"\[deploy\]: the staging area cannot be used: .*"
+                       "endpoint"):
+        asyncio.run(prepared_stagings(bad))
+    good = s3_config(tmp_path, "http://127.0.0.1:9", {"*": "shared"})
+    assert asyncio.run(prepared_stagings(good))("any-target").bucket == "shared"

@@ -24,7 +24,8 @@ from layerbot.backends import make_backend
 from layerbot.build.workspace import Mirrors
 from layerbot.config import Config
 from layerbot.core.protocol import PROTOCOL_VERSION, RegisterRequest, RegisterResponse
-from layerbot.deploy.upload import Stager
+from layerbot.deploy.staging import StagingError
+from layerbot.deploy.upload import Stager, Stagings
 from layerbot.loops import pause
 
 _log = log.get("agent")
@@ -102,11 +103,12 @@ async def run(config: Config, server_url: str, stop: asyncio.Event | None = None
     ledger.renewed(asked, answer.lease_seconds)
     backend = make_backend(config)
     mirrors = Mirrors(config.mirrors_dir, attempts=config.build.fetch_attempts)
+    stagings = await prepared_stagings(config)
     uploads = RemoteUploads(server, UploadJournal(config.instance.data_dir / "agent" / "uploads"))
     runner = AgentRunner(config, ledger, backend, mirrors,
                          claim_wait_seconds=CLAIM_WAIT_SECONDS, lease_valid=ledger.lease_valid,
                          heartbeat_seconds=answer.heartbeat_seconds, uploads=uploads,
-                         stager=stager_of(config))
+                         stager=stager_of(config, stagings), stagings=stagings)
     watcher = asyncio.create_task(_stop_when_refused(ledger, stop))
     try:
         await runner.run(stop)
@@ -117,11 +119,23 @@ async def run(config: Config, server_url: str, stop: asyncio.Event | None = None
         raise AgentError(f"the control plane refused this agent: {ledger.refused}")
 
 
-def stager_of(config: Config) -> Stager:
+async def prepared_stagings(config: Config) -> Stagings:
+    """The staging areas, their S3 clients made now: a bad ``[deploy]`` stops the agent at
+    start rather than failing its first deployment hours later."""
+    stagings = Stagings(config)
+    if "deploy" in config.model_fields_set:
+        try:
+            await asyncio.to_thread(stagings.prepare)
+        except (StagingError, ValueError) as exc:  # botocore: ValueError for an endpoint
+            raise AgentError(f"[deploy]: the staging area cannot be used: {exc}") from None
+    return stagings
+
+
+def stager_of(config: Config, stagings: Stagings | None = None) -> Stager:
     """This agent's stager. Without a ``[deploy]`` section of its own it stages nothing and
     says so on the PR: the embedded default (a directory in its data dir) is read by no
     ingest server, so "uploaded" there would be a lie."""
-    return Stager(config, configured="deploy" in config.model_fields_set)
+    return Stager(config, stagings, configured="deploy" in config.model_fields_set)
 
 
 async def _stop_when_refused(ledger: RemoteLedger, stop: asyncio.Event) -> None:

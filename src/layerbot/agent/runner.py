@@ -25,7 +25,7 @@ from layerbot.backends.base import Backend
 from layerbot.build.workspace import Mirrors
 from layerbot.config import Config
 from layerbot.core.protocol import Capabilities, HeartbeatResponse, NodeTypeCapability
-from layerbot.deploy.upload import Stager
+from layerbot.deploy.upload import Stager, Stagings
 from layerbot.loops import pause
 
 _log = log.get("agent")
@@ -43,11 +43,13 @@ class AgentRunner:
                  lease_valid: Callable[[], bool] = lambda: True,
                  heartbeat_seconds: float | None = None,
                  uploads: UploadLedger | None = None, stager: Stager | None = None,
-                 upload_poll_seconds: float = 5.0, send_log_tails: bool = True) -> None:
+                 stagings: Stagings | None = None, upload_poll_seconds: float = 5.0,
+                 send_log_tails: bool = True) -> None:
         """``claim_wait_seconds``: how long a claim may wait for work at the server (long
         poll; 0 for the store's ledger, which is woken when jobs are recorded).
         ``uploads``: where the deployments of this agent's jobs come from (None: it stages
         nothing); ``stager`` stages them (default: with this configuration's ``[deploy]``).
+        ``stagings``: the staging areas, shared by the stager and the step cache.
         ``send_log_tails``: False where the control plane reads the job directories itself
         (the built-in agent), so running jobs' output is not read for nothing."""
         self.config = config
@@ -56,11 +58,13 @@ class AgentRunner:
         self.concurrency = config.agent.concurrency
         self.claim_wait_seconds = claim_wait_seconds
         self.heartbeat_seconds = heartbeat_seconds or config.fleet.heartbeat_seconds
-        step_cache = StepCache.of(config)
+        stagings = stagings or Stagings(config)
+        step_cache = StepCache.of(config, stagings)
         self.submitter = Submitter(config, ledger, backend, mirrors, config.agent_name,
                                    lease_valid=lease_valid, step_cache=step_cache)
         self.reconciler = Reconciler(config, ledger, backend, step_cache=step_cache)
-        self.uploader = (UploadLoop(uploads, stager or Stager(config), upload_poll_seconds)
+        self.uploader = (UploadLoop(uploads, stager or Stager(config, stagings),
+                                    upload_poll_seconds)
                          if uploads is not None else None)
         self.log_tails = (LogTailSender(ledger, config.reporting.log_tail_lines)
                           if send_log_tails and config.agent.log_tail_seconds > 0 else None)

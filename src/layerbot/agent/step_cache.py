@@ -47,7 +47,7 @@ from layerbot.core.pipeline import UNFETCHED
 from layerbot.deploy.metadata import file_sha256
 from layerbot.deploy.signing import Signer, Verifier
 from layerbot.deploy.staging import ObjectNotFound, Staging, StagingError, check_key
-from layerbot.deploy.upload import make_staging, staging_target
+from layerbot.deploy.upload import Stagings, staging_target
 
 _log = log.get("jobs")
 
@@ -122,25 +122,18 @@ class StepCache:
                  staging: Callable[[str], Staging] | None = None) -> None:
         self.config = config
         self.enabled = enabled
-        self._make_staging = staging or (lambda target: make_staging(config, target))
-        self._stagings: dict[str, Staging] = {}
+        self._staging = staging or Stagings(config)
         self._locks: dict[int, threading.Lock] = {}
         self._guard = threading.Lock()
 
     @classmethod
-    def of(cls, config: Config) -> StepCache:
+    def of(cls, config: Config, stagings: Callable[[str], Staging] | None = None) -> StepCache:
         return cls(config, enabled="deploy" in config.model_fields_set
-                   and config.pipelines.stage_cached_steps)
+                   and config.pipelines.stage_cached_steps, staging=stagings)
 
     @property
     def work_dir(self) -> Path:
         return self.config.instance.data_dir / "step-cache"
-
-    def _staging(self, repo_target: str) -> Staging:
-        with self._guard:
-            if repo_target not in self._stagings:
-                self._stagings[repo_target] = self._make_staging(repo_target)
-            return self._stagings[repo_target]
 
     # --- staging a finished step --------------------------------------------------------
 

@@ -18,6 +18,7 @@ server reads (docs/deploy.md).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from layerbot.deploy.staging import (
     Staging,
     StagingError,
     artifact_key,
+    bucket_for,
     is_transient,
     key_template,
     stage_artifact,
@@ -55,6 +57,40 @@ def make_staging(config: Config, repo_target: str) -> Staging:
                        state_dir=config.uploads_dir)
 
 
+class Stagings:
+    """A process's staging areas by repository target: one per bucket, made once.
+
+    An S3 staging holds a boto3 client, and every client loads S3's service description
+    anew (13 MB here). Made per repository target, and again by the step cache, an agent's
+    memory grew each time a target was first deployed (local agents +27 % in a 20-minute
+    soak). Targets of one bucket now share one, and :meth:`prepare` makes the configured
+    ones when the agent starts: its memory in service is its memory at start, and a first
+    deployment does not wait for boto3's import.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._by_place: dict[str, Staging] = {}
+        self._guard = threading.Lock()
+
+    def __call__(self, repo_target: str) -> Staging:
+        deploy = self.config.deploy
+        # staging_for reads the repository target only for its bucket
+        place = bucket_for(deploy.s3, repo_target) if deploy.staging == "s3" else "dir"
+        with self._guard:
+            if place not in self._by_place:
+                self._by_place[place] = make_staging(self.config, repo_target)
+            return self._by_place[place]
+
+    def prepare(self) -> None:
+        """Make the staging of every bucket the configuration names (S3 only: a directory
+        costs nothing to make later)."""
+        deploy = self.config.deploy
+        if deploy.staging == "s3":
+            for repo_target in deploy.s3.buckets:
+                self(repo_target)
+
+
 def unconfigured(agent: str) -> str:
     """Why an agent without a ``[deploy]`` section stages nothing (shown on the PR)."""
     return (f"agent {agent} has no [deploy] section: the artifact is on its cluster and only "
@@ -74,8 +110,7 @@ class Stager:
                  *, configured: bool = True) -> None:
         self.config = config
         self.configured = configured
-        self._make_staging = staging or (lambda target: make_staging(config, target))
-        self._stagings: dict[str, Staging] = {}
+        self._staging = staging or Stagings(config)
 
     def stage(self, spec: UploadSpec) -> UploadReport:
         """Stage one deployment and say how it went; never raises (a failure is a report:
@@ -150,7 +185,3 @@ class Stager:
                                "to deploy it")
         return real
 
-    def _staging(self, repo_target: str) -> Staging:
-        if repo_target not in self._stagings:
-            self._stagings[repo_target] = self._make_staging(repo_target)
-        return self._stagings[repo_target]
