@@ -50,8 +50,6 @@ from tests.support.webhooks import (
     issue_comment_created,
 )
 
-from layerbot.store.db import Store
-
 OWNER, NAME = DEFAULT_REPO.split("/")
 PRS = 50
 
@@ -146,19 +144,37 @@ def worker_pid(bot_pid: int, timeout: float = 30) -> int:
     raise RuntimeError(f"no worker process under pid {bot_pid}")
 
 
+def holds_flock(pid: int, path: Path) -> bool:
+    """Whether ``pid`` holds a flock on ``path`` (/proc/locks; a waiter's line has "->")."""
+    inode = f":{path.stat().st_ino} "
+    return any(inode in line and "->" not in line and line.split()[4] == str(pid)
+               for line in Path("/proc/locks").read_text().splitlines())
+
+
+def stop(pid: int) -> None:
+    """SIGSTOP, and wait until every thread of ``pid`` has stopped."""
+    os.kill(pid, signal.SIGSTOP)
+    while any((task / "stat").read_text().rsplit(")", 1)[1].split()[0] != "T"
+              for task in Path(f"/proc/{pid}/task").iterdir()):
+        time.sleep(0.001)
+
+
 @contextmanager
 def worker_stopped(store_url: str, pid: int) -> Iterator[None]:
     """The worker process stopped (SIGSTOP) meanwhile: the receiver alone.
 
-    It is stopped while this process holds a write transaction: on SQLite the worker then
-    holds no write lock that would block the receiver while it sleeps. (On PostgreSQL the
-    receiver's inserts wait for no lock a worker's transaction holds.)"""
-    store = Store(store_url, migrate=False)
-    try:
-        with store.transaction():
-            os.kill(pid, signal.SIGSTOP)
-    finally:
-        store.close()
+    On SQLite it must not be stopped holding the write lock, which the receiver would wait
+    for until the end. Stopping it while another process holds the lock is not enough: a
+    thread waiting for the lock gets it in the kernel and stops only on its way out (seen:
+    the benchmark hung). So it is stopped, and let go again while it holds the lock.
+    (On PostgreSQL the receiver's inserts wait for no lock a worker's transaction holds.)"""
+    lock = Path(store_url.split("///", 1)[1] + ".writelock") if "///" in store_url else None
+    while True:
+        stop(pid)
+        if lock is None or not holds_flock(pid, lock):
+            break
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.005)
     try:
         yield
     finally:

@@ -39,7 +39,7 @@ from layerbot.core.protocol import (
     UploadReport,
     UploadSpec,
 )
-from layerbot.operations import fairness, leases, uploads
+from layerbot.operations import leases, uploads
 from layerbot.store import jobs as jobstore
 from layerbot.store.db import Store
 from layerbot.store.models import Agent, Job
@@ -89,20 +89,9 @@ class StoreLedger:
     # --- taking work ------------------------------------------------------------------------
 
     def claim(self, slots: int, wait_seconds: float) -> list[JobSpec]:
-        # Most claims find nothing, and that answer is read without the write lock: on
-        # SQLite the webhook's inserts wait for it, and an idle built-in agent took it
-        # every second. A job queued just after is claimed at the next pass (jobs being
-        # recorded wake the agent).
-        if not self._any_claimable():
-            return []
         now = clock.now()
         with self.store.transaction() as s:
             return leases.claim(s, self.config, self.name, slots, now)
-
-    def _any_claimable(self) -> bool:
-        with self.store.read() as s:
-            return s.scalar(select(Job.id).where(*fairness.claimable(self.name))
-                            .limit(1)) is not None
 
     def holding(self) -> int:
         with self.store.read() as s:

@@ -71,41 +71,27 @@ class Outbox:
 
         An edit of an object written less than ``min_edit_interval`` ago waits (and keeps
         absorbing newer edits), so fast-moving jobs cost one request per interval.
-
-        What to take is read before the write transaction: on SQLite its lock is the one
-        the webhook's inserts wait for. Reading first is safe because one sender claims
-        (a singleton loop): nothing else puts a message in flight meanwhile, and a message
-        sent or merged meanwhile is caught by the UPDATE's own condition.
         """
-        with self.store.read() as session:
+        with self.store.transaction() as session:
             busy = set(session.scalars(
                 select(OutboxMessage.coalesce_key).where(
                     OutboxMessage.instance == self.instance, OutboxMessage.status == "sending",
                     OutboxMessage.coalesce_key.is_not(None))
             ))
-            rows = session.execute(
-                select(OutboxMessage.id, OutboxMessage.kind, OutboxMessage.repo,
-                       OutboxMessage.installation_id, OutboxMessage.coalesce_key)
+            rows = session.scalars(
+                select(OutboxMessage)
                 .where(OutboxMessage.instance == self.instance, OutboxMessage.status == "pending",
                        OutboxMessage.next_attempt_at <= now)
                 .order_by(OutboxMessage.id).limit(limit * 4)
             ).all()
-            recent = self._recently_written(session, [r.coalesce_key for r in rows], now)
-        wanted = []
-        for row in rows:
-            key = row.coalesce_key
-            if key is not None and (key in busy or key in recent):
-                continue
-            if key is not None:
-                busy.add(key)
-            wanted.append(row)
-        if not wanted:
-            return []
-        claimed: list[Message] = []
-        with self.store.transaction() as session:
-            for row in wanted:
+            recent = self._recently_written(session, rows, now)
+            claimed: list[Message] = []
+            for row in rows:
+                if row.coalesce_key is not None and (row.coalesce_key in busy
+                                                     or row.coalesce_key in recent):
+                    continue
                 # Taken only if still pending, with its payload as it is now: an edit may
-                # have been merged into it since it was read.
+                # have been merged into it since it was read (on PostgreSQL).
                 taken = session.execute(
                     update(OutboxMessage)
                     .where(OutboxMessage.id == row.id, OutboxMessage.status == "pending")
@@ -115,23 +101,25 @@ class Outbox:
                 ).first()
                 if taken is None:
                     continue
+                if row.coalesce_key is not None:
+                    busy.add(row.coalesce_key)
                 attempts, payload = taken
                 claimed.append(Message(row.id, row.kind, row.repo, row.installation_id,
                                        row.coalesce_key, dict(payload), int(attempts), False))
                 if len(claimed) >= limit:
                     break
-        return claimed
+            return claimed
 
-    def _recently_written(self, session: Session, keys: Sequence[str | None],
+    def _recently_written(self, session: Session, rows: Sequence[OutboxMessage],
                           now: datetime) -> set[str]:
         if not self.min_edit_interval:
             return set()
-        named = [k for k in keys if k]
-        if not named:
+        keys = [r.coalesce_key for r in rows if r.coalesce_key]
+        if not keys:
             return set()
         since = now - self.min_edit_interval
         return set(session.scalars(
-            select(GitHubObject.key).where(GitHubObject.key.in_(named),
+            select(GitHubObject.key).where(GitHubObject.key.in_(keys),
                                            GitHubObject.updated_at > since)))
 
     def recover(self) -> list[int]:
