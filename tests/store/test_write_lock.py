@@ -16,7 +16,7 @@ import pytest
 
 from layerbot import clock
 from layerbot.store.db import Store
-from layerbot.store.inbox import Delivery, Inbox
+from layerbot.store.inbox import ClaimedEvent, Delivery, Inbox
 
 LEASE = timedelta(seconds=60)
 
@@ -50,14 +50,15 @@ class HeldLock:
         self._other.close()
 
 
-def in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
-    result: list[object] = []
+def in_thread(call: Callable[[], list[ClaimedEvent]]
+              ) -> tuple[threading.Thread, list[list[ClaimedEvent]]]:
+    result: list[list[ClaimedEvent]] = []
     thread = threading.Thread(target=lambda: result.append(call()))
     thread.start()
     return thread, result
 
 
-def claims(store: Store) -> Callable[[], object]:
+def inbox_claim(store: Store) -> Callable[[], list[ClaimedEvent]]:
     inbox = Inbox(store, "a")
     return lambda: inbox.claim("w", clock.now(), LEASE)
 
@@ -66,7 +67,7 @@ def test_a_claim_that_finds_nothing_answers_while_another_writer_holds_the_lock(
         store: Store) -> None:
     lock = HeldLock(store.url)
     try:
-        thread, result = in_thread(claims(store))
+        thread, result = in_thread(inbox_claim(store))
         thread.join(5)
         assert not thread.is_alive(), "a claim with nothing to take waited for the lock"
         assert result == [[]]
@@ -79,11 +80,11 @@ def test_a_claim_that_finds_work_waits_for_the_lock_and_then_takes_it(store: Sto
                                        "{}")], clock.now())
     lock = HeldLock(store.url)
     try:
-        thread, result = in_thread(claims(store))
+        thread, result = in_thread(inbox_claim(store))
         thread.join(1)
         assert thread.is_alive(), "it wrote while another writer held the lock"
     finally:
         lock.release()
     thread.join(10)
     (events,) = result
-    assert [e.delivery_id for e in events] == ["d-1"]  # type: ignore[attr-defined]
+    assert [e.delivery_id for e in events] == ["d-1"]
