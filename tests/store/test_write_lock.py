@@ -13,10 +13,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from layerbot import clock
 from layerbot.store.db import Store
 from layerbot.store.inbox import ClaimedEvent, Delivery, Inbox
+from layerbot.store.models import InboxEvent
 
 LEASE = timedelta(seconds=60)
 
@@ -29,16 +32,20 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 class HeldLock:
-    """The write lock, held by a transaction of another Store until :meth:`release`."""
+    """The write lock, held by a transaction of another Store until :meth:`release`.
 
-    def __init__(self, url: str) -> None:
+    ``then``: what that transaction writes just before it commits (another worker's work).
+    """
+
+    def __init__(self, url: str, then: Callable[[Session], object] = lambda _s: None) -> None:
         self._other = Store(url, migrate=False)
         self._release, held = threading.Event(), threading.Event()
 
         def hold() -> None:
-            with self._other.transaction():
+            with self._other.transaction() as session:
                 held.set()
                 self._release.wait(30)
+                then(session)
 
         self._holder = threading.Thread(target=hold)
         self._holder.start()
@@ -88,3 +95,23 @@ def test_a_claim_that_finds_work_waits_for_the_lock_and_then_takes_it(store: Sto
     thread.join(10)
     (events,) = result
     assert [e.delivery_id for e in events] == ["d-1"]
+
+
+def test_an_event_put_off_between_the_read_and_the_claim_is_not_taken(store: Store) -> None:
+    """The candidates are read before the lock: meanwhile another worker may have taken the
+    event, failed it and put it off until GitHub's rate limit resets. The stale read must
+    not hand it out again at once (a CI run caught a worker doing exactly that)."""
+    Inbox(store, "a").accept([Delivery("1", "d-1", "issue_comment", "created", "o/r#1", 7,
+                                       "{}")], clock.now())
+    put_off = update(InboxEvent).values(
+        attempts=1, error="403 API rate limit exceeded",
+        next_attempt_at=clock.now() + timedelta(minutes=20))
+    lock = HeldLock(store.url, then=lambda session: session.execute(put_off))
+    try:
+        thread, result = in_thread(inbox_claim(store))
+        thread.join(1)
+        assert thread.is_alive(), "it wrote while another writer held the lock"
+    finally:
+        lock.release()
+    thread.join(10)
+    assert result == [[]]

@@ -162,9 +162,11 @@ class Inbox:
               ) -> list[ClaimedEvent]:
         """Claim up to ``limit`` events that are due and first in line for their key.
 
-        Each event is taken by a conditional UPDATE (still pending?), so two workers
-        reading the same candidates at once (other processes, on PostgreSQL) never both
-        get one: the second UPDATE waits for the first and then matches nothing. The heads
+        Each event is taken by a conditional UPDATE (still pending and due?), so two
+        workers reading the same candidates at once never both get one: the second UPDATE
+        waits for the first and then matches nothing. "Due" is checked again because
+        between the read and the UPDATE another worker may have taken the event, failed it
+        and put it off (until a rate limit resets): still pending, but not to be run yet. The heads
         of line are read after the candidates, so an event whose predecessor was taken
         meanwhile is not handed out ahead of it either.
 
@@ -198,7 +200,8 @@ class Inbox:
             for event_id in first_in_line:
                 taken = session.execute(
                     update(InboxEvent)
-                    .where(InboxEvent.id == event_id, InboxEvent.status == "pending")
+                    .where(InboxEvent.id == event_id, InboxEvent.status == "pending",
+                           InboxEvent.next_attempt_at <= now)
                     .values(status="processing", claimed_by=owner,
                             claimed_until=now + lease, attempts=InboxEvent.attempts + 1)
                     .returning(InboxEvent.delivery_id, InboxEvent.event, InboxEvent.action,
