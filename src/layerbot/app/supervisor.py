@@ -55,8 +55,10 @@ def worker_main(config: Config, nudges: Connection, parent_pid: int | None = Non
     """The worker process: every background loop of the bot."""
     _die_with_parent(parent_pid if parent_pid is not None else os.getppid())
     from layerbot.app.hardening import harden
+    from layerbot.app.memory import limit_malloc_arenas
 
     harden()  # a process of its own (spawned): not dumpable either
+    limit_malloc_arenas()
     # Handling is throughput work; answering GitHub is latency work: on a busy machine the
     # web process goes first.
     os.nice(WORKER_NICENESS)

@@ -101,8 +101,10 @@ def load_config(path: Path | None) -> config_mod.Config:
     # Before any child is started: not dumpable, secrets out of the environment (jobs run
     # on this machine; see docs/security.md).
     from layerbot.app.hardening import harden
+    from layerbot.app.memory import limit_malloc_arenas
 
     harden()
+    limit_malloc_arenas()  # before the first thread: memory flat over days (app/memory.py)
     return cfg
 
 
