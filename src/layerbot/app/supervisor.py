@@ -5,7 +5,8 @@ handled. Handling (GitHub calls, git, the backend) is CPU work in Python; in the
 it would share one interpreter lock with the receiver. So the web process runs only the
 receiver (and the API), and a worker process runs every loop. They share nothing but the
 store; after each inbox commit the web process nudges the worker through a pipe, so events
-are picked up at once (and the worker also polls, so a lost nudge costs nothing).
+are picked up at once (and the worker also polls, so a lost nudge costs nothing). While the
+receiver is answering, the worker's database work waits (app/answers_first.py).
 
 The worker dies with the web process (PR_SET_PDEATHSIG) and is restarted if it dies alone.
 """
@@ -25,6 +26,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from layerbot import log
+from layerbot.app.answers_first import ReceiverBusy
 from layerbot.config import Config
 
 _log = log.get("app")
@@ -51,8 +53,12 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-def worker_main(config: Config, nudges: Connection, parent_pid: int | None = None) -> None:
-    """The worker process: every background loop of the bot."""
+def worker_main(config: Config, nudges: Connection, parent_pid: int | None = None,
+                receiver: ReceiverBusy | None = None) -> None:
+    """The worker process: every background loop of the bot.
+
+    ``receiver``: the web process's mark of when it is answering; the worker's database
+    work waits for it (app/answers_first.py)."""
     _die_with_parent(parent_pid if parent_pid is not None else os.getppid())
     from layerbot.app.hardening import harden
     from layerbot.app.memory import limit_malloc_arenas
@@ -72,7 +78,8 @@ def worker_main(config: Config, nudges: Connection, parent_pid: int | None = Non
     from layerbot.store.db import Store
 
     async def main() -> None:
-        bot = Bot(config, Store(config.store_url, durable=False))
+        pace = receiver.wait if receiver is not None else None
+        bot = Bot(config, Store(config.store_url, durable=False, pace=pace))
         gc.collect()
         gc.freeze()  # long-lived objects out of full collections (they stall held locks)
         stop = asyncio.Event()
@@ -103,6 +110,8 @@ class WorkerSupervisor:
         self._send: Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self.restarts = 0
+        #: Marked by the web process's receiver; every worker it starts waits for it.
+        self.receiver = ReceiverBusy()
 
     def alive(self) -> bool:
         return self._process is not None and self._process.is_alive()
@@ -117,7 +126,8 @@ class WorkerSupervisor:
         receive, send = self._context.Pipe(duplex=False)
         os.set_blocking(send.fileno(), False)  # a full pipe means the worker is awake anyway
         process = self._context.Process(target=worker_main,
-                                        args=(self.config, receive, os.getpid()),
+                                        args=(self.config, receive, os.getpid(),
+                                              self.receiver),
                                         name="layerbot-worker", daemon=True)
         process.start()
         receive.close()

@@ -160,6 +160,7 @@ def serve(config: ConfigOption = None,
         sys.setswitchinterval(0.0005)
         supervisor = WorkerSupervisor(cfg)
         bot.writer.on_accept = supervisor.nudge
+        bot.writer.on_write = supervisor.receiver.mark
         bot.worker_alive = supervisor.alive
         app = bot.app(run_loops=False, side=supervisor.running)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ class Store:
     """The database: one engine, short transactions, migrations applied on open."""
 
     def __init__(self, url: str, *, migrate: bool = True, durable: bool = True,
-                 checkpoints: bool = True) -> None:
+                 checkpoints: bool = True, pace: Callable[[], object] | None = None) -> None:
         """``durable=False`` (SQLite): commits reach the OS, not the disk, before returning.
 
         They survive a crash of the process, not of the machine. The worker process uses it
@@ -29,7 +29,11 @@ class Store:
 
         ``checkpoints=False`` (SQLite): this process's commits never copy the WAL back into
         the database file (a stall of 100 ms or more); the worker process's commits do it.
+
+        ``pace``: called before each transaction and read, outside any lock; the worker
+        process's store waits there while the receiver is answering (``app/answers_first``).
         """
+        self._pace = pace or _go
         self.url = url
         self.engine = make_engine(url, writer=True, durable=durable, checkpoints=checkpoints)
         # SQLite: readers get their own engine with deferred transactions, so that reads
@@ -56,12 +60,14 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work is committed on success and rolled back on error."""
+        self._pace()
         with self._write_lock, self._sessions() as session, session.begin():
             yield session
 
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A session for reading only."""
+        self._pace()
         with self._read_sessions() as session, session.begin():
             yield session
 
@@ -72,6 +78,10 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
         self.read_engine.dispose()
+
+
+def _go() -> None:
+    """The pace of a store that waits for nothing."""
 
 
 class _SQLiteWriteLock:

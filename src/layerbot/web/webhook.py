@@ -105,6 +105,9 @@ class InboxWriter:
     def __init__(self, inbox: Inbox, on_accept: Callable[[], None], max_batch: int = 256) -> None:
         self.inbox = inbox
         self.on_accept = on_accept
+        #: Called as each delivery is handed in: `serve` tells its worker process to hold
+        #: its database work back meanwhile (app/answers_first.py).
+        self.on_write: Callable[[], None] = lambda: None
         self.max_batch = max_batch
         self._queue: asyncio.Queue[tuple[Delivery, asyncio.Future[Stored]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -120,6 +123,7 @@ class InboxWriter:
         self._thread.shutdown(wait=False)
 
     async def write(self, delivery: Delivery) -> Stored:
+        self.on_write()
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         await self._queue.put((delivery, future))
         return await future
