@@ -30,10 +30,14 @@ class Store:
         ``checkpoints=False`` (SQLite): this process's commits never copy the WAL back into
         the database file (a stall of 100 ms or more); the worker process's commits do it.
 
-        ``pace``: called before each transaction and read, outside any lock; the worker
+        ``pace``: called before each transaction and read, outside any lock (not for a read
+        made inside a transaction); the worker
         process's store waits there while the receiver is answering (``app/answers_first``).
         """
         self._pace = pace or _go
+        #: How deep this thread is in transactions: a read inside one must not pace (it
+        #: would wait with the write lock held, which is what the pace is there to avoid).
+        self._in_transaction = threading.local()
         self.url = url
         self.engine = make_engine(url, writer=True, durable=durable, checkpoints=checkpoints)
         # SQLite: readers get their own engine with deferred transactions, so that reads
@@ -60,14 +64,21 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work is committed on success and rolled back on error."""
-        self._pace()
+        depth = getattr(self._in_transaction, "depth", 0)
+        if not depth:
+            self._pace()
         with self._write_lock, self._sessions() as session, session.begin():
-            yield session
+            self._in_transaction.depth = depth + 1
+            try:
+                yield session
+            finally:
+                self._in_transaction.depth = depth
 
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A session for reading only."""
-        self._pace()
+        if not getattr(self._in_transaction, "depth", 0):
+            self._pace()
         with self._read_sessions() as session, session.begin():
             yield session
 

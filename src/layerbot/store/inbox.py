@@ -166,9 +166,9 @@ class Inbox:
         workers reading the same candidates at once never both get one: the second UPDATE
         waits for the first and then matches nothing. "Due" is checked again because
         between the read and the UPDATE another worker may have taken the event, failed it
-        and put it off (until a rate limit resets): still pending, but not to be run yet. The heads
-        of line are read after the candidates, so an event whose predecessor was taken
-        meanwhile is not handed out ahead of it either.
+        and put it off (until a rate limit resets): still pending, but not to be run yet.
+        The heads of line are read after the candidates, so an event whose predecessor was
+        taken meanwhile is not handed out ahead of it either.
 
         Payloads (10 kB and more each) are read only for the events taken, by the UPDATE
         itself: reading them for every candidate cost the worker and the database CPU.
