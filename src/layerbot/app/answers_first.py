@@ -18,9 +18,9 @@ process that died leaves a mark that runs out by itself. Why 500 ms: a burst of 
 deliveries is answered in about 0.4 s; held back 100 ms at a time, the worker's calls went
 on during the burst and answers were 15-24 ms at the median instead of 12-14 ms.
 
-What is left (bench_webhook, p99 22-27 ms on SQLite and 22-35 ms on PostgreSQL, about what
-the receiver alone reaches on this 2-CPU machine): the first answers of a burst wait for
-what the worker had under way when it began.
+What is left (bench_webhook, p99 22-39 ms on SQLite, most runs 22-28, and 22-36 ms on
+PostgreSQL, near what the receiver alone reaches on this 2-CPU machine): the first answers
+of a burst wait for what the worker had under way when it began.
 """
 
 from __future__ import annotations
