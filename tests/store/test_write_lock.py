@@ -82,10 +82,14 @@ def test_a_claim_that_finds_nothing_answers_while_another_writer_holds_the_lock(
         lock.release()
 
 
-def test_a_claim_that_finds_work_waits_for_the_lock_and_then_takes_it(store: Store) -> None:
+def claim_of_one_event_past_a_held_lock(
+        store: Store, then: Callable[[Session], object] = lambda _s: None
+) -> list[ClaimedEvent]:
+    """One stored event; a claim that must wait for another writer's lock, which does
+    ``then`` before it lets go: what the claim took."""
     Inbox(store, "a").accept([Delivery("1", "d-1", "issue_comment", "created", "o/r#1", 7,
                                        "{}")], clock.now())
-    lock = HeldLock(store.url)
+    lock = HeldLock(store.url, then)
     try:
         thread, result = in_thread(inbox_claim(store))
         thread.join(1)
@@ -94,6 +98,11 @@ def test_a_claim_that_finds_work_waits_for_the_lock_and_then_takes_it(store: Sto
         lock.release()
     thread.join(10)
     (events,) = result
+    return events
+
+
+def test_a_claim_that_finds_work_waits_for_the_lock_and_then_takes_it(store: Store) -> None:
+    events = claim_of_one_event_past_a_held_lock(store)
     assert [e.delivery_id for e in events] == ["d-1"]
 
 
@@ -101,17 +110,9 @@ def test_an_event_put_off_between_the_read_and_the_claim_is_not_taken(store: Sto
     """The candidates are read before the lock: meanwhile another worker may have taken the
     event, failed it and put it off until GitHub's rate limit resets. The stale read must
     not hand it out again at once (a CI run caught a worker doing exactly that)."""
-    Inbox(store, "a").accept([Delivery("1", "d-1", "issue_comment", "created", "o/r#1", 7,
-                                       "{}")], clock.now())
     put_off = update(InboxEvent).values(
         attempts=1, error="403 API rate limit exceeded",
         next_attempt_at=clock.now() + timedelta(minutes=20))
-    lock = HeldLock(store.url, then=lambda session: session.execute(put_off))
-    try:
-        thread, result = in_thread(inbox_claim(store))
-        thread.join(1)
-        assert thread.is_alive(), "it wrote while another writer held the lock"
-    finally:
-        lock.release()
-    thread.join(10)
-    assert result == [[]]
+    events = claim_of_one_event_past_a_held_lock(
+        store, then=lambda session: session.execute(put_off))
+    assert events == []
