@@ -31,13 +31,13 @@ class Store:
         the database file (a stall of 100 ms or more); the worker process's commits do it.
 
         ``pace``: called before each transaction and read, outside any lock (not for a read
-        made inside a transaction); the worker
-        process's store waits there while the receiver is answering (``app/answers_first``).
+        made inside a transaction); the worker process's store waits there while the
+        receiver is answering (``app/answers_first``).
         """
         self._pace = pace or _go
-        #: How deep this thread is in transactions: a read inside one must not pace (it
-        #: would wait with the write lock held, which is what the pace is there to avoid).
-        self._in_transaction = threading.local()
+        #: Whether this thread is in a transaction (they do not nest: the write lock is not
+        #: reentrant): a read inside one must not pace, it would wait with the lock held.
+        self._thread_state = threading.local()
         self.url = url
         self.engine = make_engine(url, writer=True, durable=durable, checkpoints=checkpoints)
         # SQLite: readers get their own engine with deferred transactions, so that reads
@@ -64,23 +64,24 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work is committed on success and rolled back on error."""
-        depth = getattr(self._in_transaction, "depth", 0)
-        if not depth:
-            self._pace()
+        self._pace_outside_transactions()
         with self._write_lock, self._sessions() as session, session.begin():
-            self._in_transaction.depth = depth + 1
+            self._thread_state.in_transaction = True
             try:
                 yield session
             finally:
-                self._in_transaction.depth = depth
+                self._thread_state.in_transaction = False
 
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A session for reading only."""
-        if not getattr(self._in_transaction, "depth", 0):
-            self._pace()
+        self._pace_outside_transactions()
         with self._read_sessions() as session, session.begin():
             yield session
+
+    def _pace_outside_transactions(self) -> None:
+        if not getattr(self._thread_state, "in_transaction", False):
+            self._pace()
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
