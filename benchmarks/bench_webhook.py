@@ -80,24 +80,26 @@ def raw_request(port: int, body: bytes, headers: dict[str, str]) -> bytes:
 
 async def send_all(url: str, items: list[tuple[bytes, dict[str, str], int]],
                    concurrency: int) -> list[float]:
-    """Send every delivery over ``concurrency`` keep-alive connections; per-request latency."""
+    """Send every delivery over ``concurrency`` keep-alive connections; each one's latency,
+    in the order they were sent."""
     host, port = url.removeprefix("http://").split(":")
     requests = [raw_request(int(port), body, headers) for body, headers, _ in items]
-    latencies: list[float] = []
+    latencies = [0.0] * len(requests)
     position = 0
 
     async def connection() -> None:
         nonlocal position
         reader, writer = await asyncio.open_connection(host, int(port))
         while position < len(requests):
-            request = requests[position]
+            sent = position
+            request = requests[sent]
             position += 1
             started = time.perf_counter()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
             await reader.readexactly(length)
-            latencies.append(time.perf_counter() - started)
+            latencies[sent] = time.perf_counter() - started
             if not head.startswith(b"HTTP/1.1 202"):
                 raise RuntimeError(f"unexpected answer {head[:40]!r}")
         writer.close()
@@ -108,17 +110,25 @@ async def send_all(url: str, items: list[tuple[bytes, dict[str, str], int]],
 
 def _client(url: str, items: list[tuple[bytes, dict[str, str], int]], concurrency: int,
             out: Connection) -> None:
-    out.send(asyncio.run(send_all(url, items, concurrency)))
+    ran, waited = sched_seconds(os.getpid())
+    latencies = asyncio.run(send_all(url, items, concurrency))
+    ran_after, waited_after = sched_seconds(os.getpid())
+    out.send((latencies, (ran_after - ran, waited_after - waited)))
 
 
 def send_from_another_process(url: str, items: list[tuple[bytes, dict[str, str], int]],
-                              concurrency: int) -> list[float]:
+                              concurrency: int,
+                              cpu: dict[str, tuple[float, float]]) -> list[float]:
     """The client in a process of its own: the fake GitHub, which lives in this process and
-    answers the bot's requests meanwhile, must not hold the client's interpreter lock."""
+    answers the bot's requests meanwhile, must not hold the client's interpreter lock.
+
+    The client's own CPU (and time waiting for one) goes to ``cpu["client"]``: a client
+    short of CPU reads its answers late, and that would be counted as the bot's latency."""
     receive, send = multiprocessing.Pipe(duplex=False)
     process = multiprocessing.Process(target=_client, args=(url, items, concurrency, send))
     process.start()
-    latencies: list[float] = receive.recv()
+    latencies: list[float]
+    latencies, cpu["client"] = receive.recv()
     process.join()
     return latencies
 
@@ -205,7 +215,7 @@ def cpu_used(pids: dict[str, int], into: dict[str, tuple[float, float]]) -> Iter
 
 
 def report(name: str, latencies: list[float], seconds: float,
-           cpu: dict[str, tuple[float, float]]) -> None:
+           cpu: dict[str, tuple[float, float]], concurrency: int) -> None:
     ms = [x * 1000 for x in latencies]
     print(f"{name}_cpu_ms_per_delivery=" + " ".join(
         f"{who}:{used / len(ms) * 1000:.2f}" for who, (used, _) in cpu.items()))
@@ -214,6 +224,12 @@ def report(name: str, latencies: list[float], seconds: float,
     print(f"{name}_p50_ms={statistics.median(ms):.2f}")
     print(f"{name}_p99_ms={percentile(ms, 99):.2f}")
     print(f"{name}_max_ms={max(ms):.2f}")
+    # Where the slowest answers are: the first wave (the first ``concurrency`` sent, which
+    # meet whatever the machine was doing when the burst began) or the steady state after.
+    first, rest = ms[:concurrency], ms[concurrency:]
+    print(f"{name}_first_wave_p50_ms={statistics.median(first):.2f} "
+          f"{name}_first_wave_max_ms={max(first):.2f} "
+          f"{name}_after_first_wave_p99_ms={percentile(rest, 99):.2f}")
     print(f"{name}_accept_rate_per_s={len(ms) / seconds:.0f}")
 
 
@@ -253,7 +269,8 @@ def main() -> None:
             with (worker_stopped(store_url, pids["worker"]),
                   cpu_used(pids, alone_cpu)):
                 started = time.perf_counter()
-                alone = send_from_another_process(bot.url, alone_items, args.concurrency)
+                alone = send_from_another_process(bot.url, alone_items, args.concurrency,
+                                                 alone_cpu)
                 alone_seconds = time.perf_counter() - started
             handling_from = time.perf_counter()
             cpu_before, requests_before = time.process_time(), len(fake.requests)
@@ -261,7 +278,8 @@ def main() -> None:
             fake.wait_for(lambda: fake.count(reactions) >= 2, timeout=60)
             with cpu_used({**pids, "bench": os.getpid()}, busy_cpu):
                 started = time.perf_counter()
-                busy = send_from_another_process(bot.url, busy_items, args.concurrency)
+                busy = send_from_another_process(bot.url, busy_items, args.concurrency,
+                                                busy_cpu)
                 busy_seconds = time.perf_counter() - started
             handled_meanwhile = fake.count(reactions) - 1
             # a cheap check, rarely: the polling must not take the CPU it measures
@@ -278,8 +296,8 @@ def main() -> None:
           f"concurrency={args.concurrency}")
     # CPU per delivery sent in the phase: the web process's own, and what ran beside it
     # (the worker; the bench process, that is the fake GitHub answering the worker).
-    report("receiver_alone", alone, alone_seconds, alone_cpu)
-    report("with_handling", busy, busy_seconds, busy_cpu)
+    report("receiver_alone", alone, alone_seconds, alone_cpu, args.concurrency)
+    report("with_handling", busy, busy_seconds, busy_cpu, args.concurrency)
     if handled_meanwhile >= 2 * args.deliveries:
         print("WARNING: the backlog was handled before the second phase ended")
     events = 2 * args.deliveries

@@ -330,6 +330,22 @@ def test_invalid_requests_are_recorded_as_violations(fake: FakeGitHub) -> None:
     assert fake.comments(OWNER, REPO, 7)[0].history == ["hi"]  # nothing was changed
 
 
+def test_a_repeated_request_is_judged_alike_each_time(fake: FakeGitHub) -> None:
+    # The checks are remembered per distinct request: a repeat must still be a violation
+    # of its own, and a request differing only in its body must be judged on that body.
+    token = raw_token(fake)
+    comment = fake.add_comment(OWNER, REPO, 7, "hi")
+    path = f"/repos/{OWNER}/{REPO}/issues/comments/{comment}/reactions"
+    with httpx.Client(base_url=fake.url, headers={"Authorization": f"token {token}"}) as c:
+        answers = [c.post(path, json={"content": "thumbsup"}).status_code for _ in range(2)]
+        answers.append(c.post(path, json={"content": "eyes"}).status_code)
+
+    assert answers == [422, 422, 201]
+    violations = fake.take_violations()
+    assert [v.kind for v in violations] == ["request", "request"]
+    assert violations[0].message == violations[1].message
+
+
 def test_ignored_fields_and_githubkit_client_side_validation(fake: FakeGitHub, gh: Any) -> None:
     run = gh.rest.checks.create(OWNER, REPO, name="b", head_sha=HEAD).parsed_data
     response = gh.request(

@@ -143,8 +143,8 @@ class System:
         for i, replica in enumerate(self.fleet.replicas):
             if replica.proc and replica.proc.poll() is None:
                 out[f"replica-{i}"] = replica.proc.pid
-                for n, child in enumerate(children(replica.proc.pid)):
-                    out[f"replica-{i}-worker{'' if n == 0 else n}"] = child
+                for child in children(replica.proc.pid):
+                    out[f"replica-{i}-{child_role(child)}"] = child
         for name, agent in self.fleet.agents.items():
             if agent.proc and agent.proc.poll() is None:
                 out[f"agent-{name}"] = agent.proc.pid
@@ -155,6 +155,18 @@ def children(pid: int) -> list[int]:
     found = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
                            text=True, check=False).stdout.split()
     return [int(p) for p in found]
+
+
+def child_role(pid: int) -> str:
+    """What a replica's child is: its worker, or multiprocessing's resource tracker (a
+    small helper process of its own, which is not the worker)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return f"child-{pid}"
+    if b"resource_tracker" in command:
+        return "resource-tracker"
+    return "worker" if b"spawn_main" in command else f"child-{pid}"
 
 
 def rss_mb(pid: int) -> float:
