@@ -20,12 +20,12 @@ on during the burst and answers were 15-24 ms at the median instead of 12-14 ms.
 
 Measured (bench_webhook, 1,000 deliveries 50 at a time while a backlog is handled): p99
 13-22 ms on SQLite (6 runs) and 13-21 ms on PostgreSQL (5 runs), where the receiver alone
-took 12-23 and 14-20 ms in the same runs. The slowest answers are the first of a burst, in
-both phases: 50 requests arrive at once on 50 new connections, which are accepted first
+took 12-23 and 14-20 ms in the same runs. The slowest answers are mostly the first of a burst,
+in both phases: 50 requests arrive at once on 50 new connections, which are accepted first
 (with the connections opened beforehand, that first wave took 11-13 ms alone). With
 handling it also meets whatever the worker had under way when the burst began. On an
-earlier day, when the same web process took 0.28 ms of CPU per delivery (not 0.15-0.20:
-a slower host), the same code measured 22-39 ms.
+earlier day, when the web process took 0.28 ms of CPU per delivery (a slower host; 0.15 to
+0.20 in most of the runs above), the same code measured 22-39 ms.
 """
 
 from __future__ import annotations
