@@ -224,8 +224,9 @@ def report(name: str, latencies: list[float], seconds: float,
     print(f"{name}_p50_ms={statistics.median(ms):.2f}")
     print(f"{name}_p99_ms={percentile(ms, 99):.2f}")
     print(f"{name}_max_ms={max(ms):.2f}")
-    # Where the slowest answers are: the first wave (the first ``concurrency`` sent, which
-    # meet whatever the machine was doing when the burst began) or the steady state after.
+    # Where the slowest answers are: the first wave (the first ``concurrency`` sent, all at
+    # once on connections just opened, meeting whatever the machine was doing when the
+    # burst began) or the steady state after it.
     first, rest = ms[:concurrency], ms[concurrency:]
     print(f"{name}_first_wave_p50_ms={statistics.median(first):.2f} "
           f"{name}_first_wave_max_ms={max(first):.2f} "
@@ -295,7 +296,8 @@ def main() -> None:
     print(f"database={args.database} deliveries_per_phase={args.deliveries} "
           f"concurrency={args.concurrency}")
     # CPU per delivery sent in the phase: the web process's own, and what ran beside it
-    # (the worker; the bench process, that is the fake GitHub answering the worker).
+    # (the client; the worker; the bench process, that is the fake GitHub answering the
+    # worker).
     report("receiver_alone", alone, alone_seconds, alone_cpu, args.concurrency)
     report("with_handling", busy, busy_seconds, busy_cpu, args.concurrency)
     if handled_meanwhile >= 2 * args.deliveries:
