@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.botproc import SECRET, BotProcess, free_port, write_config
+from tests.support.botproc import SECRET, BotProcess, child_role, free_port, write_config
 from tests.support.databases import fresh_database
 from tests.support.fakegithub import FakeGitHub, generate_app_key
 from tests.support.webhooks import (
@@ -144,12 +144,9 @@ def worker_pid(bot_pid: int, timeout: float = 30) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         children = Path(f"/proc/{bot_pid}/task/{bot_pid}/children").read_text().split()
-        for child in children:
-            try:
-                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                    return int(child)
-            except FileNotFoundError:
-                continue
+        for child in map(int, children):
+            if child_role(child) == "worker":
+                return child
         time.sleep(0.1)
     raise RuntimeError(f"no worker process under pid {bot_pid}")
 

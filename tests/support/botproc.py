@@ -23,6 +23,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def child_role(pid: int) -> str:
+    """What a child of `layerbot serve` is: its worker (started by multiprocessing's
+    spawn), or multiprocessing's resource tracker (a small helper that is not the worker)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return f"child-{pid}"
+    if b"resource_tracker" in command:
+        return "resource-tracker"
+    return "worker" if b"spawn_main" in command else f"child-{pid}"
+
+
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

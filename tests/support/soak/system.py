@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.deploy.conftest import S3Server, _free_port_block
-from tests.support.botproc import free_port, write_config
+from tests.support.botproc import child_role, free_port, write_config
 from tests.support.fleet import AgentSpec, Fleet, start_fleet
 
 from layerbot.deploy.signing import allowed_signers_line, generate_keypair
@@ -155,18 +155,6 @@ def children(pid: int) -> list[int]:
     found = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
                            text=True, check=False).stdout.split()
     return [int(p) for p in found]
-
-
-def child_role(pid: int) -> str:
-    """What a replica's child is: its worker, or multiprocessing's resource tracker (a
-    small helper process of its own, which is not the worker)."""
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return f"child-{pid}"
-    if b"resource_tracker" in command:
-        return "resource-tracker"
-    return "worker" if b"spawn_main" in command else f"child-{pid}"
 
 
 def rss_mb(pid: int) -> float:

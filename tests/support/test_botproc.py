@@ -1,4 +1,4 @@
-"""The soak's names for a replica's child processes (its memory figures are read by name)."""
+"""A bot process's children told apart: its worker, the resource tracker, anything else."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import time
 from multiprocessing import resource_tracker
 
-from tests.support.soak.system import child_role
+from tests.support.botproc import child_role
 
 
 def test_a_spawned_worker_and_the_resource_tracker_are_told_apart() -> None:
